@@ -1,0 +1,293 @@
+//! The `dinoscope` command line: embeddings, attention maps, dense features and benchmarks.
+
+mod bench;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::analysis::attention::{Query, attention_maps, mass_mask};
+use crate::analysis::colormap::{Colormap, overlay_mask, render_map};
+use crate::arrays::write_npy;
+use crate::model::config::Arch;
+use crate::model::preprocess::{DEFAULT_MAX_PATCHES, load_rgb, prepare};
+use crate::model::{
+    ComputeDevice, DeviceChoice, Facet, LoadOptions, LoadedModel, PreparedImage, Resize, backend,
+    load_model,
+};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "dinoscope",
+    version,
+    about = "See what DINO / DINOv2 Vision Transformers see."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Final normalised CLS embedding `[D]` of an image.
+    Embed {
+        #[command(flatten)]
+        input: ModelInput,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// CLS-to-patch attention of a block: `attention.npy` `[heads, Hp, Wp]`, one PNG per head, the
+    /// head mean and thresholded masks.
+    Attention {
+        #[command(flatten)]
+        input: ModelInput,
+        /// 0-based block index (default: the last block).
+        #[arg(long)]
+        layer: Option<usize>,
+        /// Share of attention mass kept by the masks (as in the DINO paper).
+        #[arg(long, default_value_t = 0.6)]
+        threshold: f32,
+        #[arg(long, value_enum, default_value_t = Colormap::Viridis)]
+        colormap: Colormap,
+        /// Output directory (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Patch descriptors `[Hp*Wp, D]` of a block's facet (dino-vit-features' extractor).
+    Features {
+        #[command(flatten)]
+        input: ModelInput,
+        /// 0-based block index (11 = the last block of a 12-block ViT).
+        #[arg(long)]
+        layer: usize,
+        #[arg(long, value_enum, default_value_t = Facet::Key)]
+        facet: Facet,
+        /// Patch-embedding stride; smaller than the patch size gives overlapping patches.
+        #[arg(long)]
+        stride: Option<usize>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Median forward time of a randomly initialised model.
+    Bench(bench::BenchArgs),
+}
+
+/// Where the model and image come from.
+#[derive(Args, Debug)]
+pub struct ModelInput {
+    /// Checkpoint: official `.pth` (backbone or full training checkpoint) or Hugging Face `.safetensors`.
+    #[arg(long)]
+    pub weights: PathBuf,
+    #[arg(long)]
+    pub image: PathBuf,
+    /// `none` (keep size, crop to a multiple of the patch), a short side like `480`, or `WxH`.
+    #[arg(long, default_value = "none")]
+    pub resize: Resize,
+    /// Architecture; `auto` detects it from the tensor names and shapes.
+    #[arg(long, default_value = "auto")]
+    pub arch: ArchArg,
+    /// Attention heads when detecting (official models: dim / 64).
+    #[arg(long)]
+    pub heads: Option<usize>,
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+}
+
+/// `--arch auto` or a named architecture.
+#[derive(Clone, Copy, Debug)]
+pub enum ArchArg {
+    Auto,
+    Named(Arch),
+}
+
+impl std::str::FromStr for ArchArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        use clap::ValueEnum;
+        if s == "auto" {
+            return Ok(ArchArg::Auto);
+        }
+        Arch::from_str(s, true).map(ArchArg::Named).map_err(|_| {
+            let names: Vec<String> = Arch::ALL.iter().map(|a| a.to_string()).collect();
+            format!(
+                "unknown architecture `{s}`; use auto or one of: {}",
+                names.join(", ")
+            )
+        })
+    }
+}
+
+/// A loaded model, its device and one prepared image.
+struct Session {
+    model: LoadedModel,
+    device: ComputeDevice,
+    image: PreparedImage,
+}
+
+impl ModelInput {
+    fn open(&self) -> Result<Session> {
+        let device = backend::select(self.device)?;
+        eprintln!("device: {}", device.description);
+        let options = LoadOptions {
+            config: match self.arch {
+                ArchArg::Auto => None,
+                ArchArg::Named(a) => Some(a.config()),
+            },
+            heads: self.heads,
+        };
+        let model = load_model(&self.weights, &options, &device.device)?;
+        eprintln!(
+            "model: {} ({:.1}M parameters{})",
+            model.config.describe(),
+            model.config.param_count() as f64 / 1e6,
+            if model.ignored > 0 {
+                format!(", {} non-backbone tensors ignored", model.ignored)
+            } else {
+                String::new()
+            }
+        );
+        let rgb = load_rgb(&self.image)?;
+        let image = prepare(
+            &rgb,
+            self.resize,
+            model.config.patch_size,
+            DEFAULT_MAX_PATCHES,
+        )
+        .with_context(|| self.image.display().to_string())?;
+        if let Some(note) = &image.note {
+            eprintln!("note: {note}");
+        }
+        Ok(Session {
+            model,
+            device,
+            image,
+        })
+    }
+}
+
+fn resolve_layer(layer: Option<usize>, depth: usize) -> Result<usize> {
+    let layer = layer.unwrap_or(depth - 1);
+    if layer >= depth {
+        bail!(
+            "--layer {layer} is out of range: the model has {depth} blocks (0..={})",
+            depth - 1
+        );
+    }
+    Ok(layer)
+}
+
+fn save_png(image: &image::RgbImage, path: &Path) -> Result<()> {
+    image
+        .save(path)
+        .with_context(|| format!("{}: cannot write image", path.display()))
+}
+
+pub fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Embed { input, out } => {
+            let s = input.open()?;
+            let cls = s.model.vit.forward(s.image.to_tensor(&s.device.device));
+            let data = cls.into_data().try_into_vec::<f32>().unwrap_or_default();
+            write_npy(&out, &[data.len()], &data)?;
+            eprintln!("wrote {} ([{}])", out.display(), data.len());
+        }
+        Command::Attention {
+            input,
+            layer,
+            threshold,
+            colormap,
+            out,
+        } => {
+            if !(0.0..=1.0).contains(&threshold) {
+                bail!("--threshold must be between 0 and 1, got {threshold}");
+            }
+            let s = input.open()?;
+            let layer = resolve_layer(layer, s.model.config.depth)?;
+            let patch = s.model.config.patch_size;
+            let maps = attention_maps(
+                &s.model.vit,
+                s.image.to_tensor(&s.device.device),
+                layer,
+                Query::Cls,
+                patch,
+            );
+            std::fs::create_dir_all(&out)
+                .with_context(|| format!("{}: cannot create directory", out.display()))?;
+            let (rows, cols) = (maps.grid.rows, maps.grid.cols);
+            write_npy(
+                &out.join("attention.npy"),
+                &[maps.heads, rows, cols],
+                &maps.values,
+            )?;
+            save_png(&s.image.rgb, &out.join("img.png"))?;
+            for h in 0..maps.heads {
+                save_png(
+                    &render_map(maps.head(h), rows, cols, patch, colormap),
+                    &out.join(format!("attn-head{h}.png")),
+                )?;
+                let mask = mass_mask(maps.head(h), threshold);
+                save_png(
+                    &overlay_mask(&s.image.rgb, &mask, rows, cols, [255, 0, 0]),
+                    &out.join(format!("mask_th{threshold}_head{h}.png")),
+                )?;
+            }
+            let mean = maps.head_mean();
+            save_png(
+                &render_map(&mean, rows, cols, patch, colormap),
+                &out.join("attn-mean.png"),
+            )?;
+            save_png(
+                &overlay_mask(
+                    &s.image.rgb,
+                    &mass_mask(&mean, threshold),
+                    rows,
+                    cols,
+                    [255, 0, 0],
+                ),
+                &out.join(format!("mask_th{threshold}_mean.png")),
+            )?;
+            eprintln!(
+                "wrote {} ([{}, {rows}, {cols}]) and {} PNGs (layer {layer})",
+                out.join("attention.npy").display(),
+                maps.heads,
+                2 * maps.heads + 3
+            );
+        }
+        Command::Features {
+            input,
+            layer,
+            facet,
+            stride,
+            out,
+        } => {
+            let s = input.open()?;
+            let layer = resolve_layer(Some(layer), s.model.config.depth)?;
+            let patch = s.model.config.patch_size;
+            let stride = stride.unwrap_or(patch);
+            if stride == 0 || patch % stride != 0 {
+                bail!("--stride {stride} must divide the patch size {patch}");
+            }
+            let outputs =
+                s.model
+                    .vit
+                    .layer_outputs(s.image.to_tensor(&s.device.device), layer, stride);
+            let descriptors = outputs.descriptors(facet);
+            let [_, n, d] = descriptors.dims();
+            let data = descriptors
+                .into_data()
+                .try_into_vec::<f32>()
+                .unwrap_or_default();
+            write_npy(&out, &[n, d], &data)?;
+            eprintln!(
+                "wrote {} ([{n}, {d}]; grid {}x{}, stride {stride})",
+                out.display(),
+                outputs.grid.rows,
+                outputs.grid.cols
+            );
+        }
+        Command::Bench(args) => bench::run(&args)?,
+    }
+    Ok(())
+}

@@ -1,0 +1,9 @@
+//! dinoscope: see what self-supervised Vision Transformers (DINO, DINOv2) see.
+//!
+//! Layers, lowest first: [`model`] (ViT, checkpoints, preprocessing, devices) -> [`analysis`]
+//! (attention, features...) -> [`cli`]. Lower layers never use higher ones.
+
+pub mod analysis;
+pub mod arrays;
+pub mod cli;
+pub mod model;

@@ -1,0 +1,105 @@
+//! Choosing where the model runs: burn's wgpu backend on a GPU, or burn's Flex CPU backend.
+
+use std::sync::OnceLock;
+
+use burn::tensor::Device;
+use burn::tensor::wgpu::{WgpuSetup, wgpu};
+
+/// `--device` choice.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+pub enum DeviceChoice {
+    /// A hardware GPU when one is found, else the CPU.
+    #[default]
+    Auto,
+    Cpu,
+    Gpu,
+}
+
+/// The device tensors are created on, with a description for the user.
+#[derive(Clone, Debug)]
+pub struct ComputeDevice {
+    pub device: Device,
+    pub description: String,
+    pub is_gpu: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("no usable GPU: {0}")]
+pub struct NoGpu(String);
+
+/// The one wgpu runtime of the process (burn registers a runtime once), with its handles.
+struct GpuRuntime {
+    device: Device,
+    setup: WgpuSetup,
+}
+
+fn gpu_runtime() -> Result<&'static GpuRuntime, NoGpu> {
+    static RUNTIME: OnceLock<Result<GpuRuntime, String>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            let (device, setup) = Device::wgpu_options()
+                .init_with_setup()
+                .map_err(|e| e.to_string())?;
+            Ok(GpuRuntime { device, setup })
+        })
+        .as_ref()
+        .map_err(|e| NoGpu(e.clone()))
+}
+
+/// The CPU device (Flex: SIMD kernels, multi-threaded with rayon).
+pub fn cpu() -> ComputeDevice {
+    ComputeDevice {
+        device: Device::flex(),
+        description: format!(
+            "CPU (burn Flex, {} threads)",
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        ),
+        is_gpu: false,
+    }
+}
+
+/// The GPU device; software rasterisers (llvmpipe / lavapipe) do not count as GPUs.
+pub fn gpu() -> Result<ComputeDevice, NoGpu> {
+    let runtime = gpu_runtime()?;
+    let info = runtime.setup.adapter.get_info();
+    if info.device_type == wgpu::DeviceType::Cpu {
+        return Err(NoGpu(format!(
+            "only a software adapter was found ({})",
+            info.name
+        )));
+    }
+    Ok(ComputeDevice {
+        device: runtime.device.clone(),
+        description: format!("GPU: {} ({:?}, burn wgpu)", info.name, info.backend),
+        is_gpu: true,
+    })
+}
+
+/// The wgpu handles burn uses, for sharing the GPU with the renderer. `None` without a GPU.
+pub fn shared_gpu_setup() -> Option<&'static WgpuSetup> {
+    gpu().ok()?;
+    gpu_runtime().ok().map(|r| &r.setup)
+}
+
+/// Resolves a `--device` choice; `auto` falls back to the CPU and says why.
+pub fn select(choice: DeviceChoice) -> Result<ComputeDevice, NoGpu> {
+    match choice {
+        DeviceChoice::Cpu => Ok(cpu()),
+        DeviceChoice::Gpu => gpu(),
+        DeviceChoice::Auto => Ok(gpu().unwrap_or_else(|why| {
+            let mut device = cpu();
+            device.description.push_str(&format!(" - {why}"));
+            device
+        })),
+    }
+}

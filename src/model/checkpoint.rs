@@ -1,0 +1,433 @@
+//! Reading checkpoint files into a state dict with the official DINO / DINOv2 tensor names.
+//!
+//! Accepted: official DINO `.pth` backbones and full training checkpoints (teacher / student,
+//! `module.` and `backbone.` prefixes), DINOv2 `.pth` (plain, `teacher` wrapped, chunked blocks) and
+//! Hugging Face `.safetensors` (`ViTModel`, `Dinov2Model`, `Dinov2WithRegistersModel` names). The file
+//! type is recognised from its first bytes, not its extension. Pickles are parsed by burn's
+//! `pytorch-reader`, which never executes code from the file.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use burn::store::pytorch_reader::{self, PytorchReader};
+
+/// A tensor read from a checkpoint, converted to f32.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawTensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// Tensors under official DINO names (`blocks.0.attn.qkv.weight`, ...), plus what was dropped.
+#[derive(Clone, Debug, Default)]
+pub struct StateDict {
+    pub tensors: BTreeMap<String, RawTensor>,
+    /// Names in the file that are not part of a backbone (heads, optimizer state, ...).
+    pub ignored: Vec<String>,
+    /// Free-form metadata stored in the file (safetensors `__metadata__`).
+    pub metadata: HashMap<String, String>,
+}
+
+/// What is wrong with a checkpoint file.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointProblem {
+    #[error("cannot read the file: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("not a PyTorch checkpoint or safetensors file")]
+    UnknownFormat,
+    #[error("the file is truncated or corrupt ({0})")]
+    Corrupt(String),
+    #[error("no ViT backbone found: {0}")]
+    UnknownArchitecture(String),
+    #[error("tensor `{name}` is missing")]
+    Missing { name: String },
+    #[error("tensor `{name}` has shape {found:?}, expected {expected:?}")]
+    Shape {
+        name: String,
+        found: Vec<usize>,
+        expected: Vec<usize>,
+    },
+    #[error("tensor `{name}` has unsupported element type {dtype}")]
+    DType { name: String, dtype: String },
+}
+
+/// A checkpoint problem, with the file it was found in.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {problem}", path.display())]
+pub struct CheckpointError {
+    pub path: PathBuf,
+    pub problem: CheckpointProblem,
+}
+
+impl CheckpointError {
+    pub fn new(path: &Path, problem: impl Into<CheckpointProblem>) -> Self {
+        CheckpointError {
+            path: path.to_path_buf(),
+            problem: problem.into(),
+        }
+    }
+}
+
+enum FileKind {
+    Safetensors,
+    Pytorch,
+}
+
+fn sniff(path: &Path) -> Result<FileKind, CheckpointProblem> {
+    let mut head = [0u8; 9];
+    let mut file = std::fs::File::open(path)?;
+    let n = file.read(&mut head)?;
+    let head = &head[..n];
+    if head.starts_with(b"PK\x03\x04") || head.starts_with(&[0x80]) {
+        // ZIP container (PyTorch >= 1.6) or a legacy pickle stream (starts with a PROTO opcode).
+        Ok(FileKind::Pytorch)
+    } else if n == 9 && head[8] == b'{' {
+        Ok(FileKind::Safetensors)
+    } else {
+        Err(CheckpointProblem::UnknownFormat)
+    }
+}
+
+/// Reads a checkpoint and renames its backbone tensors to the official names.
+pub fn read_state_dict(path: &Path) -> Result<StateDict, CheckpointError> {
+    let raw = match sniff(path).map_err(|e| CheckpointError::new(path, e))? {
+        FileKind::Safetensors => read_safetensors(path),
+        FileKind::Pytorch => read_pytorch(path),
+    }
+    .map_err(|e| CheckpointError::new(path, e))?;
+    canonicalize(raw).map_err(|e| CheckpointError::new(path, e))
+}
+
+struct RawFile {
+    tensors: Vec<(String, RawTensor)>,
+    metadata: HashMap<String, String>,
+}
+
+fn read_pytorch(path: &Path) -> Result<RawFile, CheckpointProblem> {
+    let reader = PytorchReader::new(path).map_err(|e| match e {
+        pytorch_reader::PytorchError::Io(io) if io.kind() != std::io::ErrorKind::UnexpectedEof => {
+            CheckpointProblem::Io(io)
+        }
+        other => CheckpointProblem::Corrupt(other.to_string()),
+    })?;
+    let mut tensors = Vec::new();
+    for (name, tensor) in reader.into_tensors() {
+        let shape = tensor.shape().to_vec();
+        let dtype = tensor.dtype();
+        if !is_backbone_candidate(&name) {
+            tensors.push((
+                name,
+                RawTensor {
+                    shape,
+                    data: Vec::new(),
+                },
+            ));
+            continue;
+        }
+        let bytes = tensor
+            .read()
+            .map_err(|e| CheckpointProblem::Corrupt(format!("tensor `{name}`: {e}")))?;
+        let data = to_f32(&bytes, dtype_name(dtype)).ok_or_else(|| CheckpointProblem::DType {
+            name: name.clone(),
+            dtype: format!("{dtype:?}"),
+        })?;
+        tensors.push((name, RawTensor { shape, data }));
+    }
+    Ok(RawFile {
+        tensors,
+        metadata: HashMap::new(),
+    })
+}
+
+fn dtype_name(dtype: pytorch_reader::DType) -> &'static str {
+    use pytorch_reader::DType::*;
+    match dtype {
+        F32 => "F32",
+        F16 => "F16",
+        BF16 => "BF16",
+        F64 => "F64",
+        _ => "other",
+    }
+}
+
+fn read_safetensors(path: &Path) -> Result<RawFile, CheckpointProblem> {
+    let bytes = std::fs::read(path)?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| CheckpointProblem::Corrupt(e.to_string()))?;
+    let metadata = header.metadata().clone().unwrap_or_default();
+    let file = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| CheckpointProblem::Corrupt(e.to_string()))?;
+    let mut tensors = Vec::new();
+    for (name, view) in file.tensors() {
+        let shape = view.shape().to_vec();
+        if !is_backbone_candidate(&name) {
+            tensors.push((
+                name,
+                RawTensor {
+                    shape,
+                    data: Vec::new(),
+                },
+            ));
+            continue;
+        }
+        let dtype = format!("{:?}", view.dtype());
+        let data = to_f32(view.data(), &dtype).ok_or_else(|| CheckpointProblem::DType {
+            name: name.clone(),
+            dtype,
+        })?;
+        tensors.push((name, RawTensor { shape, data }));
+    }
+    Ok(RawFile { tensors, metadata })
+}
+
+fn to_f32(bytes: &[u8], dtype: &str) -> Option<Vec<f32>> {
+    let words = |n: usize| bytes.chunks_exact(n);
+    Some(match dtype {
+        "F32" => words(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        "F64" => words(8)
+            .map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32)
+            .collect(),
+        "F16" => words(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        "BF16" => words(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        _ => return None,
+    })
+}
+
+/// Cheap pre-filter so optimizer moments and training heads are never decoded.
+fn is_backbone_candidate(name: &str) -> bool {
+    !(name.starts_with("optimizer.")
+        || name.starts_with("student.")
+        || name.starts_with("fp16_scaler.")
+        || name.starts_with("dino_loss.")
+        || name.contains("head."))
+}
+
+/// Picks the backbone out of a checkpoint and renames it to official names.
+fn canonicalize(raw: RawFile) -> Result<StateDict, CheckpointProblem> {
+    let has_prefix = |p: &str| raw.tensors.iter().any(|(n, _)| n.starts_with(p));
+    // Full checkpoints keep several models; evaluation always uses the teacher.
+    let scope = ["teacher.", "model.", "state_dict."]
+        .into_iter()
+        .find(|p| has_prefix(p));
+    let mut dict = StateDict {
+        metadata: raw.metadata,
+        ..StateDict::default()
+    };
+    let mut hf_qkv: BTreeMap<(usize, &'static str), [Option<RawTensor>; 3]> = BTreeMap::new();
+    for (name, tensor) in raw.tensors {
+        let local = match scope {
+            Some(p) => match name.strip_prefix(p) {
+                Some(rest) => rest.to_string(),
+                None => {
+                    dict.ignored.push(name);
+                    continue;
+                }
+            },
+            None => name.clone(),
+        };
+        let local = local.replace("module.", "").replace("backbone.", "");
+        match official_name(&local) {
+            Some(Renamed::Official(official))
+                if !tensor.data.is_empty() || tensor.shape.contains(&0) =>
+            {
+                dict.tensors.insert(official, tensor);
+            }
+            Some(Renamed::QkvPart { block, part, field }) => {
+                hf_qkv.entry((block, field)).or_default()[part] = Some(tensor);
+            }
+            _ => dict.ignored.push(name),
+        }
+    }
+    for ((block, field), parts) in hf_qkv {
+        let [Some(q), Some(k), Some(v)] = parts else {
+            return Err(CheckpointProblem::Missing {
+                name: format!(
+                    "encoder.layer.{block}.attention.attention.{{query,key,value}}.{field}"
+                ),
+            });
+        };
+        let mut shape = q.shape.clone();
+        if k.shape != shape || v.shape != shape || shape.is_empty() {
+            return Err(CheckpointProblem::Shape {
+                name: format!("encoder.layer.{block}.attention.attention.key.{field}"),
+                found: k.shape,
+                expected: shape,
+            });
+        }
+        shape[0] *= 3;
+        let data = [q.data, k.data, v.data].concat();
+        dict.tensors.insert(
+            format!("blocks.{block}.attn.qkv.{field}"),
+            RawTensor { shape, data },
+        );
+    }
+    Ok(dict)
+}
+
+enum Renamed {
+    Official(String),
+    /// One of HF's separate query / key / value projections (part 0, 1, 2).
+    QkvPart {
+        block: usize,
+        part: usize,
+        field: &'static str,
+    },
+}
+
+/// Maps a (prefix-stripped) key to its official name; `None` for keys that are not backbone weights.
+fn official_name(key: &str) -> Option<Renamed> {
+    let key = key
+        .strip_prefix("vit.")
+        .or_else(|| key.strip_prefix("dinov2."))
+        .unwrap_or(key);
+    const TOP: [(&str, &str); 8] = [
+        ("embeddings.cls_token", "cls_token"),
+        ("embeddings.mask_token", "mask_token"),
+        ("embeddings.register_tokens", "register_tokens"),
+        ("embeddings.position_embeddings", "pos_embed"),
+        (
+            "embeddings.patch_embeddings.projection.weight",
+            "patch_embed.proj.weight",
+        ),
+        (
+            "embeddings.patch_embeddings.projection.bias",
+            "patch_embed.proj.bias",
+        ),
+        ("layernorm.weight", "norm.weight"),
+        ("layernorm.bias", "norm.bias"),
+    ];
+    if let Some((_, official)) = TOP.iter().find(|(hf, _)| *hf == key) {
+        return Some(Renamed::Official(official.to_string()));
+    }
+    if let Some(rest) = key.strip_prefix("encoder.layer.") {
+        let (index, field) = rest.split_once('.')?;
+        let block: usize = index.parse().ok()?;
+        const QKV: [&str; 3] = ["query", "key", "value"];
+        for (part, name) in QKV.iter().enumerate() {
+            if let Some(param) = field.strip_prefix(&format!("attention.attention.{name}.")) {
+                let field = match param {
+                    "weight" => "weight",
+                    "bias" => "bias",
+                    _ => return None,
+                };
+                return Some(Renamed::QkvPart { block, part, field });
+            }
+        }
+        const BLOCK: [(&str, &str); 12] = [
+            ("layernorm_before.", "norm1."),
+            ("layernorm_after.", "norm2."),
+            ("norm1.", "norm1."),
+            ("norm2.", "norm2."),
+            ("attention.output.dense.", "attn.proj."),
+            ("intermediate.dense.", "mlp.fc1."),
+            ("output.dense.", "mlp.fc2."),
+            ("layer_scale1.lambda1", "ls1.gamma"),
+            ("layer_scale2.lambda1", "ls2.gamma"),
+            ("mlp.fc1.", "mlp.fc1."),
+            ("mlp.fc2.", "mlp.fc2."),
+            ("mlp.weights_in.", "mlp.w12."),
+        ];
+        let mapped = BLOCK
+            .iter()
+            .chain(&[("mlp.weights_out.", "mlp.w3.")])
+            .find_map(|(hf, official)| {
+                field
+                    .strip_prefix(hf)
+                    .map(|param| format!("blocks.{block}.{official}{param}"))
+            })?;
+        return Some(Renamed::Official(mapped));
+    }
+    // Official names; DINOv2 FSDP checkpoints chunk blocks as `blocks.<chunk>.<index>.`.
+    if let Some(rest) = key.strip_prefix("blocks.") {
+        let (first, tail) = rest.split_once('.')?;
+        first.parse::<usize>().ok()?;
+        if let Some((second, param)) = tail.split_once('.')
+            && second.parse::<usize>().is_ok()
+        {
+            return Some(Renamed::Official(format!("blocks.{second}.{param}")));
+        }
+        return Some(Renamed::Official(key.to_string()));
+    }
+    const OFFICIAL_TOP: [&str; 8] = [
+        "cls_token",
+        "pos_embed",
+        "mask_token",
+        "register_tokens",
+        "patch_embed.proj.weight",
+        "patch_embed.proj.bias",
+        "norm.weight",
+        "norm.bias",
+    ];
+    OFFICIAL_TOP
+        .contains(&key)
+        .then(|| Renamed::Official(key.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(key: &str) -> Option<String> {
+        match official_name(key)? {
+            Renamed::Official(s) => Some(s),
+            Renamed::QkvPart { block, part, field } => Some(format!("qkv{block}/{part}/{field}")),
+        }
+    }
+
+    #[test]
+    fn hugging_face_names_map_to_official_ones() {
+        assert_eq!(
+            name("embeddings.position_embeddings").as_deref(),
+            Some("pos_embed")
+        );
+        assert_eq!(
+            name("encoder.layer.3.output.dense.bias").as_deref(),
+            Some("blocks.3.mlp.fc2.bias")
+        );
+        assert_eq!(
+            name("encoder.layer.3.attention.output.dense.weight").as_deref(),
+            Some("blocks.3.attn.proj.weight")
+        );
+        assert_eq!(
+            name("encoder.layer.0.attention.attention.key.bias").as_deref(),
+            Some("qkv0/1/bias")
+        );
+        assert_eq!(
+            name("encoder.layer.2.layer_scale2.lambda1").as_deref(),
+            Some("blocks.2.ls2.gamma")
+        );
+        assert_eq!(
+            name("encoder.layer.2.mlp.weights_out.weight").as_deref(),
+            Some("blocks.2.mlp.w3.weight")
+        );
+        assert_eq!(name("pooler.dense.weight"), None);
+    }
+
+    #[test]
+    fn chunked_block_names_drop_the_chunk_index() {
+        assert_eq!(
+            name("blocks.1.6.norm1.weight").as_deref(),
+            Some("blocks.6.norm1.weight")
+        );
+        assert_eq!(
+            name("blocks.6.norm1.weight").as_deref(),
+            Some("blocks.6.norm1.weight")
+        );
+    }
+
+    #[test]
+    fn f16_and_bf16_are_widened() {
+        let one_f16 = half::f16::from_f32(1.5).to_le_bytes();
+        assert_eq!(to_f32(&one_f16, "F16"), Some(vec![1.5]));
+        let one_bf16 = half::bf16::from_f32(-2.0).to_le_bytes();
+        assert_eq!(to_f32(&one_bf16, "BF16"), Some(vec![-2.0]));
+        assert_eq!(to_f32(&[0, 0], "I16"), None);
+    }
+}

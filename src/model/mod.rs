@@ -1,0 +1,17 @@
+//! The ViT backbones: configurations, checkpoints, preprocessing and compute devices.
+
+pub mod backend;
+pub mod checkpoint;
+pub mod config;
+pub mod load;
+pub mod pos_embed;
+pub mod preprocess;
+pub mod save;
+pub mod vit;
+
+pub use backend::{ComputeDevice, DeviceChoice};
+pub use checkpoint::{CheckpointError, CheckpointProblem};
+pub use config::{Arch, Family, VitConfig};
+pub use load::{LoadOptions, LoadedModel, load_model};
+pub use preprocess::{PreparedImage, Resize};
+pub use vit::{Facet, Grid, LayerOutputs, Vit};

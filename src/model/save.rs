@@ -1,0 +1,157 @@
+//! Writing a model as `.safetensors` under the official DINO names, with its exact configuration.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use burn::tensor::Tensor;
+
+use super::checkpoint::{CheckpointError, CheckpointProblem, RawTensor};
+use super::config::FfnKind;
+use super::load::CONFIG_METADATA_KEY;
+use super::vit::Vit;
+
+fn host<const D: usize>(tensor: Tensor<D>) -> RawTensor {
+    RawTensor {
+        shape: tensor.dims().to_vec(),
+        data: tensor.into_data().try_into_vec::<f32>().unwrap_or_default(),
+    }
+}
+
+/// burn `[in, out]` Linear weight -> PyTorch `[out, in]`.
+fn linear_weight(weight: Tensor<2>) -> RawTensor {
+    host(weight.transpose())
+}
+
+/// The model's tensors under official names (`blocks.0.attn.qkv.weight`, ...), PyTorch layouts.
+pub fn official_tensors(vit: &Vit) -> Vec<(String, RawTensor)> {
+    let mut out = vec![
+        ("cls_token".to_string(), host(vit.cls_token.val())),
+        ("pos_embed".to_string(), host(vit.pos_embed.val())),
+        (
+            "patch_embed.proj.weight".to_string(),
+            host(vit.patch_embed.weight.val()),
+        ),
+        (
+            "patch_embed.proj.bias".to_string(),
+            host(vit.patch_embed.bias.val()),
+        ),
+        ("norm.weight".to_string(), host(vit.norm.gamma.val())),
+    ];
+    if let Some(beta) = &vit.norm.beta {
+        out.push(("norm.bias".into(), host(beta.val())));
+    }
+    if let Some(r) = &vit.register_tokens {
+        out.push(("register_tokens".into(), host(r.val())));
+    }
+    if let Some(m) = &vit.mask_token {
+        out.push(("mask_token".into(), host(m.val())));
+    }
+    let (ffn_in, ffn_out) = match vit.config().ffn {
+        FfnKind::Mlp { .. } => ("mlp.fc1", "mlp.fc2"),
+        FfnKind::SwiGlu { .. } => ("mlp.w12", "mlp.w3"),
+    };
+    for (i, block) in vit.blocks.iter().enumerate() {
+        let mut push = |name: &str, value| out.push((format!("blocks.{i}.{name}"), value));
+        for (name, norm) in [("norm1", &block.norm1), ("norm2", &block.norm2)] {
+            push(&format!("{name}.weight"), host(norm.gamma.val()));
+            if let Some(beta) = &norm.beta {
+                push(&format!("{name}.bias"), host(beta.val()));
+            }
+        }
+        for (name, linear) in [
+            ("attn.qkv", &block.attn.qkv),
+            ("attn.proj", &block.attn.proj),
+            (ffn_in, &block.mlp.input),
+            (ffn_out, &block.mlp.output),
+        ] {
+            push(
+                &format!("{name}.weight"),
+                linear_weight(linear.weight.val()),
+            );
+            if let Some(bias) = &linear.bias {
+                push(&format!("{name}.bias"), host(bias.val()));
+            }
+        }
+        for (name, gamma) in [("ls1.gamma", &block.ls1), ("ls2.gamma", &block.ls2)] {
+            if let Some(gamma) = gamma {
+                push(name, host(gamma.val()));
+            }
+        }
+    }
+    out
+}
+
+/// Saves the backbone as safetensors; the configuration goes into the metadata so the file
+/// loads with `--arch auto` even when its head count is not `dim / 64`.
+pub fn save_safetensors(vit: &Vit, path: &Path) -> Result<(), CheckpointError> {
+    let tensors = official_tensors(vit);
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+        .into_iter()
+        .map(|(name, tensor)| {
+            let bytes = tensor.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            (name, bytes, tensor.shape)
+        })
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(name, data, shape)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
+                .map(|view| (name.clone(), view))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CheckpointError::new(path, CheckpointProblem::Corrupt(e.to_string())))?;
+    let config = serde_json::to_string(vit.config()).unwrap_or_default();
+    let metadata = HashMap::from([(CONFIG_METADATA_KEY.to_string(), config)]);
+    let serialized = safetensors::serialize(views, Some(metadata))
+        .map_err(|e| CheckpointError::new(path, CheckpointProblem::Corrupt(e.to_string())))?;
+    // Write then rename, so an interrupted save never leaves a half-written model behind.
+    let partial = path.with_extension("safetensors.partial");
+    std::fs::write(&partial, serialized)
+        .and_then(|()| std::fs::rename(&partial, path))
+        .map_err(|e| CheckpointError::new(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::{Device, Distribution, Tensor};
+
+    use super::*;
+    use crate::model::config::{Arch, VitConfig};
+    use crate::model::load::{LoadOptions, load_model};
+
+    fn round_trip(config: VitConfig) {
+        let device = Device::flex();
+        let vit = Vit::init(config.clone(), &device);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.safetensors");
+        save_safetensors(&vit, &path).unwrap();
+        let loaded = load_model(&path, &LoadOptions::default(), &device).unwrap();
+        assert_eq!(loaded.config, config, "the config travels in the metadata");
+        let p = config.patch_size;
+        let x = Tensor::<4>::random(
+            [1, 3, 3 * p, 2 * p],
+            Distribution::Normal(0.0, 1.0),
+            &device,
+        );
+        let a = vit
+            .forward(x.clone())
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap();
+        let b = loaded
+            .vit
+            .forward(x)
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn saved_models_load_back_identically() {
+        round_trip(Arch::VitNano.config());
+        let mut v2 = VitConfig::dinov2(48, 2, 3, true, 4);
+        v2.pos_grid = 4;
+        round_trip(v2);
+    }
+}

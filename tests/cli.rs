@@ -1,0 +1,222 @@
+//! End-to-end runs of the `dinoscope` binary on the fixture checkpoints.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use burn::tensor::Device;
+use common::fixture;
+use dinoscope::arrays::read_npy;
+use dinoscope::model::preprocess::normalize;
+use dinoscope::model::{LoadOptions, load_model};
+
+fn dinoscope(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dinoscope"))
+        .args(args)
+        .output()
+        .expect("run dinoscope")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A 40 x 32 (w x h) test picture, sides multiples of the fixture's patch size 8.
+fn write_picture(dir: &Path) -> (std::path::PathBuf, image::RgbImage) {
+    let img = image::RgbImage::from_fn(40, 32, |x, y| {
+        image::Rgb([(x * 6) as u8, (y * 7) as u8, ((x * y) % 251) as u8])
+    });
+    let path = dir.join("picture.png");
+    img.save(&path).unwrap();
+    (path, img)
+}
+
+#[test]
+fn embed_with_resize_none_uses_the_pixels_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let (picture, img) = write_picture(dir.path());
+    let out = dir.path().join("cls.npy");
+    let weights = fixture("v1_p8.pth");
+    let run = dinoscope(&[
+        "embed",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--image",
+        picture.to_str().unwrap(),
+        "--heads",
+        "2",
+        "--device",
+        "cpu",
+        "--resize",
+        "none",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(
+        stderr(&run).contains("device: CPU"),
+        "the device choice is printed"
+    );
+    let (shape, cls) = read_npy(&out).unwrap();
+    assert_eq!(shape, vec![32]);
+
+    let device = Device::flex();
+    let options = LoadOptions {
+        config: None,
+        heads: Some(2),
+    };
+    let model = load_model(&weights, &options, &device).unwrap();
+    let input = burn::tensor::Tensor::<4>::from_data(
+        burn::tensor::TensorData::new(normalize(&img), [1, 3, 32, 40]),
+        &device,
+    );
+    let expected = model
+        .vit
+        .forward(input)
+        .into_data()
+        .try_into_vec::<f32>()
+        .unwrap();
+    let err = cls
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(err < 1e-6, "CLI and library differ by {err}");
+}
+
+#[test]
+fn attention_writes_maps_pngs_and_masks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (picture, _) = write_picture(dir.path());
+    let out = dir.path().join("attn");
+    let run = dinoscope(&[
+        "attention",
+        "--weights",
+        fixture("v1_p8.pth").to_str().unwrap(),
+        "--image",
+        picture.to_str().unwrap(),
+        "--heads",
+        "2",
+        "--device",
+        "cpu",
+        "--threshold",
+        "0.6",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let (shape, values) = read_npy(&out.join("attention.npy")).unwrap();
+    assert_eq!(shape, vec![2, 4, 5]);
+    for head in values.chunks(20) {
+        let mass: f32 = head.iter().sum();
+        assert!(
+            mass > 0.0 && mass < 1.0,
+            "patch share of a softmax row: {mass}"
+        );
+    }
+    for name in [
+        "attn-head0.png",
+        "attn-head1.png",
+        "attn-mean.png",
+        "mask_th0.6_head0.png",
+        "img.png",
+    ] {
+        let png = image::open(out.join(name)).unwrap();
+        assert_eq!((png.width(), png.height()), (40, 32), "{name}");
+    }
+}
+
+#[test]
+fn features_with_overlapping_patches() {
+    let dir = tempfile::tempdir().unwrap();
+    let (picture, _) = write_picture(dir.path());
+    let out = dir.path().join("f.npy");
+    let run = dinoscope(&[
+        "features",
+        "--weights",
+        fixture("v1_p8_hf.safetensors").to_str().unwrap(),
+        "--image",
+        picture.to_str().unwrap(),
+        "--heads",
+        "2",
+        "--device",
+        "cpu",
+        "--layer",
+        "2",
+        "--facet",
+        "key",
+        "--stride",
+        "4",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let (shape, _) = read_npy(&out).unwrap();
+    // Grid 1 + (32 - 8) / 4 = 7 rows by 1 + (40 - 8) / 4 = 9 columns.
+    assert_eq!(shape, vec![63, 32]);
+}
+
+#[test]
+fn bad_inputs_fail_with_a_message_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (picture, _) = write_picture(dir.path());
+    let out = dir.path().join("x.npy");
+    let run = dinoscope(&[
+        "embed",
+        "--weights",
+        fixture("truncated.pth").to_str().unwrap(),
+        "--image",
+        picture.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(run.status.code(), Some(1));
+    assert!(
+        stderr(&run).contains("truncated.pth: the file is truncated or corrupt"),
+        "{}",
+        stderr(&run)
+    );
+
+    let run = dinoscope(&[
+        "attention",
+        "--weights",
+        fixture("v1_p8.pth").to_str().unwrap(),
+        "--image",
+        picture.to_str().unwrap(),
+        "--heads",
+        "2",
+        "--device",
+        "cpu",
+        "--layer",
+        "7",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(run.status.code(), Some(1));
+    assert!(
+        stderr(&run).contains("--layer 7 is out of range: the model has 3 blocks"),
+        "{}",
+        stderr(&run)
+    );
+
+    let run = dinoscope(&[
+        "embed",
+        "--weights",
+        "w.pth",
+        "--image",
+        "i.png",
+        "--arch",
+        "vit-huge",
+        "--out",
+        "o",
+    ]);
+    assert_eq!(run.status.code(), Some(2));
+    assert!(
+        stderr(&run).contains("unknown architecture `vit-huge`"),
+        "{}",
+        stderr(&run)
+    );
+}

@@ -1,0 +1,67 @@
+//! Helpers shared by the integration tests: fixture paths and tensor comparison.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use burn::tensor::{Tensor, TensorData};
+
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+pub fn manifest() -> serde_json::Value {
+    let text = std::fs::read_to_string(fixture("manifest.json"))
+        .expect("tests/fixtures/manifest.json (run tools/make_fixtures.py)");
+    serde_json::from_str(&text).expect("valid manifest")
+}
+
+/// All tensors of a safetensors fixture as (shape, f32 data).
+pub fn read_expected(name: &str) -> HashMap<String, (Vec<usize>, Vec<f32>)> {
+    let bytes = std::fs::read(fixture(name)).expect("fixture file");
+    let file = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors fixture");
+    file.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let data = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            (name, (view.shape().to_vec(), data))
+        })
+        .collect()
+}
+
+pub fn to_tensor<const D: usize>(
+    shape: &[usize],
+    data: &[f32],
+    device: &burn::tensor::Device,
+) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(data.to_vec(), shape.to_vec()), device)
+}
+
+/// Largest absolute difference, panicking on a shape mismatch.
+pub fn max_abs_diff<const D: usize>(
+    actual: Tensor<D>,
+    expected: &(Vec<usize>, Vec<f32>),
+    what: &str,
+) -> f32 {
+    let dims = actual.dims().to_vec();
+    let flat: usize = dims.iter().product();
+    assert_eq!(
+        flat,
+        expected.1.len(),
+        "{what}: shape {dims:?} vs expected {:?}",
+        expected.0
+    );
+    let values = actual.into_data().try_into_vec::<f32>().unwrap();
+    values
+        .iter()
+        .zip(&expected.1)
+        .map(|(a, e)| (a - e).abs())
+        .fold(0f32, f32::max)
+}

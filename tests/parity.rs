@@ -1,0 +1,195 @@
+//! Parity with the PyTorch reference (tools/make_fixtures.py): every official checkpoint layout, at
+//! native, resampled, non-square and overlapping-patch sizes. Tolerance: 1e-4 max abs error, f32, CPU.
+
+mod common;
+
+use burn::tensor::Device;
+use common::{fixture, manifest, max_abs_diff, read_expected, to_tensor};
+use dinoscope::model::config::{FfnKind, PosEmbedMode};
+use dinoscope::model::{Facet, LoadOptions, load_model};
+
+const TOLERANCE: f32 = 1e-4;
+
+fn check_model(name: &str) {
+    let manifest = manifest();
+    let model = &manifest["models"][name];
+    assert!(model.is_object(), "model {name} missing from manifest");
+    let device = Device::flex();
+    let heads = model["heads"].as_u64().unwrap() as usize;
+    let files = model["files"].as_object().unwrap();
+    assert!(!files.is_empty());
+    let cases: Vec<&serde_json::Value> = manifest["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["model"] == name)
+        .collect();
+    assert!(!cases.is_empty());
+    for (format, file) in files {
+        let path = fixture(file.as_str().unwrap());
+        let options = LoadOptions {
+            config: None,
+            heads: Some(heads),
+        };
+        let loaded =
+            load_model(&path, &options, &device).unwrap_or_else(|e| panic!("{format}: {e}"));
+        let config = &loaded.config;
+        assert_eq!(
+            config.patch_size as u64,
+            model["patch"].as_u64().unwrap(),
+            "{file}"
+        );
+        assert_eq!(config.dim as u64, model["dim"].as_u64().unwrap(), "{file}");
+        assert_eq!(
+            config.depth as u64,
+            model["depth"].as_u64().unwrap(),
+            "{file}"
+        );
+        assert_eq!(
+            config.registers as u64,
+            model["registers"].as_u64().unwrap(),
+            "{file}"
+        );
+        assert_eq!(
+            config.layer_scale,
+            model["layerscale"].as_bool().unwrap(),
+            "{file}"
+        );
+        assert_eq!(
+            config.pos_grid as u64,
+            model["pos_grid"].as_u64().unwrap(),
+            "{file}"
+        );
+        let ffn = if matches!(config.ffn, FfnKind::SwiGlu { .. }) {
+            "swiglu"
+        } else {
+            "mlp"
+        };
+        assert_eq!(ffn, model["ffn"], "{file}");
+        let mode = match config.pos_mode {
+            PosEmbedMode::BicubicOffset => "offset",
+            PosEmbedMode::BicubicAntialias => "antialias",
+        };
+        assert_eq!(mode, model["pos_mode"], "{file}");
+
+        for case in &cases {
+            check_case(&loaded.vit, case, &format!("{file} / {}", case["file"]));
+        }
+    }
+}
+
+fn check_case(vit: &dinoscope::model::Vit, case: &serde_json::Value, label: &str) {
+    let device = vit.device();
+    let expected = read_expected(case["file"].as_str().unwrap());
+    let stride = case["stride"].as_u64().unwrap() as usize;
+    let layer = case["facet_layer"].as_u64().unwrap() as usize;
+    let input = &expected["input"];
+    let image = to_tensor::<4>(&input.0, &input.1, &device);
+    let prefix = vit.config().prefix_tokens();
+    let mut errors = Vec::new();
+
+    let (tokens, grid) = vit.forward_tokens(image.clone(), stride);
+    assert_eq!(
+        [grid.rows as u64, grid.cols as u64],
+        [
+            case["grid"][0].as_u64().unwrap(),
+            case["grid"][1].as_u64().unwrap()
+        ],
+        "{label}: grid"
+    );
+    let [_, t, d] = tokens.dims();
+    errors.push((
+        "cls",
+        max_abs_diff(
+            tokens.clone().narrow(1, 0, 1).reshape([d]),
+            &expected["cls"],
+            label,
+        ),
+    ));
+    errors.push((
+        "patch_tokens",
+        max_abs_diff(
+            tokens
+                .narrow(1, prefix, t - prefix)
+                .reshape([t - prefix, d]),
+            &expected["patch_tokens"],
+            label,
+        ),
+    ));
+    errors.push((
+        "pos_embed_resampled",
+        max_abs_diff(
+            vit.positional_table(grid, input.0[2] == input.0[3]),
+            &expected["pos_embed_resampled"],
+            label,
+        ),
+    ));
+
+    let all_rows: Vec<usize> = (0..t).collect();
+    let last = vit.config().depth - 1;
+    errors.push((
+        "attn_last",
+        max_abs_diff(
+            vit.attention_rows(image.clone(), last, &all_rows, stride).0,
+            &expected["attn_last"],
+            label,
+        ),
+    ));
+    errors.push((
+        "attn_l1",
+        max_abs_diff(
+            vit.attention_rows(image.clone(), layer, &all_rows, stride)
+                .0,
+            &expected["attn_l1"],
+            label,
+        ),
+    ));
+
+    let outputs = vit.layer_outputs(image, layer, stride);
+    errors.push((
+        "tokens_l1",
+        max_abs_diff(outputs.tokens.clone(), &expected["tokens_l1"], label),
+    ));
+    for (facet, key) in [
+        (Facet::Query, "q_l1"),
+        (Facet::Key, "k_l1"),
+        (Facet::Value, "v_l1"),
+    ] {
+        errors.push((
+            key,
+            max_abs_diff(outputs.per_head(facet), &expected[key], label),
+        ));
+    }
+    println!("{label}: {errors:?}");
+    for (what, err) in errors {
+        assert!(
+            err <= TOLERANCE,
+            "{label}: {what} max abs error {err:e} > {TOLERANCE:e}"
+        );
+    }
+}
+
+#[test]
+fn dino_v1_backbone_pth_and_hf_safetensors_match_pytorch() {
+    check_model("v1_p8");
+}
+
+#[test]
+fn dino_v1_full_training_checkpoint_uses_the_teacher() {
+    check_model("v1_p16_full");
+}
+
+#[test]
+fn dinov2_pth_and_hf_safetensors_match_pytorch() {
+    check_model("v2_p14");
+}
+
+#[test]
+fn dinov2_registers_chunked_teacher_checkpoint_and_hf_match_pytorch() {
+    check_model("v2_reg4");
+}
+
+#[test]
+fn dinov2_swiglu_matches_pytorch() {
+    check_model("v2_swiglu");
+}
