@@ -193,3 +193,35 @@ fn dinov2_registers_chunked_teacher_checkpoint_and_hf_match_pytorch() {
 fn dinov2_swiglu_matches_pytorch() {
     check_model("v2_swiglu");
 }
+
+/// The same parity on burn's wgpu backend, when the machine has any wgpu adapter (CI installs
+/// Mesa's lavapipe, a software Vulkan driver). Same tolerance as on the CPU.
+#[test]
+fn wgpu_backend_matches_pytorch_when_an_adapter_exists() {
+    let device = match dinoscope::model::backend::gpu() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("skipped: {e}");
+            return;
+        }
+    };
+    println!("wgpu device: {}", device.description);
+    let heads = Some(2);
+    let loaded = load_model(
+        &fixture("v2_reg4_hf.safetensors"),
+        &LoadOptions {
+            config: None,
+            heads,
+        },
+        &device.device,
+    )
+    .unwrap();
+    let case = manifest()["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["file"] == "v2_reg4__70x42.safetensors")
+        .cloned()
+        .unwrap();
+    check_case(&loaded.vit, &case, "wgpu v2_reg4_hf / 70x42");
+}

@@ -22,6 +22,7 @@ pub enum DeviceChoice {
     #[default]
     Auto,
     Cpu,
+    /// The wgpu backend on whatever adapter there is (a software one included).
     Gpu,
 }
 
@@ -68,26 +69,43 @@ pub fn cpu() -> ComputeDevice {
     }
 }
 
-/// The GPU device; software rasterisers (llvmpipe / lavapipe) do not count as GPUs.
+/// The wgpu device, whatever its adapter (a software rasteriser such as lavapipe included).
 pub fn gpu() -> Result<ComputeDevice, NoGpu> {
     let runtime = gpu_runtime()?;
     let info = runtime.setup.adapter.get_info();
-    if info.device_type == wgpu::DeviceType::Cpu {
-        return Err(NoGpu(format!(
-            "only a software adapter was found ({})",
-            info.name
-        )));
-    }
+    let software = info.device_type == wgpu::DeviceType::Cpu;
     Ok(ComputeDevice {
         device: runtime.device.clone(),
-        description: format!("GPU: {} ({:?}, burn wgpu)", info.name, info.backend),
-        is_gpu: true,
+        description: format!(
+            "GPU: {} ({:?}, burn wgpu{})",
+            info.name,
+            info.backend,
+            if software {
+                ", software rasteriser"
+            } else {
+                ""
+            }
+        ),
+        is_gpu: !software,
     })
 }
 
-/// The wgpu handles burn uses, for sharing the GPU with the renderer. `None` without a GPU.
+/// A hardware GPU; software rasterisers (llvmpipe / lavapipe) are slower than the CPU backend.
+fn hardware_gpu() -> Result<ComputeDevice, NoGpu> {
+    let device = gpu()?;
+    if device.is_gpu {
+        Ok(device)
+    } else {
+        Err(NoGpu(format!(
+            "only a software adapter was found ({})",
+            device.description
+        )))
+    }
+}
+
+/// The wgpu handles burn uses, for sharing a hardware GPU with the renderer.
 pub fn shared_gpu_setup() -> Option<&'static WgpuSetup> {
-    gpu().ok()?;
+    hardware_gpu().ok()?;
     gpu_runtime().ok().map(|r| &r.setup)
 }
 
@@ -96,7 +114,7 @@ pub fn select(choice: DeviceChoice) -> Result<ComputeDevice, NoGpu> {
     match choice {
         DeviceChoice::Cpu => Ok(cpu()),
         DeviceChoice::Gpu => gpu(),
-        DeviceChoice::Auto => Ok(gpu().unwrap_or_else(|why| {
+        DeviceChoice::Auto => Ok(hardware_gpu().unwrap_or_else(|why| {
             let mut device = cpu();
             device.description.push_str(&format!(" - {why}"));
             device
