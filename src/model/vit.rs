@@ -8,15 +8,12 @@
 use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::activation::{gelu, silu, softmax};
-use burn::tensor::module::conv2d;
-use burn::tensor::ops::ConvOptions;
+use burn::tensor::module::{attention, conv2d};
+use burn::tensor::ops::{AttentionModuleOptions, ConvOptions};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::config::{FfnKind, VitConfig};
 use super::pos_embed::{axis_matrix, keeps_stored_table};
-
-/// Bytes of attention scores above which the query rows are processed in chunks.
-const ATTENTION_CHUNK_BYTES: usize = 64 << 20;
 
 /// The patch grid an image produced: `rows x cols` patches taken every `stride` pixels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,23 +139,16 @@ impl Attention {
     }
 }
 
-/// `softmax(q kᵀ / sqrt(hd)) v`, in query chunks when the score matrix would be large.
+/// `softmax(q kᵀ / sqrt(hd)) v` with burn's fused attention (tiled, online softmax on the CPU), so
+/// the `T x T` score matrix is never materialised.
 fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
-    let [b, h, t, hd] = q.dims();
-    let keys = k.dims()[2];
-    let k_t = k.swap_dims(2, 3);
-    let rows_per_chunk = (ATTENTION_CHUNK_BYTES / (4 * b * h * keys).max(1)).max(1);
-    if rows_per_chunk >= t {
-        return attention_probs(q, k_t, hd).matmul(v);
-    }
-    let chunks = (0..t)
-        .step_by(rows_per_chunk)
-        .map(|start| {
-            let len = rows_per_chunk.min(t - start);
-            attention_probs(q.clone().narrow(2, start, len), k_t.clone(), hd).matmul(v.clone())
-        })
-        .collect();
-    Tensor::cat(chunks, 2)
+    let head_dim = q.dims()[3];
+    let options = AttentionModuleOptions {
+        scale: Some((head_dim as f64).powf(-0.5)),
+        softcap: None,
+        is_causal: false,
+    };
+    attention(q, k, v, None, None, options)
 }
 
 fn attention_probs(q: Tensor<4>, k_t: Tensor<4>, head_dim: usize) -> Tensor<4> {
