@@ -7,3 +7,4 @@ pub mod analysis;
 pub mod arrays;
 pub mod cli;
 pub mod model;
+pub mod train;

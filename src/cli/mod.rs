@@ -138,10 +138,15 @@ impl ModelInput {
             heads: self.heads,
         };
         let model = load_model(&self.weights, &options, &device.device)?;
+        let params = model.config.param_count();
         eprintln!(
-            "model: {} ({:.1}M parameters{})",
+            "model: {} ({}{})",
             model.config.describe(),
-            model.config.param_count() as f64 / 1e6,
+            if params >= 1_000_000 {
+                format!("{:.1}M parameters", params as f64 / 1e6)
+            } else {
+                format!("{params} parameters")
+            },
             if model.ignored > 0 {
                 format!(", {} non-backbone tensors ignored", model.ignored)
             } else {

@@ -154,7 +154,7 @@ pub fn detect_config(
     let heads = heads.unwrap_or(dim / 64);
     if heads == 0 || dim % heads != 0 {
         return Err(unknown(format!(
-            "cannot split {dim} channels into {heads} heads; pass the head count explicitly"
+            "cannot split {dim} channels into {heads} heads; give the head count (--heads N)"
         )));
     }
     Ok(VitConfig {

@@ -1,0 +1,21 @@
+//! Self-supervised DINO training (`main_dino.py` / `utils.py` of facebookresearch/dino), as a library.
+//!
+//! Numerics follow the official code (`shared/docs/dino-reference.md` §5) and are checked against PyTorch by
+//! `tests/train_parity.rs`. Layering: uses [`crate::model`], never the app or the command line.
+
+pub mod adamw;
+pub mod ema;
+pub mod head;
+pub mod loss;
+pub mod network;
+pub mod params;
+pub mod schedule;
+pub mod step;
+
+pub use adamw::{AdamW, AdamWSettings};
+pub use ema::{EmaError, ema_update};
+pub use head::{DinoHead, DinoHeadConfig, HeadError};
+pub use loss::{DinoLoss, LossError};
+pub use network::{DinoNetwork, NetworkError};
+pub use schedule::{ScheduleError, Schedules, cosine_scheduler, teacher_temp_schedule};
+pub use step::{StepError, StepOutcome, TrainStep};
