@@ -4,6 +4,7 @@
 //! (attention, features...) -> [`cli`]. Lower layers never use higher ones.
 
 pub mod analysis;
+pub mod app;
 pub mod arrays;
 pub mod cli;
 pub mod model;

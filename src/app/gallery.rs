@@ -1,0 +1,405 @@
+//! The image list: bundled samples, files and folders (decoded on a loader thread), thumbnails
+//! and the gallery strip.
+
+use eframe::egui;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use egui::TextureHandle;
+use image::RgbImage;
+
+use super::notifications::AppError;
+use super::worker::{CancelToken, Event, EventSender, ImageId, TaskId};
+use crate::model::preprocess::load_rgb;
+
+/// File extensions picked up when a folder is opened or dropped.
+pub const IMAGE_EXTENSIONS: [&str; 7] = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"];
+
+/// The sample images bundled into the binary (see `assets/images/LICENSES.md`).
+pub const SAMPLES: [(&str, &[u8]); 7] = [
+    (
+        "chelsea.png",
+        include_bytes!("../../assets/images/chelsea.png"),
+    ),
+    (
+        "cat_amir.jpg",
+        include_bytes!("../../assets/images/cat_amir.jpg"),
+    ),
+    (
+        "guitar_cat.jpg",
+        include_bytes!("../../assets/images/guitar_cat.jpg"),
+    ),
+    (
+        "painting_cat.jpg",
+        include_bytes!("../../assets/images/painting_cat.jpg"),
+    ),
+    ("ibex.jpg", include_bytes!("../../assets/images/ibex.jpg")),
+    (
+        "rocket.jpg",
+        include_bytes!("../../assets/images/rocket.jpg"),
+    ),
+    (
+        "cartoon_cat.png",
+        include_bytes!("../../assets/images/cartoon_cat.png"),
+    ),
+];
+
+const THUMBNAIL_SIDE: u32 = 96;
+/// Height of the thumbnails in the strip, in points.
+const THUMBNAIL_HEIGHT: f32 = 84.0;
+
+/// Something to add to the gallery.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// A file, or a folder searched recursively for images.
+    Path(PathBuf),
+    /// One of the bundled [`SAMPLES`].
+    Sample(&'static str, &'static [u8]),
+}
+
+/// An image decoded by the loader thread.
+pub struct DecodedImage {
+    pub path: PathBuf,
+    pub name: String,
+    pub bundled: bool,
+    pub rgb: Arc<RgbImage>,
+    pub thumbnail: egui::ColorImage,
+}
+
+pub struct ImageEntry {
+    pub id: ImageId,
+    pub name: String,
+    pub path: PathBuf,
+    /// A bundled sample (not remembered between sessions).
+    pub bundled: bool,
+    pub rgb: Arc<RgbImage>,
+    pub thumbnail: TextureHandle,
+}
+
+#[derive(Default)]
+pub struct Gallery {
+    pub entries: Vec<ImageEntry>,
+    pub selected: Option<ImageId>,
+    next_id: ImageId,
+}
+
+/// What the user did in the gallery strip.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GalleryAction {
+    Select(ImageId),
+    MoveLeft,
+    MoveRight,
+    Remove,
+    Add,
+}
+
+impl Gallery {
+    pub fn add(&mut self, ctx: &egui::Context, image: DecodedImage) -> ImageId {
+        self.next_id += 1;
+        let id = self.next_id;
+        let thumbnail = ctx.load_texture(
+            format!("thumbnail-{id}"),
+            image.thumbnail,
+            egui::TextureOptions::LINEAR,
+        );
+        self.entries.push(ImageEntry {
+            id,
+            name: image.name,
+            path: image.path,
+            bundled: image.bundled,
+            rgb: image.rgb,
+            thumbnail,
+        });
+        if self.selected.is_none() {
+            self.selected = Some(id);
+        }
+        id
+    }
+
+    pub fn index_of(&self, id: ImageId) -> Option<usize> {
+        self.entries.iter().position(|e| e.id == id)
+    }
+
+    pub fn selected_index(&self) -> Option<usize> {
+        self.selected.and_then(|id| self.index_of(id))
+    }
+
+    pub fn selected_entry(&self) -> Option<&ImageEntry> {
+        self.selected_index().map(|i| &self.entries[i])
+    }
+
+    /// Selects the image `delta` places away (clamped).
+    pub fn step_selection(&mut self, delta: isize) {
+        if self.entries.is_empty() {
+            return;
+        }
+        let current = self.selected_index().unwrap_or(0) as isize;
+        let next = (current + delta).clamp(0, self.entries.len() as isize - 1) as usize;
+        self.selected = Some(self.entries[next].id);
+    }
+
+    /// Moves the selected image `delta` places in the list.
+    pub fn move_selected(&mut self, delta: isize) {
+        if let Some(i) = self.selected_index() {
+            let j = (i as isize + delta).clamp(0, self.entries.len() as isize - 1) as usize;
+            self.entries.swap(i, j);
+        }
+    }
+
+    /// Removes the selected image and selects its neighbour.
+    pub fn remove_selected(&mut self) -> Option<ImageId> {
+        let i = self.selected_index()?;
+        let removed = self.entries.remove(i).id;
+        self.selected = self
+            .entries
+            .get(i.min(self.entries.len().saturating_sub(1)))
+            .map(|e| e.id);
+        Some(removed)
+    }
+
+    /// Paths of the images that came from files, in gallery order.
+    pub fn file_paths(&self) -> Vec<PathBuf> {
+        self.entries
+            .iter()
+            .filter(|e| !e.bundled)
+            .map(|e| e.path.clone())
+            .collect()
+    }
+
+    pub fn ui(&self, ui: &mut egui::Ui) -> Option<GalleryAction> {
+        let mut action = None;
+        ui.horizontal(|ui| {
+            ui.vertical(|ui| {
+                ui.set_width(110.0);
+                if ui
+                    .button("Add images...")
+                    .on_hover_text("Open image files (Ctrl+O); you can also drop files or folders on the window")
+                    .clicked()
+                {
+                    action = Some(GalleryAction::Add);
+                }
+                let has = self.selected_index().is_some();
+                ui.horizontal(|ui| {
+                    if ui
+                        .add_enabled(has, egui::Button::new("<"))
+                        .on_hover_text("Move the selected image left")
+                        .clicked()
+                    {
+                        action = Some(GalleryAction::MoveLeft);
+                    }
+                    if ui
+                        .add_enabled(has, egui::Button::new(">"))
+                        .on_hover_text("Move the selected image right")
+                        .clicked()
+                    {
+                        action = Some(GalleryAction::MoveRight);
+                    }
+                });
+                if ui
+                    .add_enabled(has, egui::Button::new("Remove"))
+                    .on_hover_text("Remove the selected image from the list (Delete)")
+                    .clicked()
+                {
+                    action = Some(GalleryAction::Remove);
+                }
+            });
+            ui.separator();
+            egui::ScrollArea::horizontal()
+                .id_salt("gallery-scroll")
+                .show(ui, |ui| {
+                    ui.horizontal(|ui| {
+                        for entry in &self.entries {
+                            let selected = self.selected == Some(entry.id);
+                            let size = entry.thumbnail.size_vec2();
+                            // A strip of equal heights; very wide images are capped.
+                            let scale = (THUMBNAIL_HEIGHT / size.y.max(1.0))
+                                .min(2.0 * THUMBNAIL_HEIGHT / size.x.max(1.0));
+                            let image = egui::Image::new(&entry.thumbnail)
+                                .fit_to_exact_size(size * scale)
+                                .alt_text(&entry.name);
+                            let response = ui
+                                .add(egui::Button::image(image).selected(selected))
+                                .on_hover_text(format!(
+                                    "{} ({}x{})\n{}",
+                                    entry.name,
+                                    entry.rgb.width(),
+                                    entry.rgb.height(),
+                                    if entry.bundled {
+                                        "bundled sample".to_string()
+                                    } else {
+                                        entry.path.display().to_string()
+                                    }
+                                ));
+                            if selected && response.gained_focus() {
+                                response.scroll_to_me(None);
+                            }
+                            if response.clicked() {
+                                action = Some(GalleryAction::Select(entry.id));
+                            }
+                        }
+                    });
+                });
+        });
+        action
+    }
+}
+
+fn is_image_file(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// Collects the images of a folder, recursively, sorted by path.
+fn walk_folder(folder: &Path, out: &mut Vec<PathBuf>, events: &EventSender, task: TaskId) {
+    let entries = match std::fs::read_dir(folder) {
+        Ok(entries) => entries,
+        Err(source) => {
+            events.send(Event::Failed {
+                task,
+                error: AppError::Folder {
+                    path: folder.to_path_buf(),
+                    source,
+                },
+            });
+            return;
+        }
+    };
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    for path in paths {
+        if path.is_dir() {
+            walk_folder(&path, out, events, task);
+        } else if is_image_file(&path) {
+            out.push(path);
+        }
+    }
+}
+
+/// Where the bundled samples are written so they are decoded by the same code as files.
+fn sample_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("dinoscope-samples-{}", env!("CARGO_PKG_VERSION")))
+}
+
+fn materialize_sample(name: &str, bytes: &[u8]) -> Result<PathBuf, AppError> {
+    let dir = sample_dir();
+    let path = dir.join(name);
+    let export = |e: std::io::Error| AppError::Export {
+        path: path.clone(),
+        detail: e.to_string(),
+    };
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() == bytes.len() as u64) {
+        return Ok(path);
+    }
+    std::fs::create_dir_all(&dir).map_err(export)?;
+    // Write then rename, so a concurrent reader never sees half a file.
+    let tmp = dir.join(format!("{name}.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(export)?;
+    std::fs::rename(&tmp, &path).map_err(export)?;
+    Ok(path)
+}
+
+fn decode(path: &Path, name: String, bundled: bool) -> Result<DecodedImage, AppError> {
+    let rgb = load_rgb(path)?;
+    // Longest side 2 x THUMBNAIL_SIDE (sharp on high-DPI screens), aspect ratio kept.
+    let (w, h) = (rgb.width().max(1) as f64, rgb.height().max(1) as f64);
+    let scale = (2.0 * THUMBNAIL_SIDE as f64 / w.max(h)).min(1.0);
+    let thumbnail = image::imageops::thumbnail(
+        &rgb,
+        ((w * scale).round() as u32).max(1),
+        ((h * scale).round() as u32).max(1),
+    );
+    let thumbnail = egui::ColorImage::from_rgb(
+        [thumbnail.width() as usize, thumbnail.height() as usize],
+        thumbnail.as_raw(),
+    );
+    Ok(DecodedImage {
+        path: path.to_path_buf(),
+        name,
+        bundled,
+        rgb: Arc::new(rgb),
+        thumbnail,
+    })
+}
+
+/// Decodes `sources` on a new thread; each image arrives as [`Event::ImageDecoded`], each
+/// failure as [`Event::Failed`] (the others still load), then [`Event::Finished`].
+pub fn spawn_loader(sources: Vec<Source>, task: TaskId, token: CancelToken, events: EventSender) {
+    let thread_events = events.clone();
+    let spawned = std::thread::Builder::new()
+        .name("dinoscope-loader".into())
+        .spawn(move || {
+            let events = thread_events;
+            let mut files: Vec<(PathBuf, bool)> = Vec::new();
+            for source in sources {
+                match source {
+                    Source::Path(path) if path.is_dir() => {
+                        let mut found = Vec::new();
+                        walk_folder(&path, &mut found, &events, task);
+                        if found.is_empty() {
+                            events.send(Event::Note(format!(
+                                "{}: no images found in this folder",
+                                path.display()
+                            )));
+                        }
+                        files.extend(found.into_iter().map(|p| (p, false)));
+                    }
+                    Source::Path(path) => files.push((path, false)),
+                    Source::Sample(name, bytes) => match materialize_sample(name, bytes) {
+                        Ok(path) => files.push((path, true)),
+                        Err(error) => events.send(Event::Failed { task, error }),
+                    },
+                }
+            }
+            let n = files.len();
+            for (i, (path, bundled)) in files.into_iter().enumerate() {
+                if token.is_cancelled() {
+                    break;
+                }
+                let name = super::worker::file_label(&path);
+                events.send(Event::Progress {
+                    task,
+                    label: format!("Decoding {name} ({}/{n})", i + 1),
+                    fraction: Some(i as f32 / n.max(1) as f32),
+                });
+                let decoded = std::panic::catch_unwind(|| decode(&path, name.clone(), bundled))
+                    .unwrap_or_else(|_| {
+                        Err(AppError::Compute {
+                            what: format!("decoding {}", path.display()),
+                            detail: "the decoder crashed".into(),
+                        })
+                    });
+                if token.is_cancelled() {
+                    break;
+                }
+                match decoded {
+                    Ok(image) => events.send(Event::ImageDecoded(image)),
+                    Err(error) => events.send(Event::Failed { task, error }),
+                }
+            }
+            events.send(Event::Finished { task });
+        });
+    if let Err(e) = spawned {
+        events.send(Event::Failed {
+            task,
+            error: AppError::Compute {
+                what: "starting the image loader".into(),
+                detail: e.to_string(),
+            },
+        });
+        events.send(Event::Finished { task });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_extensions_are_recognised_case_insensitively() {
+        assert!(is_image_file(Path::new("a/b.JPG")));
+        assert!(is_image_file(Path::new("x.webp")));
+        assert!(!is_image_file(Path::new("notes.txt")));
+        assert!(!is_image_file(Path::new("noext")));
+    }
+}

@@ -1,0 +1,92 @@
+//! The Help and About windows: what each view shows, for teaching.
+
+use eframe::egui;
+
+pub const SHORTCUTS: &[(&str, &str)] = &[
+    ("Ctrl+O", "open images"),
+    ("Left / Right", "previous / next image"),
+    ("Up / Down", "next / previous block (layer)"),
+    ("C or Escape", "back to the CLS query"),
+    ("Delete", "remove the selected image"),
+    ("H or F1", "this help"),
+    ("F12", "debug overlay (frame time)"),
+];
+
+pub fn help_window(ctx: &egui::Context, open: &mut bool) {
+    egui::Window::new("Help")
+        .open(open)
+        .default_width(520.0)
+        .collapsible(false)
+        .show(ctx, |ui| {
+            egui::ScrollArea::vertical().max_height(520.0).show(ui, |ui| {
+                ui.heading("What you are looking at");
+                ui.label(
+                    "A Vision Transformer cuts the image into square patches (8, 14 or 16 pixels) and turns \
+                     each into a token. An extra [CLS] token gathers a summary of the whole image. In every \
+                     block, each token attends to all others: attention weights say how much of each other \
+                     token it mixes in. The model has several heads per block, each with its own weights.",
+                );
+                ui.add_space(6.0);
+                ui.strong("CLS attention per head");
+                ui.label(
+                    "Each tile is one head of the selected block: the colour of a patch is how much the \
+                     [CLS] token attends to it (min-max scaled per tile). In the last block of a DINO model, \
+                     heads light up on the main objects - different heads on different parts - although \
+                     the model was never given a label or a mask. 'Head mean' averages the heads.",
+                );
+                ui.add_space(6.0);
+                ui.strong("Thresholded masks (as in the DINO paper)");
+                ui.label(
+                    "The red outlines enclose the smallest set of patches that together hold the chosen \
+                     share of the attention mass (the threshold slider, 0.6 in the paper): sort the \
+                     weights, keep the largest until their sum reaches 60%. These masks are what the \
+                     paper compares with segmentation ground truth.",
+                );
+                ui.add_space(6.0);
+                ui.strong("Query-patch attention");
+                ui.label(
+                    "Click a patch to see where that patch's token looks instead of [CLS]: patches of the \
+                     same object or part usually attend to each other. The clicked patch is framed in \
+                     white; 'CLS' (or Escape) goes back.",
+                );
+                ui.add_space(6.0);
+                ui.strong("Layers");
+                ui.label(
+                    "Early blocks attend locally or by colour and texture; later blocks by meaning. \
+                     Move the layer slider (Up / Down) to watch the maps sharpen onto objects.",
+                );
+                ui.add_space(6.0);
+                ui.strong("Untrained model");
+                ui.label(
+                    "With random weights (the fallback when no trained model is available) the maps are \
+                     close to uniform noise: everything the trained maps show was learned.",
+                );
+                ui.add_space(8.0);
+                ui.heading("Keys");
+                egui::Grid::new("help-keys").num_columns(2).show(ui, |ui| {
+                    for (key, what) in SHORTCUTS {
+                        ui.monospace(*key);
+                        ui.label(*what);
+                        ui.end_row();
+                    }
+                });
+                ui.add_space(6.0);
+                ui.label(
+                    "Drop image files or folders on the window to add them. Threshold, opacity and \
+                     colormap only re-colour; changing the image, block or query patch recomputes.",
+                );
+            });
+        });
+}
+
+pub fn about_window(ctx: &egui::Context, open: &mut bool) {
+    egui::Window::new("About dinoscope")
+        .open(open)
+        .collapsible(false)
+        .show(ctx, |ui| {
+            ui.label(format!("dinoscope {}", env!("CARGO_PKG_VERSION")));
+            ui.label("See what self-supervised Vision Transformers (DINO, DINOv2) see.");
+            ui.label("Bundled sample images: see assets/images/LICENSES.md.");
+            ui.label("Built with burn (compute) and egui / eframe (interface).");
+        });
+}

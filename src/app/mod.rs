@@ -1,0 +1,982 @@
+//! The desktop app (eframe / egui): a gallery of images, the attention of every head of a DINO
+//! model over the selected one, and the model's details.
+//!
+//! The UI thread never computes: model loading and attention run on [`worker`], images are decoded
+//! on loader threads, native file dialogs run on their own threads; results come back as events.
+
+pub mod attention_panel;
+pub mod export;
+pub mod gallery;
+pub mod help;
+pub mod model_panel;
+pub mod notifications;
+pub mod state;
+pub mod worker;
+
+use eframe::egui;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use egui::{Key, Modifiers};
+
+use crate::analysis::attention::Query;
+use crate::analysis::colormap::Colormap;
+use attention_panel::AttentionView;
+use gallery::{Gallery, GalleryAction, Source};
+use notifications::{AppError, Notifications};
+use state::{InputSize, Settings};
+use worker::{
+    AttentionResult, AttnKey, CancelToken, Event, Job, ModelInfo, Picked, TaskId, Worker, query_key,
+};
+
+/// Where the trained default model is looked for.
+pub const DEFAULT_WEIGHTS: &str = "weights/default.safetensors";
+
+/// Attention results kept in memory (per image, block and query).
+const CACHE_CAPACITY: usize = 96;
+
+/// How the app starts.
+#[derive(Clone, Debug)]
+pub struct AppOptions {
+    /// Trained default model; `None` starts on an untrained ViT-nano.
+    pub default_weights: Option<PathBuf>,
+    /// Add the bundled sample images.
+    pub samples: bool,
+    /// Reopen the images and checkpoint of the last session (from the stored settings).
+    pub restore_session: bool,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        let local = PathBuf::from(DEFAULT_WEIGHTS);
+        let in_repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_WEIGHTS);
+        AppOptions {
+            default_weights: Some(if local.is_file() { local } else { in_repo }),
+            samples: true,
+            restore_session: true,
+        }
+    }
+}
+
+/// A task in progress (worker job, image loading).
+struct Task {
+    label: String,
+    fraction: Option<f32>,
+    token: CancelToken,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TaskKind {
+    Model,
+    Attention(AttnKey),
+    Images,
+}
+
+pub struct App {
+    settings: Settings,
+    worker: Worker,
+    gallery: Gallery,
+    notifications: Notifications,
+    model: Option<ModelInfo>,
+    backend: Option<String>,
+    query: Query,
+    cache: HashMap<AttnKey, Arc<AttentionResult>>,
+    cache_order: VecDeque<AttnKey>,
+    /// What is on screen (may be a slightly older result while the next one computes).
+    shown: Option<(AttnKey, Arc<AttentionResult>)>,
+    tasks: BTreeMap<TaskId, (TaskKind, Task)>,
+    /// Keys whose computation failed or was cancelled: not retried until asked.
+    skipped: HashSet<AttnKey>,
+    view: AttentionView,
+    default_weights: Option<PathBuf>,
+    help_open: bool,
+    about_open: bool,
+    dialog_open: bool,
+    files_hovered: bool,
+    frame: FrameTimer,
+}
+
+/// Frame timing for the debug overlay.
+#[derive(Default)]
+struct FrameTimer {
+    ui_ms: f32,
+    frame_ms: f32,
+    last: Option<Instant>,
+}
+
+impl FrameTimer {
+    fn record(&mut self, started: Instant) {
+        let ui_ms = started.elapsed().as_secs_f32() * 1e3;
+        self.ui_ms = if self.ui_ms == 0.0 {
+            ui_ms
+        } else {
+            0.9 * self.ui_ms + 0.1 * ui_ms
+        };
+        if let Some(last) = self.last {
+            let dt = started.duration_since(last).as_secs_f32() * 1e3;
+            self.frame_ms = if self.frame_ms == 0.0 {
+                dt
+            } else {
+                0.9 * self.frame_ms + 0.1 * dt
+            };
+        }
+        self.last = Some(started);
+    }
+}
+
+/// Starts the desktop app (blocks until the window closes).
+pub fn run() -> eframe::Result {
+    let mut options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("dinoscope")
+            .with_app_id("dinoscope")
+            .with_inner_size([1280.0, 860.0])
+            .with_min_inner_size([640.0, 480.0])
+            .with_drag_and_drop(true),
+        ..Default::default()
+    };
+    // Share a hardware GPU with burn: one device, no copies between two contexts.
+    if let Some(setup) = crate::model::backend::shared_gpu_setup() {
+        use eframe::egui_wgpu::{WgpuSetup, WgpuSetupExisting};
+        options.wgpu_options.wgpu_setup = WgpuSetup::Existing(WgpuSetupExisting {
+            instance: setup.instance.clone(),
+            adapter: setup.adapter.clone(),
+            device: setup.device.clone(),
+            queue: setup.queue.clone(),
+        });
+    }
+    eframe::run_native(
+        "dinoscope",
+        options,
+        Box::new(|cc| {
+            Ok(Box::new(App::new(
+                &cc.egui_ctx,
+                cc.storage,
+                AppOptions::default(),
+            )))
+        }),
+    )
+}
+
+impl App {
+    pub fn new(
+        ctx: &egui::Context,
+        storage: Option<&dyn eframe::Storage>,
+        options: AppOptions,
+    ) -> App {
+        let settings = Settings::load(storage);
+        let mut app = App {
+            worker: Worker::spawn(ctx.clone()),
+            gallery: Gallery::default(),
+            notifications: Notifications::default(),
+            model: None,
+            backend: None,
+            query: Query::Cls,
+            cache: HashMap::new(),
+            cache_order: VecDeque::new(),
+            shown: None,
+            tasks: BTreeMap::new(),
+            skipped: HashSet::new(),
+            view: AttentionView::default(),
+            default_weights: options.default_weights.clone(),
+            help_open: false,
+            about_open: false,
+            dialog_open: false,
+            files_hovered: false,
+            frame: FrameTimer::default(),
+            settings,
+        };
+        match app
+            .settings
+            .checkpoint
+            .clone()
+            .filter(|p| options.restore_session && p.is_file())
+        {
+            Some(path) => app.open_checkpoint(path),
+            None => app.load_default_model(),
+        }
+        let mut sources: Vec<Source> = Vec::new();
+        if options.samples {
+            sources.extend(
+                gallery::SAMPLES
+                    .iter()
+                    .map(|&(name, bytes)| Source::Sample(name, bytes)),
+            );
+        }
+        if options.restore_session {
+            sources.extend(
+                app.settings
+                    .image_paths
+                    .iter()
+                    .filter(|p| p.is_file())
+                    .cloned()
+                    .map(Source::Path),
+            );
+        }
+        if !sources.is_empty() {
+            app.add_sources(sources);
+        }
+        app
+    }
+
+    // ----- queries for tests and tools -----
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn settings_mut(&mut self) -> &mut Settings {
+        &mut self.settings
+    }
+
+    pub fn gallery(&self) -> &Gallery {
+        &self.gallery
+    }
+
+    pub fn notifications(&self) -> &Notifications {
+        &self.notifications
+    }
+
+    pub fn model(&self) -> Option<&ModelInfo> {
+        self.model.as_ref()
+    }
+
+    pub fn query(&self) -> Query {
+        self.query
+    }
+
+    pub fn view(&self) -> &AttentionView {
+        &self.view
+    }
+
+    /// No model load, attention or image decoding under way.
+    pub fn is_idle(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// The block shown: the chosen one, or the last block of the model.
+    pub fn layer(&self) -> usize {
+        let depth = self.model.as_ref().map_or(1, |m| m.config.depth).max(1);
+        self.settings.layer.unwrap_or(depth - 1).min(depth - 1)
+    }
+
+    pub fn set_layer(&mut self, layer: usize) {
+        let depth = self.model.as_ref().map_or(1, |m| m.config.depth).max(1);
+        self.settings.layer = Some(layer.min(depth - 1));
+    }
+
+    pub fn set_query(&mut self, query: Query) {
+        self.query = query;
+    }
+
+    /// The key of the view the settings ask for.
+    pub fn current_key(&self) -> Option<AttnKey> {
+        let model = self.model.as_ref()?;
+        let image = self.gallery.selected?;
+        Some(AttnKey {
+            image,
+            layer: self.layer(),
+            query: query_key(self.query),
+            input_size: self.settings.input_size,
+            generation: model.generation,
+        })
+    }
+
+    /// The result for the current settings, once computed.
+    pub fn current_result(&self) -> Option<&Arc<AttentionResult>> {
+        self.current_key().and_then(|k| self.cache.get(&k))
+    }
+
+    // ----- actions -----
+
+    pub fn add_paths(&mut self, paths: Vec<PathBuf>) {
+        self.add_sources(paths.into_iter().map(Source::Path).collect());
+    }
+
+    fn add_sources(&mut self, sources: Vec<Source>) {
+        let (task, token) = self.worker.new_task();
+        self.tasks.insert(
+            task,
+            (
+                TaskKind::Images,
+                Task {
+                    label: "Loading images".into(),
+                    fraction: Some(0.0),
+                    token: token.clone(),
+                },
+            ),
+        );
+        gallery::spawn_loader(sources, task, token, self.worker.sender());
+    }
+
+    fn submit(&mut self, kind: TaskKind, label: String, job: Job) {
+        let (task, token) = self.worker.submit(job);
+        self.tasks.insert(
+            task,
+            (
+                kind,
+                Task {
+                    label,
+                    fraction: None,
+                    token,
+                },
+            ),
+        );
+    }
+
+    pub fn open_checkpoint(&mut self, path: PathBuf) {
+        let label = format!("Loading {}", worker::file_label(&path));
+        self.submit(TaskKind::Model, label, Job::LoadCheckpoint(path));
+    }
+
+    pub fn load_default_model(&mut self) {
+        let default_path = self.default_weights.clone();
+        self.submit(
+            TaskKind::Model,
+            "Loading the default model".into(),
+            Job::LoadDefault { default_path },
+        );
+    }
+
+    /// Cancels everything under way; cancelled views are not recomputed until asked.
+    pub fn cancel(&mut self) {
+        for (_, (kind, task)) in std::mem::take(&mut self.tasks) {
+            task.token.cancel();
+            if let TaskKind::Attention(key) = kind {
+                self.skipped.insert(key);
+            }
+        }
+        self.notifications.info("Cancelled");
+    }
+
+    /// Handles everything the worker, loaders and dialogs sent.
+    pub fn poll(&mut self, ctx: &egui::Context) {
+        while let Some(event) = self.worker.try_recv() {
+            match event {
+                Event::Backend(description) => self.backend = Some(description),
+                Event::Progress {
+                    task,
+                    label,
+                    fraction,
+                } => {
+                    if let Some((_, t)) = self.tasks.get_mut(&task) {
+                        t.label = label;
+                        if fraction.is_some() {
+                            t.fraction = fraction;
+                        }
+                    }
+                }
+                Event::Finished { task } => {
+                    self.tasks.remove(&task);
+                }
+                Event::Failed { task, error } => {
+                    let kind = self.tasks.get(&task).map(|(k, _)| *k);
+                    if let Some(TaskKind::Attention(key)) = kind {
+                        self.skipped.insert(key);
+                    }
+                    // A checkpoint that fails to load on start-up: fall back to the default.
+                    if kind == Some(TaskKind::Model) && self.model.is_none() {
+                        self.tasks.remove(&task);
+                        self.load_default_model();
+                    }
+                    self.notifications.error(&error);
+                }
+                Event::Note(text) => self.notifications.info(text),
+                Event::ModelLoaded(info) => {
+                    self.settings.checkpoint = match &info.source {
+                        worker::ModelSource::File(p) => Some(p.clone()),
+                        _ => None,
+                    };
+                    if let Some(layer) = self.settings.layer
+                        && layer >= info.config.depth
+                    {
+                        self.settings.layer = None;
+                    }
+                    self.query = Query::Cls;
+                    self.cache.clear();
+                    self.cache_order.clear();
+                    self.skipped.clear();
+                    self.shown = None;
+                    self.model = Some(info);
+                }
+                Event::Attention { key, result } => {
+                    self.cache.insert(key, result);
+                    self.cache_order.push_back(key);
+                    while self.cache_order.len() > CACHE_CAPACITY {
+                        if let Some(old) = self.cache_order.pop_front() {
+                            self.cache.remove(&old);
+                        }
+                    }
+                }
+                Event::ImageDecoded(image) => {
+                    // Skip duplicates of files already in the gallery.
+                    let duplicate =
+                        !image.bundled && self.gallery.entries.iter().any(|e| e.path == image.path);
+                    if !duplicate {
+                        self.gallery.add(ctx, image);
+                    }
+                }
+                Event::Picked(picked) => {
+                    self.dialog_open = false;
+                    self.on_picked(picked);
+                }
+            }
+        }
+    }
+
+    fn on_picked(&mut self, picked: Picked) {
+        match picked {
+            Picked::Images(paths) => {
+                if !paths.is_empty() {
+                    self.add_paths(paths);
+                }
+            }
+            Picked::Checkpoint(path) => self.open_checkpoint(path),
+            Picked::ExportPng(path) => {
+                if let Some(result) = self.current_result().cloned() {
+                    match export::export_png(&path, &result, &self.settings) {
+                        Ok(()) => self.notifications.info(format!("Saved {}", path.display())),
+                        Err(e) => self.notifications.error(&e),
+                    }
+                }
+            }
+            Picked::ExportNpy(path) => {
+                if let Some(result) = self.current_result().cloned() {
+                    match export::export_npy(&path, &result) {
+                        Ok(()) => self.notifications.info(format!("Saved {}", path.display())),
+                        Err(e) => self.notifications.error(&e),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Asks the worker for the current view when it is neither cached nor under way.
+    fn request_attention(&mut self) {
+        let Some(key) = self.current_key() else {
+            return;
+        };
+        if self.cache.contains_key(&key) || self.skipped.contains(&key) {
+            return;
+        }
+        // One attention job at a time: scrubbing the layer slider asks only for where it stops.
+        if self
+            .tasks
+            .values()
+            .any(|(k, _)| matches!(k, TaskKind::Attention(_) | TaskKind::Model))
+        {
+            return;
+        }
+        let Some(entry) = self.gallery.selected_entry() else {
+            return;
+        };
+        let (rgb, name) = (entry.rgb.clone(), entry.name.clone());
+        self.submit(
+            TaskKind::Attention(key),
+            format!("Attention of {name}"),
+            Job::Attention { key, rgb, name },
+        );
+    }
+
+    /// Opens a native file dialog on its own thread; the answer comes back as an event.
+    fn open_dialog(&mut self, kind: DialogKind) {
+        if self.dialog_open {
+            return;
+        }
+        let suggested = self.export_name();
+        let sender = self.worker.sender();
+        let spawned = std::thread::Builder::new()
+            .name("dinoscope-dialog".into())
+            .spawn(move || {
+                let picked = match kind {
+                    DialogKind::Images => rfd::FileDialog::new()
+                        .set_title("Open images")
+                        .add_filter("Images", &gallery::IMAGE_EXTENSIONS)
+                        .pick_files()
+                        .map(Picked::Images),
+                    DialogKind::Folder => rfd::FileDialog::new()
+                        .set_title("Open a folder of images")
+                        .pick_folder()
+                        .map(|f| Picked::Images(vec![f])),
+                    DialogKind::Checkpoint => rfd::FileDialog::new()
+                        .set_title("Open a checkpoint")
+                        .add_filter("Checkpoints", &["pth", "pt", "safetensors"])
+                        .pick_file()
+                        .map(Picked::Checkpoint),
+                    DialogKind::ExportPng => rfd::FileDialog::new()
+                        .set_title("Export the head-mean view")
+                        .set_file_name(format!("{suggested}.png"))
+                        .add_filter("PNG", &["png"])
+                        .save_file()
+                        .map(Picked::ExportPng),
+                    DialogKind::ExportNpy => rfd::FileDialog::new()
+                        .set_title("Export the attention values")
+                        .set_file_name(format!("{suggested}.npy"))
+                        .add_filter("NumPy", &["npy"])
+                        .save_file()
+                        .map(Picked::ExportNpy),
+                };
+                // A closed dialog still reports back, so the app knows no dialog is open.
+                sender.send(Event::Picked(picked.unwrap_or(Picked::Images(Vec::new()))));
+            });
+        match spawned {
+            Ok(_) => self.dialog_open = true,
+            Err(e) => self.notifications.error(&AppError::Compute {
+                what: "opening a file dialog".into(),
+                detail: e.to_string(),
+            }),
+        }
+    }
+
+    fn export_name(&self) -> String {
+        let stem = self
+            .gallery
+            .selected_entry()
+            .and_then(|e| e.path.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "image".into());
+        let query = match self.query {
+            Query::Cls => "cls".to_string(),
+            Query::Patch { row, col } => format!("patch{row}-{col}"),
+        };
+        format!("{stem}-block{}-{query}", self.layer())
+    }
+
+    fn handle_keys(&mut self, ctx: &egui::Context) {
+        if ctx.input_mut(|i| i.consume_key(Modifiers::COMMAND, Key::O)) {
+            self.open_dialog(DialogKind::Images);
+        }
+        if ctx.input_mut(|i| i.consume_key(Modifiers::NONE, Key::F12)) {
+            self.settings.debug_overlay = !self.settings.debug_overlay;
+        }
+        // Plain keys only when no widget (e.g. a focused slider) takes them.
+        if ctx.memory(|m| m.focused().is_some()) {
+            return;
+        }
+        let pressed = |key: Key| ctx.input_mut(|i| i.consume_key(Modifiers::NONE, key));
+        if pressed(Key::ArrowLeft) {
+            self.gallery.step_selection(-1);
+        }
+        if pressed(Key::ArrowRight) {
+            self.gallery.step_selection(1);
+        }
+        if pressed(Key::ArrowUp) {
+            self.set_layer(self.layer() + 1);
+        }
+        if pressed(Key::ArrowDown) {
+            self.set_layer(self.layer().saturating_sub(1));
+        }
+        if pressed(Key::H) || pressed(Key::F1) {
+            self.help_open = !self.help_open;
+        }
+        if pressed(Key::Escape) || pressed(Key::C) {
+            self.query = Query::Cls;
+        }
+        if pressed(Key::Delete) {
+            self.gallery.remove_selected();
+        }
+    }
+
+    fn handle_dropped_files(&mut self, ctx: &egui::Context) {
+        let (hovered, dropped) = ctx.input(|i| {
+            (
+                !i.raw.hovered_files.is_empty(),
+                i.raw
+                    .dropped_files
+                    .iter()
+                    .map(|f| f.path().to_path_buf())
+                    .collect::<Vec<_>>(),
+            )
+        });
+        self.files_hovered = hovered;
+        if !dropped.is_empty() {
+            self.add_paths(dropped);
+        }
+    }
+
+    fn menu_bar(&mut self, ui: &mut egui::Ui) {
+        egui::MenuBar::new().ui(ui, |ui| {
+            ui.menu_button("File", |ui| {
+                if ui.button("Open images...  (Ctrl+O)").clicked() {
+                    self.open_dialog(DialogKind::Images);
+                }
+                if ui.button("Open folder...").clicked() {
+                    self.open_dialog(DialogKind::Folder);
+                }
+                ui.separator();
+                let has_result = self.current_result().is_some();
+                if ui
+                    .add_enabled(
+                        has_result,
+                        egui::Button::new("Export head-mean view (PNG)..."),
+                    )
+                    .clicked()
+                {
+                    self.open_dialog(DialogKind::ExportPng);
+                }
+                if ui
+                    .add_enabled(
+                        has_result,
+                        egui::Button::new("Export attention values (.npy)..."),
+                    )
+                    .clicked()
+                {
+                    self.open_dialog(DialogKind::ExportNpy);
+                }
+                ui.separator();
+                if ui.button("Quit").clicked() {
+                    ui.ctx().send_viewport_cmd(egui::ViewportCommand::Close);
+                }
+            });
+            ui.menu_button("Model", |ui| {
+                if ui
+                    .button("Open checkpoint (.pth, .safetensors)...")
+                    .clicked()
+                {
+                    self.open_dialog(DialogKind::Checkpoint);
+                }
+                if ui.button("Back to the default model").clicked() {
+                    self.load_default_model();
+                }
+                ui.checkbox(&mut self.settings.show_model_panel, "Show model info");
+            });
+            ui.menu_button("View", |ui| {
+                ui.checkbox(&mut self.settings.show_masks, "Mass-mask outlines");
+                ui.checkbox(&mut self.settings.debug_overlay, "Debug overlay (F12)");
+            });
+            ui.menu_button("Help", |ui| {
+                if ui.button("Help (H)").clicked() {
+                    self.help_open = true;
+                }
+                if ui.button("About").clicked() {
+                    self.about_open = true;
+                }
+            });
+        });
+    }
+
+    fn status_bar(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            let label = model_panel::short_label(self.model.as_ref());
+            if self.model.as_ref().is_some_and(|m| m.is_untrained()) {
+                ui.label(
+                    egui::RichText::new(label)
+                        .strong()
+                        .color(egui::Color32::from_rgb(255, 140, 60)),
+                );
+            } else {
+                ui.label(label);
+            }
+            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                if !self.tasks.is_empty() {
+                    if ui
+                        .button("Cancel")
+                        .on_hover_text("Stop the work under way")
+                        .clicked()
+                    {
+                        self.cancel();
+                        return;
+                    }
+                    if let Some((_, (_, task))) = self.tasks.iter().next() {
+                        if let Some(f) = task.fraction {
+                            ui.add(egui::ProgressBar::new(f).desired_width(120.0));
+                        }
+                        let more = if self.tasks.len() > 1 {
+                            format!(" (+{} more)", self.tasks.len() - 1)
+                        } else {
+                            String::new()
+                        };
+                        ui.label(format!("{}{more}", task.label));
+                    }
+                    ui.spinner();
+                }
+            });
+        });
+    }
+
+    fn controls(&mut self, ui: &mut egui::Ui) {
+        let depth = self.model.as_ref().map_or(1, |m| m.config.depth).max(1);
+        ui.heading("View");
+        let mut layer = self.layer();
+        ui.add_enabled(
+            depth > 1,
+            egui::Slider::new(&mut layer, 0..=depth - 1).text("Block (layer)"),
+        )
+        .on_hover_text("Which transformer block's attention to show (Up / Down)");
+        if layer != self.layer() {
+            self.set_layer(layer);
+        }
+        ui.horizontal(|ui| {
+            let is_cls = self.query == Query::Cls;
+            if ui
+                .add(egui::Button::new("CLS").selected(is_cls))
+                .on_hover_text("Show the [CLS] token's attention (Escape)")
+                .clicked()
+            {
+                self.query = Query::Cls;
+            }
+            ui.label(match self.query {
+                Query::Cls => "query: [CLS] token".to_string(),
+                Query::Patch { row, col } => format!("query: patch ({row}, {col})"),
+            });
+        });
+        ui.label(egui::RichText::new("Click a patch to see its attention.").weak());
+        ui.separator();
+        ui.checkbox(&mut self.settings.show_masks, "Mass-mask outlines");
+        ui.add_enabled(
+            self.settings.show_masks,
+            egui::Slider::new(&mut self.settings.threshold, 0.05..=1.0)
+                .step_by(0.05)
+                .text("Mass kept"),
+        )
+        .on_hover_text(
+            "Outline the fewest patches that hold this share of the attention (DINO: 0.6)",
+        );
+        egui::ComboBox::from_label("Colormap")
+            .selected_text(format!("{:?}", self.settings.colormap))
+            .show_ui(ui, |ui| {
+                for c in Colormap::ALL {
+                    ui.selectable_value(&mut self.settings.colormap, c, format!("{c:?}"));
+                }
+            });
+        ui.add(egui::Slider::new(&mut self.settings.opacity, 0.0..=1.0).text("Opacity"))
+            .on_hover_text("Opacity of the attention colours over the image");
+        ui.add(egui::Slider::new(&mut self.settings.tile_size, 80.0..=600.0).text("Tile size"));
+        egui::ComboBox::from_label("Input size")
+            .selected_text(self.settings.input_size.label())
+            .show_ui(ui, |ui| {
+                for s in InputSize::CHOICES {
+                    ui.selectable_value(&mut self.settings.input_size, s, s.label());
+                }
+            })
+            .response
+            .on_hover_text("How the image is resized before the model sees it");
+        ui.separator();
+        ui.heading("Under the pointer");
+        match self.view.hover {
+            Some(h) => {
+                ui.label(format!(
+                    "{}: patch row {}, col {}",
+                    match h.head {
+                        Some(head) => format!("head {head}"),
+                        None => "head mean".into(),
+                    },
+                    h.row,
+                    h.col
+                ));
+                ui.label(format!("attention {:.5}", h.value));
+            }
+            None => {
+                ui.label(egui::RichText::new("(hover a tile)").weak());
+            }
+        }
+        if let Some((_, result)) = &self.shown {
+            ui.separator();
+            let g = result.maps.grid;
+            ui.label(format!(
+                "input {}x{} px, grid {}x{} patches of {} px",
+                result.prepared.width(),
+                result.prepared.height(),
+                g.rows,
+                g.cols,
+                g.patch
+            ));
+            if let Some(note) = &result.prepared.note {
+                ui.label(egui::RichText::new(note).weak());
+            }
+            ui.label(format!(
+                "computed in {:.0} ms",
+                result.elapsed.as_secs_f64() * 1e3
+            ));
+        }
+    }
+
+    fn central(&mut self, ui: &mut egui::Ui) {
+        let key = self.current_key();
+        if let Some(k) = key
+            && let Some(r) = self.cache.get(&k)
+        {
+            self.shown = Some((k, r.clone()));
+        }
+        // Keep an older result of the same image on screen while the new one computes.
+        let shown = self.shown.clone().filter(|(k, _)| {
+            key.is_some_and(|c| c.image == k.image && c.generation == k.generation)
+        });
+        let Some((shown_key, result)) = shown else {
+            ui.centered_and_justified(|ui| {
+                if self.gallery.entries.is_empty() && self.tasks.is_empty() {
+                    ui.label("Drop images or folders here, or use File > Open images (Ctrl+O).");
+                } else if key.is_some_and(|k| self.skipped.contains(&k)) {
+                    if ui.button("Compute attention").clicked()
+                        && let Some(k) = key
+                    {
+                        self.skipped.remove(&k);
+                    }
+                } else {
+                    ui.spinner();
+                }
+            });
+            return;
+        };
+        let name = self
+            .gallery
+            .selected_entry()
+            .map(|e| e.name.clone())
+            .unwrap_or_default();
+        ui.horizontal(|ui| {
+            ui.heading(name);
+            ui.label(format!(
+                "block {} of {}, {}",
+                shown_key.layer,
+                self.model.as_ref().map_or(0, |m| m.config.depth),
+                match worker::query_of(shown_key.query) {
+                    Query::Cls => "attention of [CLS]".to_string(),
+                    Query::Patch { row, col } => format!("attention of patch ({row}, {col})"),
+                }
+            ));
+            if Some(shown_key) != key {
+                ui.spinner();
+                if key.is_some_and(|k| self.skipped.contains(&k))
+                    && ui
+                        .button("Compute")
+                        .on_hover_text("Compute this view")
+                        .clicked()
+                    && let Some(k) = key
+                {
+                    self.skipped.remove(&k);
+                }
+            }
+        });
+        egui::ScrollArea::vertical()
+            .auto_shrink(false)
+            .show(ui, |ui| {
+                if let Some((row, col)) = self.view.ui(
+                    ui,
+                    shown_key,
+                    &result,
+                    &self.settings,
+                    worker::query_of(shown_key.query),
+                ) {
+                    self.query = Query::Patch { row, col };
+                }
+            });
+    }
+
+    /// The whole interface; `eframe::App::ui` calls it, and so do the tests.
+    pub fn show(&mut self, ui: &mut egui::Ui) {
+        let started = Instant::now();
+        let ctx = ui.ctx().clone();
+        self.poll(&ctx);
+        self.handle_keys(&ctx);
+        self.handle_dropped_files(&ctx);
+
+        egui::Panel::top("menu").show(ui, |ui| {
+            self.menu_bar(ui);
+        });
+        egui::Panel::top("status").show(ui, |ui| {
+            self.status_bar(ui);
+        });
+        egui::Panel::bottom("gallery")
+            .resizable(false)
+            .exact_size(128.0)
+            .show(ui, |ui| {
+                ui.add_space(4.0);
+                match self.gallery.ui(ui) {
+                    Some(GalleryAction::Select(id)) => self.gallery.selected = Some(id),
+                    Some(GalleryAction::MoveLeft) => self.gallery.move_selected(-1),
+                    Some(GalleryAction::MoveRight) => self.gallery.move_selected(1),
+                    Some(GalleryAction::Remove) => {
+                        self.gallery.remove_selected();
+                    }
+                    Some(GalleryAction::Add) => self.open_dialog(DialogKind::Images),
+                    None => {}
+                }
+                ui.add_space(4.0);
+            });
+        egui::Panel::left("controls")
+            .default_size(250.0)
+            .size_range(200.0..=400.0)
+            .show(ui, |ui| {
+                egui::ScrollArea::vertical().show(ui, |ui| self.controls(ui));
+            });
+        if self.settings.show_model_panel {
+            egui::Panel::right("model")
+                .default_size(280.0)
+                .size_range(200.0..=480.0)
+                .show(ui, |ui| {
+                    model_panel::ui(ui, self.model.as_ref(), self.backend.as_deref());
+                });
+        }
+        egui::CentralPanel::default().show(ui, |ui| self.central(ui));
+
+        // Start the next computation only after this frame's input changed the settings.
+        self.request_attention();
+
+        help::help_window(&ctx, &mut self.help_open);
+        help::about_window(&ctx, &mut self.about_open);
+        self.notifications.show(&ctx);
+        if self.files_hovered {
+            drop_overlay(&ctx);
+        }
+        if self.settings.debug_overlay {
+            self.debug_overlay(&ctx);
+        }
+        if !self.tasks.is_empty() {
+            // Poll the channel even if no event arrives to wake us (e.g. a slow decoder).
+            ctx.request_repaint_after(Duration::from_millis(100));
+        }
+        self.frame.record(started);
+    }
+
+    fn debug_overlay(&self, ctx: &egui::Context) {
+        egui::Area::new(egui::Id::unique("debug-overlay"))
+            .anchor(egui::Align2::RIGHT_TOP, egui::vec2(-8.0, 60.0))
+            .order(egui::Order::Foreground)
+            .interactable(false)
+            .show(ctx, |ui| {
+                egui::Frame::popup(ui.style()).show(ui, |ui| {
+                    ui.monospace(format!("ui build  {:6.2} ms", self.frame.ui_ms));
+                    ui.monospace(format!("frame     {:6.2} ms", self.frame.frame_ms));
+                    ui.monospace(format!("cached    {:6} views", self.cache.len()));
+                    ui.monospace(format!("tasks     {:6}", self.tasks.len()));
+                });
+            });
+    }
+}
+
+fn drop_overlay(ctx: &egui::Context) {
+    let rect = ctx.content_rect();
+    let painter = ctx.layer_painter(egui::LayerId::new(
+        egui::Order::Foreground,
+        egui::Id::unique("drop-overlay"),
+    ));
+    painter.rect_filled(rect, 0.0, egui::Color32::from_black_alpha(160));
+    painter.text(
+        rect.center(),
+        egui::Align2::CENTER_CENTER,
+        "Drop images or folders to add them",
+        egui::FontId::proportional(24.0),
+        egui::Color32::WHITE,
+    );
+}
+
+#[derive(Clone, Copy, Debug)]
+enum DialogKind {
+    Images,
+    Folder,
+    Checkpoint,
+    ExportPng,
+    ExportNpy,
+}
+
+impl eframe::App for App {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        self.show(ui);
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        self.settings.image_paths = self.gallery.file_paths();
+        self.settings.save(storage);
+    }
+}

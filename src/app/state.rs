@@ -1,0 +1,139 @@
+//! Settings kept between sessions (through eframe's storage) and the input-size choice.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::analysis::colormap::Colormap;
+use crate::model::Resize;
+
+/// Key under which the settings are stored (JSON) in eframe's storage.
+pub const STORAGE_KEY: &str = "dinoscope.settings";
+
+/// How images are resized before the model sees them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum InputSize {
+    /// Keep the size; crop to a multiple of the patch size.
+    #[default]
+    Original,
+    /// Shorter side scaled to this many pixels.
+    ShortSide(u32),
+}
+
+impl InputSize {
+    pub const CHOICES: [InputSize; 5] = [
+        InputSize::Original,
+        InputSize::ShortSide(224),
+        InputSize::ShortSide(320),
+        InputSize::ShortSide(480),
+        InputSize::ShortSide(640),
+    ];
+
+    pub fn resize(self) -> Resize {
+        match self {
+            InputSize::Original => Resize::None,
+            InputSize::ShortSide(s) => Resize::ShortSide(s),
+        }
+    }
+
+    pub fn label(self) -> String {
+        match self {
+            InputSize::Original => "original size".into(),
+            InputSize::ShortSide(s) => format!("short side {s} px"),
+        }
+    }
+}
+
+/// The user's view settings and last session.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// Block whose attention is shown; `None` = the last block of the model.
+    pub layer: Option<usize>,
+    /// Share of attention mass kept by the mask outlines (DINO paper: 0.6).
+    pub threshold: f32,
+    pub show_masks: bool,
+    pub colormap: Colormap,
+    /// Opacity of the attention colours over the image.
+    pub opacity: f32,
+    /// Width of one head tile, in points.
+    pub tile_size: f32,
+    pub input_size: InputSize,
+    /// Images of the last session that came from files (bundled samples are not listed).
+    pub image_paths: Vec<PathBuf>,
+    /// Checkpoint of the last session, if one was opened.
+    pub checkpoint: Option<PathBuf>,
+    pub show_model_panel: bool,
+    pub debug_overlay: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            layer: None,
+            threshold: 0.6,
+            show_masks: true,
+            colormap: Colormap::Viridis,
+            opacity: 0.6,
+            tile_size: 220.0,
+            input_size: InputSize::Original,
+            image_paths: Vec::new(),
+            checkpoint: None,
+            show_model_panel: true,
+            debug_overlay: false,
+        }
+    }
+}
+
+impl Settings {
+    /// Reads the settings from eframe's storage; anything unreadable falls back to the defaults.
+    pub fn load(storage: Option<&dyn eframe::Storage>) -> Settings {
+        storage
+            .and_then(|s| s.get_string(STORAGE_KEY))
+            .and_then(|json| serde_json::from_str::<Settings>(&json).ok())
+            .map(Settings::sanitized)
+            .unwrap_or_default()
+    }
+
+    pub fn save(&self, storage: &mut dyn eframe::Storage) {
+        if let Ok(json) = serde_json::to_string(self) {
+            storage.set_string(STORAGE_KEY, json);
+        }
+    }
+
+    /// Clamps values that a hand-edited or old settings file could carry.
+    pub fn sanitized(mut self) -> Settings {
+        let clamp = |v: f32, lo: f32, hi: f32, default: f32| {
+            if v.is_finite() {
+                v.clamp(lo, hi)
+            } else {
+                default
+            }
+        };
+        self.threshold = clamp(self.threshold, 0.0, 1.0, 0.6);
+        self.opacity = clamp(self.opacity, 0.0, 1.0, 0.6);
+        self.tile_size = clamp(self.tile_size, 80.0, 800.0, 220.0);
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_round_trip_and_sanitize() {
+        let s = Settings {
+            layer: Some(2),
+            threshold: 0.3,
+            colormap: Colormap::Magma,
+            image_paths: vec![PathBuf::from("/tmp/a.png")],
+            ..Settings::default()
+        };
+        let json = serde_json::to_string(&s).unwrap();
+        let back: Settings = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
+        let partial: Settings = serde_json::from_str(r#"{"threshold": 7.0}"#).unwrap();
+        assert_eq!(partial.sanitized().threshold, 1.0);
+    }
+}

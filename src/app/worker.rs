@@ -1,0 +1,451 @@
+//! The background compute thread: model loading and attention maps run here, never on the UI
+//! thread. Jobs go in through a channel, events come back through another; every job carries a
+//! cancel flag the UI can raise at any time.
+
+use eframe::egui;
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::time::{Duration, Instant};
+
+use image::RgbImage;
+
+use super::gallery::DecodedImage;
+use super::notifications::AppError;
+use super::state::InputSize;
+use crate::analysis::attention::{AttentionMaps, Query, attention_maps};
+use crate::model::config::Arch;
+use crate::model::preprocess::{DEFAULT_MAX_PATCHES, prepare};
+use crate::model::vit::Vit;
+use crate::model::{
+    ComputeDevice, DeviceChoice, LoadOptions, PreparedImage, VitConfig, backend, load_model,
+};
+
+pub type TaskId = u64;
+
+/// A flag the UI raises to cancel one task; the worker checks it between steps and drops the
+/// results of cancelled tasks.
+#[derive(Clone, Debug, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Identifies one image of the gallery for the lifetime of the app.
+pub type ImageId = u64;
+
+/// Which token's attention row, in a hashable form (`None` = CLS).
+pub type QueryKey = Option<(usize, usize)>;
+
+pub fn query_key(query: Query) -> QueryKey {
+    match query {
+        Query::Cls => None,
+        Query::Patch { row, col } => Some((row, col)),
+    }
+}
+
+pub fn query_of(key: QueryKey) -> Query {
+    match key {
+        None => Query::Cls,
+        Some((row, col)) => Query::Patch { row, col },
+    }
+}
+
+/// Everything an attention result depends on; results are cached under it, so moving the
+/// threshold, opacity or colormap never recomputes the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AttnKey {
+    pub image: ImageId,
+    pub layer: usize,
+    pub query: QueryKey,
+    pub input_size: InputSize,
+    /// Which loaded model (counts up on each load).
+    pub generation: u64,
+}
+
+/// Where the current model came from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ModelSource {
+    /// Random weights: nothing to learn from, shown as such.
+    Untrained,
+    /// The bundled default `weights/default.safetensors`.
+    Default(PathBuf),
+    /// A checkpoint the user opened.
+    File(PathBuf),
+}
+
+#[derive(Clone, Debug)]
+pub struct ModelInfo {
+    pub config: VitConfig,
+    pub source: ModelSource,
+    /// Tensors of the file that are not part of the backbone.
+    pub ignored: usize,
+    pub generation: u64,
+    pub load_time: Duration,
+}
+
+impl ModelInfo {
+    pub fn file_name(&self) -> String {
+        match &self.source {
+            ModelSource::Untrained => "(none: random weights)".into(),
+            ModelSource::Default(p) | ModelSource::File(p) => p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| p.display().to_string()),
+        }
+    }
+
+    pub fn is_untrained(&self) -> bool {
+        self.source == ModelSource::Untrained
+    }
+}
+
+/// One computed attention view: the exact pixels the model saw and the maps.
+#[derive(Debug)]
+pub struct AttentionResult {
+    pub prepared: Arc<PreparedImage>,
+    pub maps: AttentionMaps,
+    pub elapsed: Duration,
+}
+
+pub enum Job {
+    /// `weights/default.safetensors` when it exists, else an untrained ViT-nano.
+    LoadDefault {
+        default_path: Option<PathBuf>,
+    },
+    LoadCheckpoint(PathBuf),
+    Attention {
+        key: AttnKey,
+        rgb: Arc<RgbImage>,
+        name: String,
+    },
+}
+
+/// Files picked in a native dialog (which runs on its own thread).
+#[derive(Debug)]
+pub enum Picked {
+    Images(Vec<PathBuf>),
+    Checkpoint(PathBuf),
+    ExportPng(PathBuf),
+    ExportNpy(PathBuf),
+}
+
+pub enum Event {
+    /// The compute device the worker chose.
+    Backend(String),
+    Progress {
+        task: TaskId,
+        label: String,
+        fraction: Option<f32>,
+    },
+    Finished {
+        task: TaskId,
+    },
+    Failed {
+        task: TaskId,
+        error: AppError,
+    },
+    ModelLoaded(ModelInfo),
+    /// A note for the user (e.g. the default weights could not be read, so random ones are used).
+    Note(String),
+    Attention {
+        key: AttnKey,
+        result: Arc<AttentionResult>,
+    },
+    ImageDecoded(DecodedImage),
+    Picked(Picked),
+}
+
+struct Message {
+    task: TaskId,
+    token: CancelToken,
+    job: Job,
+}
+
+/// The UI side of the worker.
+pub struct Worker {
+    jobs: Sender<Message>,
+    events: Receiver<Event>,
+    event_tx: Sender<Event>,
+    ctx: egui::Context,
+    next_task: TaskId,
+}
+
+/// Sends an event and wakes the UI.
+#[derive(Clone)]
+pub struct EventSender {
+    tx: Sender<Event>,
+    ctx: egui::Context,
+}
+
+impl EventSender {
+    pub fn send(&self, event: Event) {
+        // The receiver only goes away when the app closes; nothing to do then.
+        let _ = self.tx.send(event);
+        self.ctx.request_repaint();
+    }
+}
+
+impl Worker {
+    pub fn spawn(ctx: egui::Context) -> Worker {
+        let (jobs, job_rx) = channel::<Message>();
+        let (event_tx, events) = channel::<Event>();
+        let sender = EventSender {
+            tx: event_tx.clone(),
+            ctx: ctx.clone(),
+        };
+        let spawned = std::thread::Builder::new()
+            .name("dinoscope-worker".into())
+            .spawn(move || worker_loop(job_rx, sender));
+        if let Err(e) = spawned {
+            let _ = event_tx.send(Event::Note(format!("cannot start the compute thread: {e}")));
+        }
+        Worker {
+            jobs,
+            events,
+            event_tx,
+            ctx,
+            next_task: 0,
+        }
+    }
+
+    /// A new task id and cancel token (for work done outside the worker thread, e.g. decoding).
+    pub fn new_task(&mut self) -> (TaskId, CancelToken) {
+        self.next_task += 1;
+        (self.next_task, CancelToken::default())
+    }
+
+    pub fn submit(&mut self, job: Job) -> (TaskId, CancelToken) {
+        let (task, token) = self.new_task();
+        let message = Message {
+            task,
+            token: token.clone(),
+            job,
+        };
+        if self.jobs.send(message).is_err() {
+            let _ = self.event_tx.send(Event::Failed {
+                task,
+                error: AppError::Compute {
+                    what: "the compute thread".into(),
+                    detail: "it has stopped".into(),
+                },
+            });
+        }
+        (task, token)
+    }
+
+    pub fn sender(&self) -> EventSender {
+        EventSender {
+            tx: self.event_tx.clone(),
+            ctx: self.ctx.clone(),
+        }
+    }
+
+    pub fn try_recv(&self) -> Option<Event> {
+        self.events.try_recv().ok()
+    }
+}
+
+struct WorkerState {
+    device: ComputeDevice,
+    model: Option<Vit>,
+    generation: u64,
+    /// Prepared images of the current model, per image and input size.
+    prepared: HashMap<(ImageId, InputSize), Arc<PreparedImage>>,
+}
+
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "internal error".into())
+}
+
+fn worker_loop(jobs: Receiver<Message>, events: EventSender) {
+    let device = catch_unwind(|| backend::select(DeviceChoice::Auto))
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_else(backend::cpu);
+    events.send(Event::Backend(device.description.clone()));
+    let mut state = WorkerState {
+        device,
+        model: None,
+        generation: 0,
+        prepared: HashMap::new(),
+    };
+    while let Ok(Message { task, token, job }) = jobs.recv() {
+        if token.is_cancelled() {
+            events.send(Event::Finished { task });
+            continue;
+        }
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            state.handle(task, job, &token, &events)
+        }));
+        if !token.is_cancelled() {
+            match outcome {
+                Ok(Ok(Some(event))) => events.send(event),
+                Ok(Ok(None)) => {}
+                Ok(Err(error)) => events.send(Event::Failed { task, error }),
+                Err(payload) => events.send(Event::Failed {
+                    task,
+                    error: AppError::Compute {
+                        what: "the computation".into(),
+                        detail: panic_text(payload.as_ref()),
+                    },
+                }),
+            }
+        }
+        events.send(Event::Finished { task });
+    }
+}
+
+impl WorkerState {
+    fn handle(
+        &mut self,
+        task: TaskId,
+        job: Job,
+        token: &CancelToken,
+        events: &EventSender,
+    ) -> Result<Option<Event>, AppError> {
+        let progress = |label: String| {
+            events.send(Event::Progress {
+                task,
+                label,
+                fraction: None,
+            })
+        };
+        match job {
+            Job::LoadDefault { default_path } => {
+                let start = Instant::now();
+                if let Some(path) = default_path.filter(|p| p.is_file()) {
+                    progress(format!("Loading {}", path.display()));
+                    match self.load(&path) {
+                        Ok((vit, ignored)) => {
+                            return Ok(Some(self.install(
+                                vit,
+                                ModelSource::Default(path),
+                                ignored,
+                                start,
+                            )));
+                        }
+                        Err(e) => events.send(Event::Note(format!(
+                            "{e}; using an untrained ViT-nano instead"
+                        ))),
+                    }
+                }
+                progress("Creating an untrained ViT-nano".into());
+                let vit = Vit::init(Arch::VitNano.config(), &self.device.device);
+                Ok(Some(self.install(vit, ModelSource::Untrained, 0, start)))
+            }
+            Job::LoadCheckpoint(path) => {
+                let start = Instant::now();
+                progress(format!("Loading {}", file_label(&path)));
+                let (vit, ignored) = self.load(&path)?;
+                if token.is_cancelled() {
+                    return Ok(None);
+                }
+                Ok(Some(self.install(
+                    vit,
+                    ModelSource::File(path),
+                    ignored,
+                    start,
+                )))
+            }
+            Job::Attention { key, rgb, name } => {
+                let Some(vit) = &self.model else {
+                    return Ok(None);
+                };
+                if key.generation != self.generation {
+                    return Ok(None);
+                }
+                let start = Instant::now();
+                let config = vit.config();
+                let patch = config.patch_size;
+                let prepared = match self.prepared.get(&(key.image, key.input_size)) {
+                    Some(p) => p.clone(),
+                    None => {
+                        progress(format!("Preparing {name}"));
+                        let p = prepare(&rgb, key.input_size.resize(), patch, DEFAULT_MAX_PATCHES)
+                            .map(Arc::new)
+                            .map_err(|source| AppError::Prepare {
+                                path: name.clone(),
+                                source,
+                            })?;
+                        self.prepared.insert((key.image, key.input_size), p.clone());
+                        p
+                    }
+                };
+                if token.is_cancelled() {
+                    return Ok(None);
+                }
+                let layer = key.layer.min(config.depth.saturating_sub(1));
+                progress(format!(
+                    "Attention of {name}, block {layer}, {} ({}x{} px)",
+                    match key.query {
+                        None => "CLS".to_string(),
+                        Some((r, c)) => format!("patch ({r}, {c})"),
+                    },
+                    prepared.width(),
+                    prepared.height()
+                ));
+                let maps = attention_maps(
+                    vit,
+                    prepared.to_tensor(&self.device.device),
+                    layer,
+                    query_of(key.query),
+                    patch,
+                );
+                if maps.values.len() != maps.heads * maps.grid.len() || maps.grid.is_empty() {
+                    return Err(AppError::Compute {
+                        what: format!("attention of {name}"),
+                        detail: "the model returned no attention values".into(),
+                    });
+                }
+                Ok(Some(Event::Attention {
+                    key,
+                    result: Arc::new(AttentionResult {
+                        prepared,
+                        maps,
+                        elapsed: start.elapsed(),
+                    }),
+                }))
+            }
+        }
+    }
+
+    fn load(&self, path: &Path) -> Result<(Vit, usize), AppError> {
+        let loaded = load_model(path, &LoadOptions::default(), &self.device.device)?;
+        Ok((loaded.vit, loaded.ignored))
+    }
+
+    fn install(&mut self, vit: Vit, source: ModelSource, ignored: usize, start: Instant) -> Event {
+        self.generation += 1;
+        self.prepared.clear();
+        let info = ModelInfo {
+            config: vit.config().clone(),
+            source,
+            ignored,
+            generation: self.generation,
+            load_time: start.elapsed(),
+        };
+        self.model = Some(vit);
+        Event::ModelLoaded(info)
+    }
+}
+
+pub fn file_label(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
