@@ -1,6 +1,7 @@
 //! The `dinoscope` command line: embeddings, attention maps, dense features and benchmarks.
 
 mod bench;
+pub mod train;
 
 use std::path::{Path, PathBuf};
 
@@ -71,6 +72,9 @@ pub enum Command {
     },
     /// Median forward time of a randomly initialised model.
     Bench(bench::BenchArgs),
+    /// Self-supervised DINO training (synthetic scenes or an image folder); writes the teacher backbone,
+    /// a resume checkpoint and metrics.
+    Train(train::TrainArgs),
 }
 
 /// Where the model and image come from.
@@ -293,6 +297,7 @@ pub fn run(command: Command) -> Result<()> {
             );
         }
         Command::Bench(args) => bench::run(&args)?,
+        Command::Train(args) => train::run(&args)?,
     }
     Ok(())
 }

@@ -195,6 +195,18 @@ fn layer_scale(x: Tensor<3>, gamma: &Option<Param<Tensor<1>>>) -> Tensor<3> {
     }
 }
 
+/// Per-sample Bernoulli keep mask (kept with probability `1 - drop`), survivors scaled by `1 / (1 - drop)`.
+fn drop_path(y: Tensor<3>, drop: f64, uniform: &mut dyn FnMut() -> f64) -> Tensor<3> {
+    let b = y.dims()[0];
+    let keep = 1.0 - drop;
+    let scale = if keep > 0.0 { (1.0 / keep) as f32 } else { 0.0 };
+    let mask: Vec<f32> = (0..b)
+        .map(|_| if uniform() < keep { scale } else { 0.0 })
+        .collect();
+    let mask = Tensor::<3>::from_data(TensorData::new(mask, [b, 1, 1]), &y.device());
+    y * mask
+}
+
 impl Block {
     fn qkv(&self, x: &Tensor<3>) -> Tensor<3> {
         self.attn.qkv.forward(self.norm1.forward(x.clone()))
@@ -210,6 +222,24 @@ impl Block {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let qkv = self.qkv(&x);
         self.forward_with_qkv(x, qkv)
+    }
+
+    /// Training forward with stochastic depth (DINO's `DropPath`): each residual branch is dropped for
+    /// a whole sample with probability `drop`, survivors are scaled by `1 / (1 - drop)`. `uniform` draws
+    /// `U[0, 1)` numbers (two per sample: attention branch, then MLP branch). `drop <= 0` is [`Self::forward`].
+    pub fn forward_drop_path(
+        &self,
+        x: Tensor<3>,
+        drop: f64,
+        uniform: &mut dyn FnMut() -> f64,
+    ) -> Tensor<3> {
+        if drop <= 0.0 {
+            return self.forward(x);
+        }
+        let y = layer_scale(self.attn.forward_qkv(self.qkv(&x)), &self.ls1);
+        let x = x + drop_path(y, drop, uniform);
+        let y = layer_scale(self.mlp.forward(self.norm2.forward(x.clone())), &self.ls2);
+        x + drop_path(y, drop, uniform)
     }
 
     /// Full attention probabilities `[B, heads, T, T]` of this block for input tokens `x`.
@@ -445,6 +475,33 @@ impl Vit {
     /// Final-normed CLS embedding `[B, D]` (the official `model(x)`).
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         let tokens = self.forward_tokens(images, self.config.patch_size).0;
+        let [b, _, d] = tokens.dims();
+        tokens.narrow(1, 0, 1).reshape([b, d])
+    }
+
+    /// Training forward with stochastic depth: final-normed CLS `[B, D]` where block `i` drops its
+    /// residual branches with rate `linspace(0, drop_path_rate, depth)[i]` (DINO v1). `uniform` draws
+    /// `U[0, 1)` numbers. With a zero rate this is [`Self::forward`].
+    pub fn forward_drop_path(
+        &self,
+        images: Tensor<4>,
+        drop_path_rate: f64,
+        uniform: &mut dyn FnMut() -> f64,
+    ) -> Tensor<2> {
+        if drop_path_rate <= 0.0 {
+            return self.forward(images);
+        }
+        let (mut x, _) = self.embed(images, self.config.patch_size);
+        let depth = self.blocks.len();
+        for (i, block) in self.blocks.iter().enumerate() {
+            let rate = if depth > 1 {
+                drop_path_rate * i as f64 / (depth - 1) as f64
+            } else {
+                0.0
+            };
+            x = block.forward_drop_path(x, rate, uniform);
+        }
+        let tokens = self.norm.forward(x);
         let [b, _, d] = tokens.dims();
         tokens.narrow(1, 0, 1).reshape([b, d])
     }

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use burn::module::{Module, ModuleMapper, Param, ParamId};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::{Gradients, Tensor};
 
 use super::params::{clip_gradient, is_last_layer, is_regularized, replace_value};
@@ -76,6 +76,51 @@ impl AdamW {
         module.map(&mut mapper)
     }
 
+    /// The state of every parameter of `module` that has one, keyed by the parameter's module path
+    /// (`backbone.blocks.0.attn.qkv.weight`, ...): flattened first and second moments (burn layout) and
+    /// the step count. Paths, unlike parameter ids, survive rebuilding the module from saved tensors.
+    pub fn export<M: Module>(&self, module: &M) -> Vec<AdamWEntry> {
+        param_paths(module)
+            .into_iter()
+            .filter_map(|(path, id)| {
+                self.state.get(&id).map(|m| AdamWEntry {
+                    path,
+                    exp_avg: m.exp_avg.clone(),
+                    exp_avg_sq: m.exp_avg_sq.clone(),
+                    step: m.step,
+                })
+            })
+            .collect()
+    }
+
+    /// Restores state saved by [`Self::export`] onto `module`'s parameters (matched by path). Returns
+    /// the paths of entries that match no parameter of `module` or whose size differs.
+    pub fn import<M: Module>(&mut self, module: &M, entries: Vec<AdamWEntry>) -> Vec<String> {
+        let ids: HashMap<String, (ParamId, usize)> = param_sizes(module)
+            .into_iter()
+            .map(|(path, id, size)| (path, (id, size)))
+            .collect();
+        let mut unmatched = Vec::new();
+        for entry in entries {
+            match ids.get(&entry.path) {
+                Some(&(id, size))
+                    if entry.exp_avg.dims()[0] == size && entry.exp_avg_sq.dims()[0] == size =>
+                {
+                    self.state.insert(
+                        id,
+                        Moments {
+                            exp_avg: entry.exp_avg,
+                            exp_avg_sq: entry.exp_avg_sq,
+                            step: entry.step,
+                        },
+                    );
+                }
+                _ => unmatched.push(entry.path),
+            }
+        }
+        unmatched
+    }
+
     fn update(
         &mut self,
         id: ParamId,
@@ -119,6 +164,50 @@ impl AdamW {
         );
         param
     }
+}
+
+/// One parameter's AdamW state (see [`AdamW::export`]).
+#[derive(Clone, Debug)]
+pub struct AdamWEntry {
+    pub path: String,
+    pub exp_avg: Tensor<1>,
+    pub exp_avg_sq: Tensor<1>,
+    pub step: i32,
+}
+
+#[derive(Default)]
+struct Paths {
+    path: Vec<String>,
+    found: Vec<(String, ParamId, usize)>,
+}
+
+impl ModuleVisitor for Paths {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let size = param.val().dims().iter().product();
+        self.found.push((self.path.join("."), param.id, size));
+    }
+}
+
+fn param_sizes<M: Module>(module: &M) -> Vec<(String, ParamId, usize)> {
+    let mut paths = Paths::default();
+    module.visit(&mut paths);
+    paths.found
+}
+
+/// `(module path, id)` of every float parameter of `module`, in visiting order.
+pub fn param_paths<M: Module>(module: &M) -> Vec<(String, ParamId)> {
+    param_sizes(module)
+        .into_iter()
+        .map(|(path, id, _)| (path, id))
+        .collect()
 }
 
 struct Update<'a> {

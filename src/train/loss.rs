@@ -103,6 +103,42 @@ impl DinoLoss {
         Ok(loss)
     }
 
+    /// Mean entropy (nats) of the sharpened, centred teacher distributions `softmax((t - c) / τt)` at
+    /// `epoch`, with the current center (call it before [`Self::forward`]). Near `ln K` means the teacher is
+    /// uniform, near 0 that it is one-hot; the loss minus this is the mean KL(teacher || student).
+    pub fn teacher_entropy(&self, teacher: &Tensor<2>, epoch: usize) -> Result<f64, LossError> {
+        let temp = *self
+            .teacher_temp
+            .get(epoch)
+            .ok_or(LossError::EpochOutOfSchedule {
+                epoch,
+                len: self.teacher_temp.len(),
+            })?;
+        let log_q = log_softmax(
+            (teacher.clone().inner() - self.center.clone()).div_scalar(temp),
+            1,
+        );
+        let entropy = (log_q.clone().exp() * log_q).sum_dim(1).mean().neg();
+        Ok(entropy.into_scalar::<f64>())
+    }
+
+    /// Replaces the center (when resuming a run); `values` must have `out_dim` entries.
+    pub fn set_center(&mut self, values: Vec<f32>) -> Result<(), LossError> {
+        let out_dim = self.center.dims()[1];
+        if values.len() != out_dim {
+            return Err(LossError::Shapes {
+                student: [1, values.len()],
+                teacher: [1, out_dim],
+                ncrops: self.ncrops,
+                out_dim,
+            });
+        }
+        let device = self.center.device();
+        self.center =
+            Tensor::from_data(burn::tensor::TensorData::new(values, [1, out_dim]), &device);
+        Ok(())
+    }
+
     fn update_center(&mut self, teacher: Tensor<2>) {
         let rows = teacher.dims()[0] as f64;
         let batch_center = teacher.sum_dim(0).div_scalar(rows);

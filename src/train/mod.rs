@@ -4,18 +4,28 @@
 //! `tests/train_parity.rs`. Layering: uses [`crate::model`], never the app or the command line.
 
 pub mod adamw;
+pub mod augment;
+pub mod data;
 pub mod ema;
 pub mod head;
 pub mod loss;
 pub mod network;
 pub mod params;
+pub mod rng;
+pub mod run;
 pub mod schedule;
 pub mod step;
+pub mod synthetic;
 
-pub use adamw::{AdamW, AdamWSettings};
+pub use adamw::{AdamW, AdamWEntry, AdamWSettings};
+pub use augment::{AugmentConfig, DataAugmentationDino};
+pub use data::{Batch, BatchLoader, DataError, Dataset, ImageFolder};
 pub use ema::{EmaError, ema_update};
 pub use head::{DinoHead, DinoHeadConfig, HeadError};
 pub use loss::{DinoLoss, LossError};
 pub use network::{DinoNetwork, NetworkError};
+pub use rng::Rng;
+pub use run::{RunError, RunOptions, RunSummary, TrainConfig, train};
 pub use schedule::{ScheduleError, Schedules, cosine_scheduler, teacher_temp_schedule};
 pub use step::{StepError, StepOutcome, TrainStep};
+pub use synthetic::{Scene, Shape, SyntheticConfig, SyntheticScenes};

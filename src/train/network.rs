@@ -32,6 +32,27 @@ impl DinoNetwork {
     /// `[N, out_dim]` head outputs for crops `[B, 3, h_i, w_i]`, rows in crop order. Consecutive crops of
     /// the same size go through the backbone in one batch; the head runs once on all CLS features.
     pub fn forward_crops(&self, crops: &[Tensor<4>]) -> Result<Tensor<2>, NetworkError> {
+        self.forward_crops_with(crops, &mut |vit, batch| vit.forward(batch))
+    }
+
+    /// [`Self::forward_crops`] with stochastic depth in the backbone (the student during training):
+    /// rate `drop_path_rate` at the last block, `uniform` draws `U[0, 1)` numbers.
+    pub fn forward_crops_drop_path(
+        &self,
+        crops: &[Tensor<4>],
+        drop_path_rate: f64,
+        uniform: &mut dyn FnMut() -> f64,
+    ) -> Result<Tensor<2>, NetworkError> {
+        self.forward_crops_with(crops, &mut |vit, batch| {
+            vit.forward_drop_path(batch, drop_path_rate, uniform)
+        })
+    }
+
+    fn forward_crops_with(
+        &self,
+        crops: &[Tensor<4>],
+        backbone: &mut dyn FnMut(&Vit, Tensor<4>) -> Tensor<2>,
+    ) -> Result<Tensor<2>, NetworkError> {
         let mut features = Vec::new();
         let mut start = 0;
         while start < crops.len() {
@@ -43,7 +64,7 @@ impl DinoNetwork {
                     .take_while(|c| size(c) == first)
                     .count();
             let batch = Tensor::cat(crops[start..end].to_vec(), 0);
-            features.push(self.backbone.forward(batch));
+            features.push(backbone(&self.backbone, batch));
             start = end;
         }
         if features.is_empty() {

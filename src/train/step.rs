@@ -7,7 +7,11 @@ use super::adamw::{AdamW, AdamWSettings};
 use super::ema::{EmaError, ema_update};
 use super::loss::{DinoLoss, LossError};
 use super::network::{DinoNetwork, NetworkError};
+use super::rng::Rng;
 use super::schedule::Schedules;
+
+/// Stream id of the drop-path masks in [`Rng::derive`].
+const DROP_PATH_STREAM: u64 = 0xD709;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
@@ -33,6 +37,12 @@ pub struct StepOutcome {
     pub lr: f64,
     pub weight_decay: f64,
     pub momentum: f64,
+    /// Teacher temperature of the epoch.
+    pub teacher_temp: f64,
+    /// Mean entropy of the teacher targets (nats; see [`DinoLoss::teacher_entropy`]).
+    pub teacher_entropy: f64,
+    /// Mean KL(teacher || student) over the loss's view pairs: `loss - teacher_entropy`.
+    pub kl: f64,
 }
 
 /// Student, teacher, loss state, optimizer and schedules.
@@ -49,6 +59,10 @@ pub struct TrainStep {
     pub clip_grad: Option<f64>,
     /// Epochs during which the head's last layer is not updated (`--freeze_last_layer`, 1 by default).
     pub freeze_last_layer: usize,
+    /// Stochastic-depth rate of the student's last block (`--drop_path_rate`; 0 here, DINO uses 0.1).
+    pub drop_path: f64,
+    /// Seed of the drop-path masks; iteration `it` always draws the same masks (so resuming is exact).
+    pub drop_path_seed: u64,
 }
 
 impl TrainStep {
@@ -68,6 +82,8 @@ impl TrainStep {
             schedules,
             clip_grad,
             freeze_last_layer,
+            drop_path: 0.0,
+            drop_path_seed: 0,
         }
     }
 
@@ -95,7 +111,15 @@ impl TrainStep {
         let epoch = it / self.schedules.niter_per_ep.max(1);
 
         let teacher_out = self.teacher.forward_crops(&crops[..2])?;
-        let student_out = self.student.forward_crops(crops)?;
+        let student_out = if self.drop_path > 0.0 {
+            let mut rng = Rng::derive(self.drop_path_seed, &[DROP_PATH_STREAM, it as u64]);
+            self.student
+                .forward_crops_drop_path(crops, self.drop_path, &mut || rng.uniform())?
+        } else {
+            self.student.forward_crops(crops)?
+        };
+        let teacher_entropy = self.loss.teacher_entropy(&teacher_out, epoch)?;
+        let teacher_temp = self.loss.teacher_temp[epoch];
         let loss = self.loss.forward(student_out, teacher_out, epoch)?;
         let value = loss.clone().inner().into_scalar::<f64>();
         if !value.is_finite() {
@@ -118,6 +142,9 @@ impl TrainStep {
             lr,
             weight_decay,
             momentum,
+            teacher_temp,
+            teacher_entropy,
+            kl: value - teacher_entropy,
         })
     }
 }

@@ -1,0 +1,133 @@
+//! `dinoscope train`: DINO self-supervised training on an image folder or synthetic scenes.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use crate::model::{DeviceChoice, backend};
+use crate::train::run::{RunOptions, TrainConfig, train};
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// `synthetic` (generated shapes on textures) or an image folder (searched recursively).
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Architecture (`vit-nano` by default; see `--arch` of the other commands for names).
+    #[arg(long)]
+    pub arch: Option<String>,
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Images per iteration.
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Output directory: config.json, metrics.jsonl, teacher.safetensors, resume.safetensors.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// JSON file with any `TrainConfig` fields (flags given on the command line win).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Continue the run saved in `--out` exactly (its saved config is used).
+    #[arg(long)]
+    pub resume: bool,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Peak learning rate for a batch of 256 (scaled by batch / 256).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Number of prototypes of the DINO head.
+    #[arg(long)]
+    pub out_dim: Option<usize>,
+    /// Number of local crops.
+    #[arg(long)]
+    pub local_crops: Option<usize>,
+    /// Student stochastic-depth rate (0.1 by default).
+    #[arg(long)]
+    pub drop_path: Option<f64>,
+    /// Save the checkpoints every this many iterations (0: only at the end).
+    #[arg(long, default_value_t = 100)]
+    pub save_every: usize,
+    /// Stop after this many iterations in total (the schedules still span all epochs).
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl TrainArgs {
+    /// The config file (or the defaults) with the command-line flags applied.
+    pub fn config(&self) -> Result<TrainConfig> {
+        let mut c = match &self.config {
+            Some(path) => TrainConfig::from_json_file(path)?,
+            None => TrainConfig::default(),
+        };
+        if let Some(v) = &self.data {
+            c.data = v.clone();
+        }
+        if let Some(v) = &self.arch {
+            c.arch = v.clone();
+        }
+        macro_rules! set {
+            ($($flag:ident => $($field:ident).+),* $(,)?) => {
+                $(if let Some(v) = self.$flag { c.$($field).+ = v; })*
+            };
+        }
+        set!(
+            epochs => epochs,
+            batch => batch,
+            seed => seed,
+            lr => lr,
+            out_dim => head.out_dim,
+            local_crops => augment.local_crops,
+            drop_path => drop_path,
+        );
+        Ok(c)
+    }
+}
+
+pub fn run(args: &TrainArgs) -> Result<()> {
+    let config = args.config()?;
+    if args.resume {
+        eprintln!(
+            "resuming from {} (its saved config is used)",
+            args.out.display()
+        );
+    }
+    let device = backend::select(args.device)?;
+    eprintln!("device: {}", device.description);
+    if !args.resume {
+        config.validate()?;
+        eprintln!("data: {}", config.dataset()?.describe());
+    }
+    let options = RunOptions {
+        out: args.out.clone(),
+        resume: args.resume,
+        max_steps: args.max_steps,
+        save_every: args.save_every,
+        device: device.device,
+        progress: !args.quiet,
+    };
+    let summary = train(config, &options).context("training")?;
+    if summary.skipped_images > 0 {
+        eprintln!(
+            "warning: {} unreadable images were skipped",
+            summary.skipped_images
+        );
+    }
+    eprintln!(
+        "done {}/{} iterations{}, {:.1} images/s; teacher: {}, resume: {}",
+        summary.steps,
+        summary.total_steps,
+        summary
+            .last_loss
+            .map(|l| format!(", last loss {l:.4}"))
+            .unwrap_or_default(),
+        summary.images_per_s,
+        summary.teacher.display(),
+        summary.resume.display()
+    );
+    Ok(())
+}

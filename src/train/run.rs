@@ -1,0 +1,778 @@
+//! A whole DINO training run: data, augmentations, [`TrainStep`]s, metrics, checkpoints and resuming.
+//!
+//! Files written in the output directory:
+//! - `config.json`: the [`TrainConfig`] of the run.
+//! - `metrics.jsonl`: one JSON object per iteration (see [`Metrics`]).
+//! - `teacher.safetensors`: the teacher backbone under the official DINO names, with its configuration in the
+//!   metadata ([`crate::model::save::save_safetensors`]); `dinoscope attention --weights` reads it.
+//! - `resume.safetensors`: everything needed to continue exactly (see [`RESUME_FILE`]).
+//!
+//! Both checkpoints are written to a `.partial` file then renamed, so an interrupted save never leaves a
+//! truncated file behind.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor, TensorData};
+
+use super::adamw::AdamWEntry;
+use super::augment::{AugmentConfig, AugmentError, DataAugmentationDino};
+use super::data::{BatchLoader, DataError, Dataset, ImageFolder};
+use super::head::DinoHeadConfig;
+use super::loss::{DinoLoss, LossError};
+use super::network::{DinoNetwork, NetworkError};
+use super::params::replace_value;
+use super::rng::Rng;
+use super::schedule::{ScheduleError, Schedules, teacher_temp_schedule};
+use super::step::{StepError, StepOutcome, TrainStep};
+use super::synthetic::{SyntheticConfig, SyntheticScenes};
+use crate::model::checkpoint::{CheckpointError, RawTensor};
+use crate::model::config::Arch;
+use crate::model::save::save_safetensors;
+
+/// The resume checkpoint. Tensors (all f32, little-endian):
+/// - `student.backbone.<name>`, `student.head.<name>`: the student under the official DINO names and
+///   PyTorch layouts (`backbone.blocks.0.attn.qkv.weight`, `head.mlp.0.weight`,
+///   `head.last_layer.weight_v`, ... as in a DINO training checkpoint);
+/// - `teacher.backbone.<name>`, `teacher.head.<name>`: the teacher, same names;
+/// - `loss.center`: the DINO loss center `[1, out_dim]`;
+/// - `optimizer.<module path>.exp_avg`, `optimizer.<module path>.exp_avg_sq`: AdamW moments of each student
+///   parameter that has been updated, flattened in burn's layout, keyed by burn module path
+///   (`backbone.blocks.0.attn.qkv.weight`, `head.last_layer_v`, ...).
+///
+/// Metadata key [`RESUME_METADATA_KEY`]: JSON `{format, next_step, config, optimizer_steps}` with the next
+/// global iteration, the [`TrainConfig`] and AdamW's step count per module path.
+pub const RESUME_FILE: &str = "resume.safetensors";
+pub const RESUME_METADATA_KEY: &str = "dinoscope.train";
+pub const TEACHER_FILE: &str = "teacher.safetensors";
+pub const METRICS_FILE: &str = "metrics.jsonl";
+pub const CONFIG_FILE: &str = "config.json";
+const RESUME_FORMAT: u32 = 1;
+
+/// The DINO head's shape; `in_dim` comes from the backbone.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeadShape {
+    pub out_dim: usize,
+    pub hidden_dim: usize,
+    pub bottleneck_dim: usize,
+    pub nlayers: usize,
+    pub norm_last_layer: bool,
+}
+
+impl Default for HeadShape {
+    /// Smaller than DINO's (65536 / 2048 / 256) to suit the tiny models trained on a CPU.
+    fn default() -> Self {
+        HeadShape {
+            out_dim: 2048,
+            hidden_dim: 512,
+            bottleneck_dim: 128,
+            nlayers: 3,
+            norm_last_layer: true,
+        }
+    }
+}
+
+/// Everything that defines a run (JSON in `--config` and `config.json`; every field optional).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// `synthetic` or an image folder.
+    pub data: String,
+    /// Architecture name as on the command line (`vit-nano`, `vits16`, ...).
+    pub arch: String,
+    pub epochs: usize,
+    /// Images per iteration.
+    pub batch: usize,
+    pub seed: u64,
+    /// Peak learning rate for a batch of 256; the run uses `lr * batch / 256` (as `main_dino.py`).
+    pub lr: f64,
+    pub min_lr: f64,
+    /// Linear lr warm-up epochs (capped at `epochs`).
+    pub warmup_epochs: usize,
+    pub weight_decay: f64,
+    pub weight_decay_end: f64,
+    pub momentum_teacher: f64,
+    pub teacher_temp: f64,
+    pub warmup_teacher_temp: f64,
+    /// Capped at `epochs`.
+    pub warmup_teacher_temp_epochs: usize,
+    /// Per-parameter gradient-norm clipping; 0 disables it.
+    pub clip_grad: f64,
+    pub freeze_last_layer: usize,
+    /// Student stochastic-depth rate at the last block.
+    pub drop_path: f64,
+    pub head: HeadShape,
+    pub augment: AugmentConfig,
+    pub synthetic: SyntheticConfig,
+}
+
+impl Default for TrainConfig {
+    /// `main_dino.py`'s defaults, except the model, head, crops and warm-up sized for a CPU.
+    fn default() -> Self {
+        TrainConfig {
+            data: "synthetic".into(),
+            arch: "vit-nano".into(),
+            epochs: 10,
+            batch: 32,
+            seed: 0,
+            lr: 0.0005,
+            min_lr: 1e-6,
+            warmup_epochs: 10,
+            weight_decay: 0.04,
+            weight_decay_end: 0.4,
+            momentum_teacher: 0.996,
+            teacher_temp: 0.04,
+            warmup_teacher_temp: 0.04,
+            warmup_teacher_temp_epochs: 0,
+            clip_grad: 3.0,
+            freeze_last_layer: 1,
+            drop_path: 0.1,
+            head: HeadShape::default(),
+            augment: AugmentConfig::default(),
+            synthetic: SyntheticConfig::default(),
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn arch(&self) -> Result<Arch, RunError> {
+        use clap::ValueEnum;
+        Arch::from_str(&self.arch, true).map_err(|_| {
+            let names: Vec<String> = Arch::ALL.iter().map(|a| a.to_string()).collect();
+            RunError::Config(format!(
+                "unknown architecture `{}`; use one of: {}",
+                self.arch,
+                names.join(", ")
+            ))
+        })
+    }
+
+    pub fn validate(&self) -> Result<(), RunError> {
+        let arch = self.arch()?;
+        if self.epochs == 0 || self.batch == 0 {
+            return Err(RunError::Config("epochs and batch must be positive".into()));
+        }
+        if !(0.0..1.0).contains(&self.drop_path) {
+            return Err(RunError::Config(format!(
+                "drop_path must be in [0, 1), got {}",
+                self.drop_path
+            )));
+        }
+        let h = &self.head;
+        if h.out_dim == 0 || h.hidden_dim == 0 || h.bottleneck_dim == 0 || h.nlayers == 0 {
+            return Err(RunError::Config("head sizes must be positive".into()));
+        }
+        self.augment.validate()?;
+        let patch = arch.config().patch_size as u32;
+        let a = &self.augment;
+        if a.global_size < patch || (a.local_crops > 0 && a.local_size < patch) {
+            return Err(RunError::Config(format!(
+                "crops ({} / {} px) must be at least one {patch}-pixel patch",
+                a.global_size, a.local_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads a JSON config (unknown keys are errors).
+    pub fn from_json_file(path: &Path) -> Result<Self, RunError> {
+        let text = std::fs::read_to_string(path).map_err(|source| RunError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        serde_json::from_str(&text)
+            .map_err(|e| RunError::Config(format!("{}: {e}", path.display())))
+    }
+
+    pub fn dataset(&self) -> Result<Dataset, RunError> {
+        if self.data == "synthetic" {
+            Ok(Dataset::Synthetic(SyntheticScenes::new(
+                self.synthetic.clone(),
+                self.seed,
+            )))
+        } else {
+            Ok(Dataset::Folder(ImageFolder::scan(Path::new(&self.data))?))
+        }
+    }
+
+    fn head_config(&self, in_dim: usize) -> DinoHeadConfig {
+        DinoHeadConfig {
+            in_dim,
+            out_dim: self.head.out_dim,
+            nlayers: self.head.nlayers,
+            hidden_dim: self.head.hidden_dim,
+            bottleneck_dim: self.head.bottleneck_dim,
+            norm_last_layer: self.head.norm_last_layer,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("config: {0}")]
+    Config(String),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: not a usable resume checkpoint: {detail}", path.display())]
+    Resume { path: PathBuf, detail: String },
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Augment(#[from] AugmentError),
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
+    #[error(transparent)]
+    Loss(#[from] LossError),
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    #[error("iteration {it}: {source}")]
+    Step { it: usize, source: StepError },
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+}
+
+/// How to run (not part of the run's definition).
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub out: PathBuf,
+    /// Continue from `out/resume.safetensors` (its config wins over the one given).
+    pub resume: bool,
+    /// Stop once this many iterations (counted from the start of the run) are done.
+    pub max_steps: Option<usize>,
+    /// Save both checkpoints every this many iterations (0: only at the end).
+    pub save_every: usize,
+    /// Computation device (the student runs on its autodiff version).
+    pub device: Device,
+    pub progress: bool,
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Metrics {
+    pub step: usize,
+    pub epoch: usize,
+    pub loss: f64,
+    pub lr: f64,
+    pub wd: f64,
+    pub momentum: f64,
+    pub teacher_temp: f64,
+    /// Mean entropy of the teacher targets, nats (max `ln out_dim`).
+    pub teacher_entropy: f64,
+    /// Mean KL(teacher || student), nats.
+    pub kl: f64,
+    pub images_per_s: f64,
+    /// Seconds spent loading and augmenting the batch.
+    pub data_s: f64,
+    /// `uniform` or `one-hot` when the KL has vanished (see [`collapse`]).
+    pub collapse: Option<String>,
+}
+
+/// DINO's two collapse modes, both with a vanishing KL between teacher and student: a uniform teacher
+/// (entropy near `ln K`) or a one-hot one (entropy near 0).
+pub fn collapse(outcome: &StepOutcome, out_dim: usize) -> Option<String> {
+    let max = (out_dim.max(2) as f64).ln();
+    if outcome.kl > 1e-3 {
+        return None;
+    }
+    let ratio = outcome.teacher_entropy / max;
+    Some(if ratio > 0.5 { "uniform" } else { "one-hot" }.into())
+}
+
+/// What a run did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunSummary {
+    /// Iterations done in total (including those before a resume).
+    pub steps: usize,
+    /// Iterations in the whole schedule.
+    pub total_steps: usize,
+    pub last_loss: Option<f64>,
+    /// Images per second over the iterations of this call.
+    pub images_per_s: f64,
+    pub skipped_images: usize,
+    pub teacher: PathBuf,
+    pub resume: PathBuf,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ResumeMeta {
+    format: u32,
+    next_step: usize,
+    config: TrainConfig,
+    optimizer_steps: BTreeMap<String, i32>,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
+    move |source| RunError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn normal(rng: &mut Rng, std: f64) -> f32 {
+    // Box-Muller.
+    let u1 = rng.uniform().max(1e-300);
+    let u2 = rng.uniform();
+    (std * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+}
+
+/// Initial student tensors drawn from the run's seed (so the start does not depend on burn's global
+/// RNG): the layout of [`crate::model::vit::Vit::init`] and [`super::head::DinoHead::init`], constant
+/// tensors (zeros, ones) kept, random ones redrawn: N(0, 0.02), and U(±1/sqrt(bottleneck)) for
+/// `last_layer.weight_v`.
+fn initial_tensors(
+    config: &TrainConfig,
+    head: &DinoHeadConfig,
+    device: &Device,
+) -> Result<BTreeMap<String, RawTensor>, RunError> {
+    let vit = crate::model::vit::Vit::init(config.arch()?.config(), device);
+    let network = DinoNetwork {
+        backbone: vit,
+        head: super::head::DinoHead::init(head, device),
+    };
+    let mut rng = Rng::derive(config.seed, &[0x1A17]);
+    let bound = 1.0 / (head.bottleneck_dim as f64).sqrt();
+    Ok(network
+        .official_tensors()
+        .into_iter()
+        .map(|(name, mut t)| {
+            let constant = t.data.windows(2).all(|w| w[0] == w[1]);
+            if !constant {
+                for v in t.data.iter_mut() {
+                    *v = if name == "head.last_layer.weight_v" {
+                        rng.range(-bound, bound) as f32
+                    } else {
+                        normal(&mut rng, 0.02)
+                    };
+                }
+            }
+            (name, t)
+        })
+        .collect())
+}
+
+/// The run's [`TrainStep`] before its first iteration.
+fn fresh_state(
+    config: &TrainConfig,
+    niter_per_ep: usize,
+    device: &Device,
+) -> Result<TrainStep, RunError> {
+    let vit_config = config.arch()?.config();
+    let head = config.head_config(vit_config.dim);
+    let tensors = initial_tensors(config, &head, device)?;
+    let student =
+        DinoNetwork::from_tensors(&tensors, vit_config, &head, &device.clone().autodiff())?;
+    let epochs = config.epochs;
+    let schedules = Schedules::dino(
+        config.lr * config.batch as f64 / 256.0,
+        config.min_lr,
+        config.warmup_epochs.min(epochs),
+        config.weight_decay,
+        config.weight_decay_end,
+        config.momentum_teacher,
+        epochs,
+        niter_per_ep,
+    )?;
+    let temps = teacher_temp_schedule(
+        config.warmup_teacher_temp,
+        config.teacher_temp,
+        config.warmup_teacher_temp_epochs.min(epochs),
+        epochs,
+    )?;
+    let loss = DinoLoss::new(head.out_dim, config.augment.ncrops(), temps, device)?;
+    let clip = (config.clip_grad > 0.0).then_some(config.clip_grad);
+    let mut step = TrainStep::new(student, loss, schedules, clip, config.freeze_last_layer);
+    step.drop_path = config.drop_path;
+    step.drop_path_seed = config.seed;
+    Ok(step)
+}
+
+fn raw_to_bytes(t: &RawTensor) -> Vec<u8> {
+    t.data.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn host(t: Tensor<1>) -> RawTensor {
+    RawTensor {
+        shape: t.dims().to_vec(),
+        data: t.into_data().try_into_vec::<f32>().unwrap_or_default(),
+    }
+}
+
+/// Writes `bytes` to `path` through a `.partial` file and a rename.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    std::fs::write(&partial, bytes)
+        .and_then(|()| std::fs::rename(&partial, path))
+        .map_err(io_err(path))
+}
+
+/// Saves the teacher backbone and the resume checkpoint for continuing at `next_step`.
+pub fn save_checkpoints(
+    state: &TrainStep,
+    config: &TrainConfig,
+    next_step: usize,
+    out: &Path,
+) -> Result<(), RunError> {
+    save_safetensors(&state.teacher.backbone, &out.join(TEACHER_FILE))?;
+    let mut tensors: Vec<(String, RawTensor)> = Vec::new();
+    for (prefix, network) in [("student", &state.student), ("teacher", &state.teacher)] {
+        tensors.extend(
+            network
+                .official_tensors()
+                .into_iter()
+                .map(|(n, t)| (format!("{prefix}.{n}"), t)),
+        );
+    }
+    let center = state.loss.center.clone();
+    let dims = center.dims();
+    tensors.push((
+        "loss.center".into(),
+        RawTensor {
+            shape: dims.to_vec(),
+            data: center.into_data().try_into_vec::<f32>().unwrap_or_default(),
+        },
+    ));
+    let mut optimizer_steps = BTreeMap::new();
+    for AdamWEntry {
+        path,
+        exp_avg,
+        exp_avg_sq,
+        step,
+    } in state.optimizer.export(&state.student)
+    {
+        tensors.push((format!("optimizer.{path}.exp_avg"), host(exp_avg)));
+        tensors.push((format!("optimizer.{path}.exp_avg_sq"), host(exp_avg_sq)));
+        optimizer_steps.insert(path, step);
+    }
+    let meta = ResumeMeta {
+        format: RESUME_FORMAT,
+        next_step,
+        config: config.clone(),
+        optimizer_steps,
+    };
+    let path = out.join(RESUME_FILE);
+    let corrupt = |detail: String| RunError::Resume {
+        path: path.clone(),
+        detail,
+    };
+    let meta = serde_json::to_string(&meta).map_err(|e| corrupt(e.to_string()))?;
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+        .iter()
+        .map(|(n, t)| (n.clone(), raw_to_bytes(t), t.shape.clone()))
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(n, data, shape)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
+                .map(|v| (n.clone(), v))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| corrupt(e.to_string()))?;
+    let metadata = HashMap::from([(RESUME_METADATA_KEY.to_string(), meta)]);
+    let serialized =
+        safetensors::serialize(views, Some(metadata)).map_err(|e| corrupt(e.to_string()))?;
+    write_atomic(&path, &serialized)
+}
+
+/// Reads the resume checkpoint: its config, next iteration and the state to continue from.
+/// What a resume checkpoint holds: config, next iteration, tensors, AdamW step counts.
+type Saved = (
+    TrainConfig,
+    usize,
+    BTreeMap<String, RawTensor>,
+    BTreeMap<String, i32>,
+);
+
+fn load_resume(out: &Path) -> Result<Saved, RunError> {
+    let path = out.join(RESUME_FILE);
+    let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+    let corrupt = |detail: String| RunError::Resume {
+        path: path.clone(),
+        detail,
+    };
+    let (_, metadata) =
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    let meta = metadata
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(RESUME_METADATA_KEY))
+        .ok_or_else(|| corrupt(format!("no `{RESUME_METADATA_KEY}` metadata")))?;
+    let meta: ResumeMeta = serde_json::from_str(meta).map_err(|e| corrupt(e.to_string()))?;
+    if meta.format != RESUME_FORMAT {
+        return Err(corrupt(format!("unknown format {}", meta.format)));
+    }
+    let file = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    let mut tensors = BTreeMap::new();
+    for (name, view) in file.tensors() {
+        if view.dtype() != safetensors::Dtype::F32 {
+            return Err(corrupt(format!(
+                "{name}: dtype {:?}, expected F32",
+                view.dtype()
+            )));
+        }
+        let data = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        tensors.insert(
+            name,
+            RawTensor {
+                shape: view.shape().to_vec(),
+                data,
+            },
+        );
+    }
+    Ok((meta.config, meta.next_step, tensors, meta.optimizer_steps))
+}
+
+fn with_prefix(tensors: &BTreeMap<String, RawTensor>, prefix: &str) -> BTreeMap<String, RawTensor> {
+    tensors
+        .iter()
+        .filter_map(|(n, t)| n.strip_prefix(prefix).map(|n| (n.to_string(), t.clone())))
+        .collect()
+}
+
+/// Re-creates every parameter from its values in row-major order. Loading transposes the Linear weights
+/// (PyTorch `[out, in]` to burn `[in, out]`) as strided views; the optimizer and the EMA leave contiguous
+/// tensors. Matmul sums in a layout-dependent order, so without this a resumed run would drift from an
+/// uninterrupted one in the last bits.
+fn contiguous<M: Module>(module: M) -> M {
+    struct Contiguous;
+    impl burn::module::ModuleMapper for Contiguous {
+        fn map_float<const D: usize>(
+            &mut self,
+            param: burn::module::Param<Tensor<D>>,
+        ) -> burn::module::Param<Tensor<D>> {
+            let (id, tensor, mapper) = param.consume();
+            let device = tensor.device();
+            let fresh = Tensor::from_data(tensor.clone().inner().into_data(), &device.inner());
+            burn::module::Param::from_mapped_value(id, replace_value(&tensor, fresh), mapper)
+        }
+    }
+    module.map(&mut Contiguous)
+}
+
+/// Rebuilds the state saved by [`save_checkpoints`].
+fn resumed_state(
+    config: &TrainConfig,
+    niter_per_ep: usize,
+    tensors: &BTreeMap<String, RawTensor>,
+    steps: &BTreeMap<String, i32>,
+    path: &Path,
+    device: &Device,
+) -> Result<TrainStep, RunError> {
+    let corrupt = |detail: String| RunError::Resume {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let mut state = fresh_state(config, niter_per_ep, device)?;
+    let vit_config = config.arch()?.config();
+    let head = config.head_config(vit_config.dim);
+    state.student = DinoNetwork::from_tensors(
+        &with_prefix(tensors, "student."),
+        vit_config.clone(),
+        &head,
+        &device.clone().autodiff(),
+    )?;
+    state.student = contiguous(state.student);
+    state.teacher = contiguous(DinoNetwork::from_tensors(
+        &with_prefix(tensors, "teacher."),
+        vit_config,
+        &head,
+        device,
+    )?);
+    let center = tensors
+        .get("loss.center")
+        .ok_or_else(|| corrupt("`loss.center` is missing".into()))?;
+    state.loss.set_center(center.data.clone())?;
+    let tensor = |name: &str| -> Result<Tensor<1>, RunError> {
+        let t = tensors
+            .get(name)
+            .ok_or_else(|| corrupt(format!("`{name}` is missing")))?;
+        Ok(Tensor::from_data(
+            TensorData::new(t.data.clone(), [t.data.len()]),
+            device,
+        ))
+    };
+    let mut entries = Vec::with_capacity(steps.len());
+    for (path, &step) in steps {
+        entries.push(AdamWEntry {
+            path: path.clone(),
+            exp_avg: tensor(&format!("optimizer.{path}.exp_avg"))?,
+            exp_avg_sq: tensor(&format!("optimizer.{path}.exp_avg_sq"))?,
+            step,
+        });
+    }
+    let unmatched = state.optimizer.import(&state.student, entries);
+    if !unmatched.is_empty() {
+        return Err(corrupt(format!(
+            "optimizer state for unknown or resized parameters: {}",
+            unmatched.join(", ")
+        )));
+    }
+    Ok(state)
+}
+
+/// Keeps the metrics lines of iterations before `next_step` (a resumed run rewrites the rest).
+fn truncate_metrics(path: &Path, next_step: usize) -> Result<(), RunError> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|line| serde_json::from_str::<Metrics>(line).is_ok_and(|m| m.step < next_step))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    write_atomic(path, kept.as_bytes())
+}
+
+fn progress_bar(total: usize, start: usize, show: bool) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total as u64);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{elapsed_precise} [{bar:30}] {pos}/{len} it (eta {eta}) {msg}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_position(start as u64);
+    bar
+}
+
+/// Trains (or continues training) with `config`; see the module documentation for the files written.
+pub fn train(config: TrainConfig, options: &RunOptions) -> Result<RunSummary, RunError> {
+    let out = &options.out;
+    std::fs::create_dir_all(out).map_err(io_err(out))?;
+    let resume_path = out.join(RESUME_FILE);
+    let (config, start, saved) = if options.resume {
+        let (config, next, tensors, steps) = load_resume(out)?;
+        (config, next, Some((tensors, steps)))
+    } else {
+        (config, 0, None)
+    };
+    config.validate()?;
+    let augment = DataAugmentationDino::new(config.augment.clone())?;
+    let loader = BatchLoader::new(config.dataset()?, augment, config.batch, config.seed)?;
+    let niter = loader.niter_per_ep();
+    let mut state = match &saved {
+        Some((tensors, steps)) => resumed_state(
+            &config,
+            niter,
+            tensors,
+            steps,
+            &resume_path,
+            &options.device,
+        )?,
+        None => fresh_state(&config, niter, &options.device)?,
+    };
+    let config_json =
+        serde_json::to_string_pretty(&config).map_err(|e| RunError::Config(e.to_string()))?;
+    write_atomic(&out.join(CONFIG_FILE), config_json.as_bytes())?;
+    let metrics_path = out.join(METRICS_FILE);
+    if options.resume {
+        truncate_metrics(&metrics_path, start)?;
+    } else {
+        write_atomic(&metrics_path, b"")?;
+    }
+    let mut metrics = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&metrics_path)
+        .map_err(io_err(&metrics_path))?;
+
+    let total = state.schedules.len();
+    let end = options.max_steps.map_or(total, |m| m.min(total));
+    let bar = progress_bar(total, start, options.progress);
+    let began = Instant::now();
+    let mut last_loss = None;
+    let mut warned = false;
+    for it in start..end {
+        let t0 = Instant::now();
+        let batch = loader.batch(it)?;
+        let crops = batch.to_tensors(&options.device);
+        let data_s = t0.elapsed().as_secs_f64();
+        let outcome = state
+            .step(it, &crops)
+            .map_err(|source| RunError::Step { it, source })?;
+        let elapsed = t0.elapsed().as_secs_f64().max(1e-9);
+        let collapse = collapse(&outcome, config.head.out_dim);
+        if let Some(mode) = &collapse
+            && !warned
+        {
+            warned = true;
+            bar.println(format!(
+                "warning: iteration {it}: teacher and student agree (KL {:.2e}, teacher entropy {:.3} nats): \
+                 possible {mode} collapse",
+                outcome.kl, outcome.teacher_entropy
+            ));
+        }
+        let line = Metrics {
+            step: it,
+            epoch: outcome.epoch,
+            loss: outcome.loss,
+            lr: outcome.lr,
+            wd: outcome.weight_decay,
+            momentum: outcome.momentum,
+            teacher_temp: outcome.teacher_temp,
+            teacher_entropy: outcome.teacher_entropy,
+            kl: outcome.kl,
+            images_per_s: config.batch as f64 / elapsed,
+            data_s,
+            collapse,
+        };
+        let json = serde_json::to_string(&line).map_err(|e| RunError::Config(e.to_string()))?;
+        writeln!(metrics, "{json}").map_err(io_err(&metrics_path))?;
+        last_loss = Some(outcome.loss);
+        bar.set_position((it + 1) as u64);
+        bar.set_message(format!(
+            "loss {:.4} H(t) {:.3} KL {:.3} {:.1} img/s",
+            outcome.loss, outcome.teacher_entropy, outcome.kl, line.images_per_s
+        ));
+        let next = it + 1;
+        if options.save_every > 0 && next % options.save_every == 0 && next < end {
+            save_checkpoints(&state, &config, next, out)?;
+        }
+    }
+    save_checkpoints(&state, &config, end.max(start), out)?;
+    bar.finish();
+    let done = end.saturating_sub(start);
+    Ok(RunSummary {
+        steps: end.max(start),
+        total_steps: total,
+        last_loss,
+        images_per_s: (done * config.batch) as f64 / began.elapsed().as_secs_f64().max(1e-9),
+        skipped_images: loader.skipped(),
+        teacher: out.join(TEACHER_FILE),
+        resume: resume_path,
+    })
+}
+
+/// Parameters of a module as host vectors in visiting order (for comparing runs).
+pub fn parameter_values<M: Module>(module: &M) -> Vec<Vec<f32>> {
+    #[derive(Default)]
+    struct Values(Vec<Vec<f32>>);
+    impl burn::module::ModuleVisitor for Values {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            self.0.push(
+                param
+                    .val()
+                    .into_data()
+                    .try_into_vec::<f32>()
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    let mut values = Values::default();
+    module.visit(&mut values);
+    values.0
+}

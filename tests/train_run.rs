@@ -1,0 +1,266 @@
+//! End-to-end training runs: checkpoints that load, exact resuming, drop-path, the `train` command.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use burn::tensor::{Device, Distribution, Tensor};
+use dinoscope::model::config::Arch;
+use dinoscope::model::vit::Vit;
+use dinoscope::model::{LoadOptions, load_model};
+use dinoscope::train::run::{HeadShape, Metrics, RESUME_FILE, RunOptions, TrainConfig, train};
+use dinoscope::train::{AugmentConfig, SyntheticConfig};
+
+fn small_config() -> TrainConfig {
+    TrainConfig {
+        epochs: 2,
+        batch: 4,
+        seed: 17,
+        head: HeadShape {
+            out_dim: 64,
+            hidden_dim: 32,
+            bottleneck_dim: 16,
+            ..HeadShape::default()
+        },
+        augment: AugmentConfig {
+            local_crops: 2,
+            ..AugmentConfig::default()
+        },
+        synthetic: SyntheticConfig {
+            size: 72,
+            images: 8,
+            ..SyntheticConfig::default()
+        },
+        ..TrainConfig::default()
+    }
+}
+
+fn options(out: &Path, resume: bool, max_steps: usize) -> RunOptions {
+    RunOptions {
+        out: out.to_path_buf(),
+        resume,
+        max_steps: Some(max_steps),
+        save_every: 1,
+        device: Device::flex(),
+        progress: false,
+    }
+}
+
+fn tensors(path: &Path) -> BTreeMap<String, Vec<u8>> {
+    let bytes = std::fs::read(path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    file.tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.data().to_vec()))
+        .collect()
+}
+
+#[test]
+fn a_three_step_run_writes_a_loadable_teacher_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let summary = train(small_config(), &options(dir.path(), false, 3)).unwrap();
+    assert_eq!(summary.steps, 3);
+    assert_eq!(summary.total_steps, 4, "8 images / batch 4 x 2 epochs");
+    assert!(summary.last_loss.is_some_and(f64::is_finite));
+
+    let device = Device::flex();
+    let model = load_model(&summary.teacher, &LoadOptions::default(), &device).unwrap();
+    assert_eq!(model.config, Arch::VitNano.config());
+    let x = Tensor::<4>::random([1, 3, 64, 64], Distribution::Normal(0.0, 1.0), &device);
+    let cls = model
+        .vit
+        .forward(x)
+        .into_data()
+        .try_into_vec::<f32>()
+        .unwrap();
+    assert!(cls.iter().all(|v| v.is_finite()));
+
+    let text = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+    let lines: Vec<Metrics> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines.iter().map(|m| m.step).collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
+    for m in &lines {
+        assert!(m.loss.is_finite() && m.images_per_s > 0.0);
+        assert!(m.teacher_entropy >= 0.0 && m.teacher_entropy <= (64f64).ln() + 1e-6);
+        assert!((m.loss - m.teacher_entropy - m.kl).abs() < 1e-9);
+        assert_eq!(m.teacher_temp, 0.04);
+    }
+    assert_eq!(lines[0].lr, 0.0, "the lr warm-up starts at 0");
+    assert!(lines[1].momentum > 0.996 && lines[1].momentum < 1.0);
+    assert!(dir.path().join(RESUME_FILE).exists());
+    assert!(!dir.path().join("resume.safetensors.partial").exists());
+}
+
+#[test]
+fn stopping_and_resuming_gives_the_same_parameters_as_running_straight() {
+    let straight = tempfile::tempdir().unwrap();
+    train(small_config(), &options(straight.path(), false, 4)).unwrap();
+    let split = tempfile::tempdir().unwrap();
+    train(small_config(), &options(split.path(), false, 2)).unwrap();
+    // The config given on resume is ignored: the saved one is used.
+    let summary = train(TrainConfig::default(), &options(split.path(), true, 4)).unwrap();
+    assert_eq!(summary.steps, 4);
+
+    let metrics = |d: &Path| std::fs::read_to_string(d.join("metrics.jsonl")).unwrap();
+    let losses = |text: String| -> Vec<f64> {
+        text.lines()
+            .map(|l| serde_json::from_str::<Metrics>(l).unwrap().loss)
+            .collect()
+    };
+    assert_eq!(
+        losses(metrics(straight.path())),
+        losses(metrics(split.path()))
+    );
+    let a = tensors(&straight.path().join(RESUME_FILE));
+    let b = tensors(&split.path().join(RESUME_FILE));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for group in ["student.", "teacher.", "loss.center", "optimizer."] {
+        assert!(a.keys().any(|k| k.starts_with(group)), "{group} saved");
+    }
+    for (name, value) in &a {
+        assert!(value == &b[name], "{name} differs after resuming");
+    }
+    assert_eq!(
+        std::fs::read(straight.path().join("teacher.safetensors")).unwrap(),
+        std::fs::read(split.path().join("teacher.safetensors")).unwrap()
+    );
+}
+
+#[test]
+fn resuming_without_a_checkpoint_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(train(small_config(), &options(dir.path(), true, 1)).is_err());
+    std::fs::write(dir.path().join(RESUME_FILE), b"garbage").unwrap();
+    let err = train(small_config(), &options(dir.path(), true, 1)).unwrap_err();
+    assert!(err.to_string().contains("resume"), "{err}");
+}
+
+#[test]
+fn drop_path_drops_whole_samples_and_is_inactive_at_rate_zero() {
+    let device = Device::flex();
+    let vit = Vit::init(Arch::VitNano.config(), &device);
+    let x = Tensor::<4>::random([2, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
+    let plain = vit
+        .forward(x.clone())
+        .into_data()
+        .try_into_vec::<f32>()
+        .unwrap();
+    let zero = vit
+        .forward_drop_path(x.clone(), 0.0, &mut || panic!("no draws at rate 0"))
+        .into_data()
+        .try_into_vec::<f32>()
+        .unwrap();
+    assert_eq!(plain, zero);
+
+    // Every branch of every block dropped: the output is the final norm of the embedded tokens.
+    let dropped = vit
+        .forward_drop_path(x.clone(), 0.5, &mut || 0.999)
+        .into_data()
+        .try_into_vec::<f32>()
+        .unwrap();
+    // Block 0 has rate linspace(0, 0.5, 4)[0] = 0: it always runs.
+    let tokens = vit
+        .norm
+        .forward(vit.blocks[0].forward(vit.embed(x.clone(), 8).0));
+    let [b, _, d] = tokens.dims();
+    let expected = tokens
+        .narrow(1, 0, 1)
+        .reshape([b, d])
+        .into_data()
+        .try_into_vec::<f32>()
+        .unwrap();
+    let diff = dropped
+        .iter()
+        .zip(&expected)
+        .map(|(a, e)| (a - e).abs())
+        .fold(0.0, f32::max);
+    assert!(diff < 1e-5, "{diff}");
+
+    // Per sample: sample 0 keeps everything (0.0 < keep), sample 1 drops everything.
+    let mut draws = [0.0, 0.999].into_iter().cycle();
+    let mixed = vit
+        .forward_drop_path(x, 0.5, &mut || draws.next().unwrap_or(0.0))
+        .into_data()
+        .try_into_vec::<f32>()
+        .unwrap();
+    assert_eq!(&mixed[d..], &dropped[d..]);
+    assert!(mixed[..d] != dropped[..d] && mixed[..d] != plain[..d]);
+}
+
+#[test]
+fn the_train_command_writes_a_teacher_that_attention_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let config = dir.path().join("small.json");
+    std::fs::write(
+        &config,
+        r#"{"head": {"out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16},
+            "augment": {"local_crops": 2}, "synthetic": {"size": 72, "images": 8}}"#,
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_dinoscope");
+    let status = Command::new(bin)
+        .args([
+            "train",
+            "--data",
+            "synthetic",
+            "--arch",
+            "vit-nano",
+            "--epochs",
+            "1",
+        ])
+        .args(["--batch", "4", "--device", "cpu", "--quiet", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        2
+    );
+    let picture = dir.path().join("picture.png");
+    image::RgbImage::from_fn(64, 48, |x, y| {
+        image::Rgb([(x * 4) as u8, (y * 5) as u8, 90])
+    })
+    .save(&picture)
+    .unwrap();
+    let attention = Command::new(bin)
+        .args(["attention", "--device", "cpu", "--weights"])
+        .arg(out.join("teacher.safetensors"))
+        .arg("--image")
+        .arg(&picture)
+        .arg("--out")
+        .arg(dir.path().join("attn"))
+        .output()
+        .unwrap();
+    assert!(
+        attention.status.success(),
+        "{}",
+        String::from_utf8_lossy(&attention.stderr)
+    );
+    assert!(dir.path().join("attn/attention.npy").exists());
+
+    let bad = Command::new(bin)
+        .args(["train", "--data"])
+        .arg(dir.path().join("missing"))
+        .arg("--out")
+        .arg(dir.path().join("bad"))
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("missing"));
+}
