@@ -81,34 +81,43 @@ pub fn official_tensors(vit: &Vit) -> Vec<(String, RawTensor)> {
     out
 }
 
+/// Serialises f32 tensors (with metadata) to the safetensors format.
+pub fn serialize_safetensors(
+    tensors: &[(String, RawTensor)],
+    metadata: HashMap<String, String>,
+) -> Result<Vec<u8>, safetensors::SafeTensorError> {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, t)| t.data.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .collect();
+    let views = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, t), data)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, t.shape.clone(), data)
+                .map(|view| (name.clone(), view))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    safetensors::serialize(views, Some(metadata))
+}
+
+/// Writes `bytes` through a `.partial` file and a rename, so an interrupted save never leaves a
+/// half-written file behind.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = std::path::PathBuf::from(partial);
+    std::fs::write(&partial, bytes).and_then(|()| std::fs::rename(&partial, path))
+}
+
 /// Saves the backbone as safetensors; the configuration goes into the metadata so the file
 /// loads with `--arch auto` even when its head count is not `dim / 64`.
 pub fn save_safetensors(vit: &Vit, path: &Path) -> Result<(), CheckpointError> {
-    let tensors = official_tensors(vit);
-    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
-        .into_iter()
-        .map(|(name, tensor)| {
-            let bytes = tensor.data.iter().flat_map(|v| v.to_le_bytes()).collect();
-            (name, bytes, tensor.shape)
-        })
-        .collect();
-    let views = bytes
-        .iter()
-        .map(|(name, data, shape)| {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
-                .map(|view| (name.clone(), view))
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| CheckpointError::new(path, CheckpointProblem::Corrupt(e.to_string())))?;
     let config = serde_json::to_string(vit.config()).unwrap_or_default();
     let metadata = HashMap::from([(CONFIG_METADATA_KEY.to_string(), config)]);
-    let serialized = safetensors::serialize(views, Some(metadata))
+    let serialized = serialize_safetensors(&official_tensors(vit), metadata)
         .map_err(|e| CheckpointError::new(path, CheckpointProblem::Corrupt(e.to_string())))?;
-    // Write then rename, so an interrupted save never leaves a half-written model behind.
-    let partial = path.with_extension("safetensors.partial");
-    std::fs::write(&partial, serialized)
-        .and_then(|()| std::fs::rename(&partial, path))
-        .map_err(|e| CheckpointError::new(path, e))
+    write_atomic(path, &serialized).map_err(|e| CheckpointError::new(path, e))
 }
 
 #[cfg(test)]

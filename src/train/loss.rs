@@ -78,13 +78,7 @@ impl DinoLoss {
                 out_dim,
             });
         }
-        let temp = *self
-            .teacher_temp
-            .get(epoch)
-            .ok_or(LossError::EpochOutOfSchedule {
-                epoch,
-                len: self.teacher_temp.len(),
-            })?;
+        let temp = self.teacher_temp_at(epoch)?;
         let teacher = teacher.inner();
         let targets = softmax((teacher.clone() - self.center.clone()).div_scalar(temp), 1);
         let log_probs = log_softmax(student.div_scalar(self.student_temp), 1);
@@ -103,17 +97,21 @@ impl DinoLoss {
         Ok(loss)
     }
 
+    fn teacher_temp_at(&self, epoch: usize) -> Result<f64, LossError> {
+        self.teacher_temp
+            .get(epoch)
+            .copied()
+            .ok_or(LossError::EpochOutOfSchedule {
+                epoch,
+                len: self.teacher_temp.len(),
+            })
+    }
+
     /// Mean entropy (nats) of the sharpened, centred teacher distributions `softmax((t - c) / τt)` at
     /// `epoch`, with the current center (call it before [`Self::forward`]). Near `ln K` means the teacher is
     /// uniform, near 0 that it is one-hot; the loss minus this is the mean KL(teacher || student).
     pub fn teacher_entropy(&self, teacher: &Tensor<2>, epoch: usize) -> Result<f64, LossError> {
-        let temp = *self
-            .teacher_temp
-            .get(epoch)
-            .ok_or(LossError::EpochOutOfSchedule {
-                epoch,
-                len: self.teacher_temp.len(),
-            })?;
+        let temp = self.teacher_temp_at(epoch)?;
         let log_q = log_softmax(
             (teacher.clone().inner() - self.center.clone()).div_scalar(temp),
             1,

@@ -31,7 +31,7 @@ use super::step::{StepError, StepOutcome, TrainStep};
 use super::synthetic::{SyntheticConfig, SyntheticScenes};
 use crate::model::checkpoint::{CheckpointError, RawTensor};
 use crate::model::config::Arch;
-use crate::model::save::save_safetensors;
+use crate::model::save::{save_safetensors, serialize_safetensors};
 
 /// The resume checkpoint. Tensors (all f32, little-endian):
 /// - `student.backbone.<name>`, `student.head.<name>`: the student under the official DINO names and
@@ -393,10 +393,6 @@ fn fresh_state(
     Ok(step)
 }
 
-fn raw_to_bytes(t: &RawTensor) -> Vec<u8> {
-    t.data.iter().flat_map(|v| v.to_le_bytes()).collect()
-}
-
 fn host(t: Tensor<1>) -> RawTensor {
     RawTensor {
         shape: t.dims().to_vec(),
@@ -404,14 +400,9 @@ fn host(t: Tensor<1>) -> RawTensor {
     }
 }
 
-/// Writes `bytes` to `path` through a `.partial` file and a rename.
+/// Writes `bytes` to `path` atomically.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
-    let mut partial = path.as_os_str().to_owned();
-    partial.push(".partial");
-    let partial = PathBuf::from(partial);
-    std::fs::write(&partial, bytes)
-        .and_then(|()| std::fs::rename(&partial, path))
-        .map_err(io_err(path))
+    crate::model::save::write_atomic(path, bytes).map_err(io_err(path))
 }
 
 /// Saves the teacher backbone and the resume checkpoint for continuing at `next_step`.
@@ -464,21 +455,9 @@ pub fn save_checkpoints(
         detail,
     };
     let meta = serde_json::to_string(&meta).map_err(|e| corrupt(e.to_string()))?;
-    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
-        .iter()
-        .map(|(n, t)| (n.clone(), raw_to_bytes(t), t.shape.clone()))
-        .collect();
-    let views = bytes
-        .iter()
-        .map(|(n, data, shape)| {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
-                .map(|v| (n.clone(), v))
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| corrupt(e.to_string()))?;
     let metadata = HashMap::from([(RESUME_METADATA_KEY.to_string(), meta)]);
     let serialized =
-        safetensors::serialize(views, Some(metadata)).map_err(|e| corrupt(e.to_string()))?;
+        serialize_safetensors(&tensors, metadata).map_err(|e| corrupt(e.to_string()))?;
     write_atomic(&path, &serialized)
 }
 
