@@ -75,6 +75,8 @@ pub enum Command {
     /// Self-supervised DINO training (synthetic scenes or an image folder); writes the teacher backbone,
     /// a resume checkpoint and metrics.
     Train(train::TrainArgs),
+    /// Attention-mask IoU and k-NN accuracy on held-out synthetic scenes (JSON on stdout).
+    EvalSynthetic(train::EvalArgs),
 }
 
 /// Where the model and image come from.
@@ -298,6 +300,7 @@ pub fn run(command: Command) -> Result<()> {
         }
         Command::Bench(args) => bench::run(&args)?,
         Command::Train(args) => train::run(&args)?,
+        Command::EvalSynthetic(args) => train::run_eval(&args)?,
     }
     Ok(())
 }

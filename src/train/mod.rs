@@ -7,6 +7,7 @@ pub mod adamw;
 pub mod augment;
 pub mod data;
 pub mod ema;
+pub mod eval;
 pub mod head;
 pub mod loss;
 pub mod network;
