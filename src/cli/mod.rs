@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::analysis::attention::{Query, attention_maps, mass_mask};
 use crate::analysis::colormap::{Colormap, overlay_mask, render_map};
+use crate::analysis::features::{DescriptorSpec, extract};
 use crate::arrays::write_npy;
 use crate::model::config::Arch;
 use crate::model::preprocess::{DEFAULT_MAX_PATCHES, load_rgb, prepare};
@@ -67,6 +68,9 @@ pub enum Command {
         /// Patch-embedding stride; smaller than the patch size gives overlapping patches.
         #[arg(long)]
         stride: Option<usize>,
+        /// Log-binning descriptor (17 bins, as in dino-vit-features' `bin=True`).
+        #[arg(long)]
+        bin: bool,
         #[arg(long)]
         out: PathBuf,
     },
@@ -79,17 +83,12 @@ pub enum Command {
     EvalSynthetic(train::EvalArgs),
 }
 
-/// Where the model and image come from.
+/// Which checkpoint to load and where to run it.
 #[derive(Args, Debug)]
-pub struct ModelInput {
+pub struct ModelArgs {
     /// Checkpoint: official `.pth` (backbone or full training checkpoint) or Hugging Face `.safetensors`.
     #[arg(long)]
     pub weights: PathBuf,
-    #[arg(long)]
-    pub image: PathBuf,
-    /// `none` (keep size, crop to a multiple of the patch), a short side like `480`, or `WxH`.
-    #[arg(long, default_value = "none")]
-    pub resize: Resize,
     /// Architecture; `auto` detects it from the tensor names and shapes.
     #[arg(long, default_value = "auto")]
     pub arch: ArchArg,
@@ -98,6 +97,18 @@ pub struct ModelInput {
     pub heads: Option<usize>,
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
+}
+
+/// Where the model and one image come from.
+#[derive(Args, Debug)]
+pub struct ModelInput {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[arg(long)]
+    pub image: PathBuf,
+    /// `none` (keep size, crop to a multiple of the patch), a short side like `480`, or `WxH`.
+    #[arg(long, default_value = "none")]
+    pub resize: Resize,
 }
 
 /// `--arch auto` or a named architecture.
@@ -132,8 +143,9 @@ struct Session {
     image: PreparedImage,
 }
 
-impl ModelInput {
-    fn open(&self) -> Result<Session> {
+impl ModelArgs {
+    /// Selects the device and loads the checkpoint, reporting both on stderr.
+    pub fn open(&self) -> Result<(LoadedModel, ComputeDevice)> {
         let device = backend::select(self.device)?;
         eprintln!("device: {}", device.description);
         let options = LoadOptions {
@@ -159,17 +171,25 @@ impl ModelInput {
                 String::new()
             }
         );
-        let rgb = load_rgb(&self.image)?;
-        let image = prepare(
-            &rgb,
-            self.resize,
-            model.config.patch_size,
-            DEFAULT_MAX_PATCHES,
-        )
-        .with_context(|| self.image.display().to_string())?;
-        if let Some(note) = &image.note {
-            eprintln!("note: {note}");
-        }
+        Ok((model, device))
+    }
+}
+
+/// Decodes and prepares one image for a model of patch size `patch`, naming the file on error.
+pub fn open_image(path: &Path, resize: Resize, patch: usize) -> Result<PreparedImage> {
+    let rgb = load_rgb(path)?;
+    let image = prepare(&rgb, resize, patch, DEFAULT_MAX_PATCHES)
+        .with_context(|| path.display().to_string())?;
+    if let Some(note) = &image.note {
+        eprintln!("note: {}: {note}", path.display());
+    }
+    Ok(image)
+}
+
+impl ModelInput {
+    fn open(&self) -> Result<Session> {
+        let (model, device) = self.model.open()?;
+        let image = open_image(&self.image, self.resize, model.config.patch_size)?;
         Ok(Session {
             model,
             device,
@@ -271,31 +291,26 @@ pub fn run(command: Command) -> Result<()> {
             layer,
             facet,
             stride,
+            bin,
             out,
         } => {
             let s = input.open()?;
-            let layer = resolve_layer(Some(layer), s.model.config.depth)?;
-            let patch = s.model.config.patch_size;
-            let stride = stride.unwrap_or(patch);
-            if stride == 0 || patch % stride != 0 {
-                bail!("--stride {stride} must divide the patch size {patch}");
-            }
-            let outputs =
-                s.model
-                    .vit
-                    .layer_outputs(s.image.to_tensor(&s.device.device), layer, stride);
-            let descriptors = outputs.descriptors(facet);
-            let [_, n, d] = descriptors.dims();
-            let data = descriptors
-                .into_data()
-                .try_into_vec::<f32>()
-                .unwrap_or_default();
-            write_npy(&out, &[n, d], &data)?;
+            let spec = DescriptorSpec {
+                layer,
+                facet,
+                stride,
+                log_bin: bin,
+            };
+            let map = extract(&s.model.vit, &s.image, spec)?;
+            write_npy(&out, &[map.len(), map.dim], &map.data)?;
             eprintln!(
-                "wrote {} ([{n}, {d}]; grid {}x{}, stride {stride})",
+                "wrote {} ([{}, {}]; grid {}x{}, stride {})",
                 out.display(),
-                outputs.grid.rows,
-                outputs.grid.cols
+                map.len(),
+                map.dim,
+                map.grid.rows,
+                map.grid.cols,
+                map.grid.stride
             );
         }
         Command::Bench(args) => bench::run(&args)?,

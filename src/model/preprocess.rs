@@ -76,6 +76,11 @@ pub struct PreparedImage {
     pub normalized: Vec<f32>,
     /// Set when the image had to be downscaled to stay under the patch budget.
     pub note: Option<String>,
+    /// `(width, height)` of the decoded image before any resize.
+    pub original_size: (u32, u32),
+    /// `(width, height)` after resizing, before the crop to the patch grid: pixel `x` of the
+    /// original maps to `x * resized.0 / original.0` here (the crop keeps the top-left corner).
+    pub resized_size: (u32, u32),
 }
 
 impl PreparedImage {
@@ -198,6 +203,8 @@ pub fn prepare(
         normalized: normalize(&rgb),
         rgb,
         note,
+        original_size: (w, h),
+        resized_size: (tw, th),
     })
 }
 
