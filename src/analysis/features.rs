@@ -104,7 +104,7 @@ pub fn check_spec(vit: &Vit, layer: usize, stride: Option<usize>) -> Result<usiz
     }
     let patch = config.patch_size;
     let stride = stride.unwrap_or(patch);
-    if stride == 0 || stride > patch || patch % stride != 0 {
+    if stride == 0 || stride > patch || !patch.is_multiple_of(stride) {
         return Err(FeatureError::BadStride { stride, patch });
     }
     Ok(stride)
