@@ -8,4 +8,5 @@ pub mod app;
 pub mod arrays;
 pub mod cli;
 pub mod model;
+pub mod rng;
 pub mod train;

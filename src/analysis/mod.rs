@@ -5,4 +5,7 @@ pub mod attention;
 pub mod colormap;
 pub mod coords;
 pub mod features;
+pub mod kmeans;
+pub mod linalg;
+pub mod pca;
 pub mod progress;

@@ -10,8 +10,8 @@
 use image::imageops::{self, FilterType};
 use image::{Rgb, RgbImage};
 
-use super::rng::Rng;
 use crate::model::preprocess::normalize;
+use crate::rng::Rng;
 
 /// Sizes and scales of the multi-crop views. DINO's are 224 / 96 px and 8 locals; the defaults here are
 /// for the small models this crate trains on a CPU.

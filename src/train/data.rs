@@ -14,9 +14,9 @@ use image::RgbImage;
 use rayon::prelude::*;
 
 use super::augment::DataAugmentationDino;
-use super::rng::Rng;
 use super::synthetic::SyntheticScenes;
 use crate::model::preprocess::{ImageLoadError, load_rgb};
+use crate::rng::Rng;
 
 /// File extensions read from an image folder (case-insensitive).
 pub const IMAGE_EXTENSIONS: [&str; 7] = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"];

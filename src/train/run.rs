@@ -25,13 +25,13 @@ use super::head::DinoHeadConfig;
 use super::loss::{DinoLoss, LossError};
 use super::network::{DinoNetwork, NetworkError};
 use super::params::replace_value;
-use super::rng::Rng;
 use super::schedule::{ScheduleError, Schedules, teacher_temp_schedule};
 use super::step::{StepError, StepOutcome, TrainStep};
 use super::synthetic::{SyntheticConfig, SyntheticScenes};
 use crate::model::checkpoint::{CheckpointError, RawTensor};
 use crate::model::config::Arch;
 use crate::model::save::{save_safetensors, serialize_safetensors};
+use crate::rng::Rng;
 
 /// The resume checkpoint. Tensors (all f32, little-endian):
 /// - `student.backbone.<name>`, `student.head.<name>`: the student under the official DINO names and

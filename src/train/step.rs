@@ -7,8 +7,8 @@ use super::adamw::{AdamW, AdamWSettings};
 use super::ema::{EmaError, ema_update};
 use super::loss::{DinoLoss, LossError};
 use super::network::{DinoNetwork, NetworkError};
-use super::rng::Rng;
 use super::schedule::Schedules;
+use crate::rng::Rng;
 
 /// Stream id of the drop-path masks in [`Rng::derive`].
 const DROP_PATH_STREAM: u64 = 0xD709;

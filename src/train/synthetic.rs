@@ -3,7 +3,7 @@
 
 use image::{GrayImage, Luma, Rgb, RgbImage};
 
-use super::rng::Rng;
+use crate::rng::Rng;
 
 /// The object classes; the label is the index in [`Shape::ALL`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
