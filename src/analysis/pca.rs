@@ -144,12 +144,12 @@ mod tests {
         let pca = Pca::fit(&data, 3, 3);
         let projected = pca.transform(&data);
         for (row, p) in data.chunks_exact(3).zip(projected.chunks_exact(3)) {
-            for d in 0..3 {
+            for (d, value) in row.iter().enumerate() {
                 let back: f32 = pca.mean[d]
                     + (0..3)
                         .map(|c| p[c] * pca.components[c * 3 + d])
                         .sum::<f32>();
-                assert!((back - row[d]).abs() < 1e-4);
+                assert!((back - value).abs() < 1e-4);
             }
         }
     }
