@@ -8,4 +8,5 @@ pub mod features;
 pub mod kmeans;
 pub mod linalg;
 pub mod pca;
+pub mod pca_rgb;
 pub mod progress;

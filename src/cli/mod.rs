@@ -1,6 +1,7 @@
 //! The `dinoscope` command line: embeddings, attention maps, dense features and benchmarks.
 
 mod bench;
+mod pca;
 pub mod train;
 
 use std::path::{Path, PathBuf};
@@ -74,6 +75,8 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// PCA colouring of patch features: `<stem>_pca.png` and `<stem>_pca.npy` `[rows, cols, 3]` per image.
+    Pca(pca::PcaArgs),
     /// Median forward time of a randomly initialised model.
     Bench(bench::BenchArgs),
     /// Self-supervised DINO training (synthetic scenes or an image folder); writes the teacher backbone,
@@ -198,6 +201,33 @@ impl ModelInput {
     }
 }
 
+/// Image files in the given order; a folder contributes its image files sorted by name.
+pub fn expand_image_paths(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    const EXTENSIONS: [&str; 7] = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"];
+    let mut paths = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(input)
+                .with_context(|| format!("{}: cannot list folder", input.display()))?
+                .filter_map(|entry| entry.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.extension().is_some_and(|e| {
+                        EXTENSIONS.contains(&e.to_string_lossy().to_lowercase().as_str())
+                    })
+                })
+                .collect();
+            if found.is_empty() {
+                bail!("{}: the folder holds no images", input.display());
+            }
+            found.sort();
+            paths.extend(found);
+        } else {
+            paths.push(input.clone());
+        }
+    }
+    Ok(paths)
+}
+
 fn resolve_layer(layer: Option<usize>, depth: usize) -> Result<usize> {
     let layer = layer.unwrap_or(depth - 1);
     if layer >= depth {
@@ -313,6 +343,7 @@ pub fn run(command: Command) -> Result<()> {
                 map.grid.stride
             );
         }
+        Command::Pca(args) => pca::run(&args)?,
         Command::Bench(args) => bench::run(&args)?,
         Command::Train(args) => train::run(&args)?,
         Command::EvalSynthetic(args) => train::run_eval(&args)?,
