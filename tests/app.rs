@@ -1,16 +1,26 @@
 //! The desktop app, driven headless through egui_kittest: loading images, switching layers,
-//! clicking patches, errors as notifications, exports.
+//! clicking patches, errors as notifications, exports, view tabs, the PCA view, downloads.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use dinoscope::analysis::attention::{Query, attention_maps};
+use dinoscope::analysis::features::{DescriptorSpec, extract};
+use dinoscope::analysis::pca_rgb::{PcaColoring, pca_colors};
 use dinoscope::app::attention_panel::cell_rect;
+use dinoscope::app::downloads::DownloadRequest;
+use dinoscope::app::state::{InputSize, ViewTab};
+use dinoscope::app::worker::{ModelSource, patch_budget};
 use dinoscope::app::{App, AppOptions};
 use dinoscope::model::config::Arch;
+use dinoscope::model::download::{recorded_hash, sha256_file};
+use dinoscope::model::preprocess::{load_rgb, prepare};
 use dinoscope::model::save::save_safetensors;
 use dinoscope::model::vit::Vit;
 use dinoscope::model::{DeviceChoice, Grid, LoadOptions, backend, load_model};
+use dinoscope::model::{Facet, Resize};
 use eframe::egui;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
@@ -55,6 +65,7 @@ fn bare_options() -> AppOptions {
         default_weights: None,
         samples: false,
         restore_session: false,
+        checkpoint_dir: None,
     }
 }
 
@@ -322,4 +333,332 @@ fn exports_write_the_head_mean_png_and_the_attention_npy() {
     let bad = dir.path().join("no/such/dir/mean.png");
     let err = dinoscope::app::export::export_png(&bad, result, app.settings()).unwrap_err();
     assert!(err.to_string().contains("mean.png"), "{err}");
+}
+
+/// A ViT-nano with random weights saved as safetensors (loads without options).
+fn nano_weights(dir: &Path) -> PathBuf {
+    let weights = dir.join("nano.safetensors");
+    let device = backend::select(DeviceChoice::Auto).unwrap();
+    let vit = Vit::init(Arch::VitNano.config(), &device.device);
+    save_safetensors(&vit, &weights).unwrap();
+    weights
+}
+
+fn shows_current_pca(app: &App) -> bool {
+    app.is_idle() && app.current_pca_result().is_some()
+}
+
+#[test]
+fn view_tabs_switch_with_digit_keys_and_only_the_shown_tab_computes() {
+    let mut h = harness(bare_options());
+    h.state_mut()
+        .app_mut()
+        .add_paths(vec![asset("chelsea.png")]);
+    wait_for(&mut h, "the first attention", shows_current_result);
+    assert_eq!(h.state().app().tab(), ViewTab::Attention);
+    for (key, tab) in [
+        (egui::Key::Num3, ViewTab::Coseg),
+        (egui::Key::Num4, ViewTab::Correspondence),
+        (egui::Key::Num1, ViewTab::Attention),
+    ] {
+        h.key_press(key);
+        h.step();
+        assert_eq!(h.state().app().tab(), tab);
+        assert_eq!(
+            h.state().app().settings().tab,
+            tab,
+            "the choice is a setting"
+        );
+    }
+    // The placeholder tabs explain themselves and start no work.
+    h.key_press(egui::Key::Num3);
+    h.step();
+    h.get_by_label_contains("Finds the objects");
+    assert!(h.state().app().is_idle());
+    // Clicking a tab works too; the attention tab's block key moves the attention layer only.
+    h.get_by_label("PCA").click();
+    h.step();
+    assert_eq!(h.state().app().tab(), ViewTab::Pca);
+    wait_for(&mut h, "the PCA", shows_current_pca);
+    let attention_layer = h.state().app().layer();
+    h.key_press(egui::Key::ArrowDown);
+    h.step();
+    assert_eq!(h.state().app().pca_layer(), attention_layer - 1);
+    assert_eq!(h.state().app().layer(), attention_layer);
+    assert!(
+        h.state().app().current_result().is_some(),
+        "the attention result stays cached"
+    );
+}
+
+#[test]
+fn pca_view_shows_the_library_colouring_of_every_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = nano_weights(dir.path());
+    let names = ["chelsea.png", "cartoon_cat.png"];
+    let mut h = harness(bare_options());
+    h.state_mut().app_mut().open_checkpoint(weights.clone());
+    h.state_mut()
+        .app_mut()
+        .add_paths(names.iter().map(|n| asset(n)).collect());
+    wait_for(&mut h, "the images", |app| {
+        app.is_idle() && app.gallery().entries.len() == 2 && app.model().is_some()
+    });
+    {
+        let app = h.state_mut().app_mut();
+        app.set_tab(ViewTab::Pca);
+        app.settings_mut().input_size = InputSize::ShortSide(224);
+        let pca = &mut app.settings_mut().pca;
+        pca.all_images = true;
+        pca.joint = true;
+        pca.facet = Facet::Key;
+        pca.stride = Some(4);
+        pca.layer = Some(2);
+    }
+    wait_for(&mut h, "the PCA", shows_current_pca);
+    let result = h.state().app().current_pca_result().unwrap().clone();
+    assert_eq!(result.images.len(), 2);
+
+    // The library on the same pixels gives the same colouring.
+    let device = backend::select(DeviceChoice::Auto).unwrap();
+    let vit = load_model(&weights, &LoadOptions::default(), &device.device)
+        .unwrap()
+        .vit;
+    let spec = DescriptorSpec {
+        layer: 2,
+        facet: Facet::Key,
+        stride: Some(4),
+        log_bin: false,
+    };
+    let maps: Vec<_> = names
+        .iter()
+        .map(|n| {
+            let rgb = load_rgb(&asset(n)).unwrap();
+            let prepared = prepare(&rgb, Resize::ShortSide(224), 8, patch_budget(8, 4)).unwrap();
+            extract(&vit, &prepared, spec).unwrap()
+        })
+        .collect();
+    let expected = pca_colors(&maps, PcaColoring::default());
+    for ((shown, map), want) in result.images.iter().zip(&maps).zip(&expected) {
+        assert_eq!(shown.grid, map.grid);
+        assert_eq!(shown.grid.stride, 4);
+        let max_err = shown
+            .view
+            .projections
+            .iter()
+            .zip(&want.projections)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(max_err < 1e-3, "projections differ by {max_err}");
+        let colour_err = shown
+            .view
+            .colors
+            .iter()
+            .zip(&want.colors)
+            .flat_map(|(a, b)| (0..3).map(move |c| (a[c] as i32 - b[c] as i32).abs()))
+            .max()
+            .unwrap_or(0);
+        assert!(colour_err <= 1, "colours differ by {colour_err}");
+        assert!((shown.view.explained[0] - want.explained[0]).abs() < 1e-3);
+    }
+    // Both images are on screen, each beside its colouring, with the joint explained variance.
+    let tiles = h.state().app().pca_view().tiles.clone();
+    assert_eq!(tiles.len(), 2);
+    h.get_by_label("PCA colours of cartoon_cat.png");
+    h.get_by_label_contains("Joint fit over 2 images");
+
+    // Hovering a point of the colour tile reads out the patch the library paints there.
+    let (shown, tile) = (&result.images[1], tiles[1]);
+    let pos = tile.colours.min + tile.colours.size() * egui::vec2(0.37, 0.61);
+    h.event(egui::Event::PointerMoved(pos));
+    h.step();
+    let hover = h.state().app().pca_view().hover.expect("a hovered patch");
+    let x = (pos.x - tile.colours.min.x) / tile.colours.width() * shown.prepared.width() as f32;
+    let y = (pos.y - tile.colours.min.y) / tile.colours.height() * shown.prepared.height() as f32;
+    let index = shown.pixels.patch_at_model(x as f64, y as f64);
+    assert_eq!(
+        (hover.row, hover.col),
+        (index / shown.grid.cols, index % shown.grid.cols)
+    );
+    assert_eq!(hover.projection[0], shown.view.projections[index * 3]);
+
+    // A foreground threshold only re-runs the PCA (features are cached) and matches the library.
+    h.state_mut().app_mut().settings_mut().pca.foreground = true;
+    h.state_mut().app_mut().settings_mut().pca.threshold = 0.4;
+    wait_for(&mut h, "the foreground PCA", shows_current_pca);
+    let fg = h.state().app().current_pca_result().unwrap().clone();
+    let expected = pca_colors(
+        &maps,
+        PcaColoring {
+            joint: true,
+            foreground_threshold: Some(0.4),
+        },
+    );
+    for (shown, want) in fg.images.iter().zip(&expected) {
+        assert_eq!(shown.view.foreground, want.foreground);
+    }
+    assert!(
+        fg.elapsed < result.elapsed,
+        "cached features: {:?} vs {:?}",
+        fg.elapsed,
+        result.elapsed
+    );
+
+    // Export: a PNG and an .npy per image.
+    let out = dir.path().join("pca-out");
+    let files = dinoscope::app::export::export_pca(&out, &fg).unwrap();
+    assert_eq!(files.len(), 4);
+    let png = image::open(out.join("chelsea_pca.png")).unwrap();
+    assert_eq!(
+        (png.width() as usize, png.height() as usize),
+        (
+            fg.images[0].prepared.width(),
+            fg.images[0].prepared.height()
+        )
+    );
+    let (shape, values) = dinoscope::arrays::read_npy(&out.join("cartoon_cat_pca.npy")).unwrap();
+    assert_eq!(
+        shape,
+        vec![fg.images[1].grid.rows, fg.images[1].grid.cols, 3]
+    );
+    assert_eq!(values, fg.images[1].view.projections);
+}
+
+#[test]
+fn pca_of_the_selected_image_alone_and_separate_fits() {
+    let mut h = harness(bare_options());
+    h.state_mut()
+        .app_mut()
+        .add_paths(vec![asset("ibex.jpg"), asset("rocket.jpg")]);
+    wait_for(&mut h, "the images", |app| {
+        app.is_idle() && app.gallery().entries.len() == 2
+    });
+    {
+        let app = h.state_mut().app_mut();
+        app.set_tab(ViewTab::Pca);
+        app.settings_mut().pca.all_images = false;
+    }
+    wait_for(&mut h, "the PCA", shows_current_pca);
+    let app = h.state().app();
+    let result = app.current_pca_result().unwrap();
+    assert_eq!(result.images.len(), 1);
+    assert_eq!(Some(result.images[0].id), app.gallery().selected);
+    assert!(
+        !app.current_pca_key().unwrap().joint,
+        "one image: no joint fit"
+    );
+    // Next image: the PCA follows the selection.
+    h.key_press(egui::Key::ArrowRight);
+    h.step();
+    wait_for(&mut h, "the second PCA", shows_current_pca);
+    let app = h.state().app();
+    assert_eq!(
+        app.current_pca_result().unwrap().images[0].name,
+        "rocket.jpg"
+    );
+    // Both images, fitted separately: each has its own explained variance.
+    h.state_mut().app_mut().settings_mut().pca.all_images = true;
+    h.state_mut().app_mut().settings_mut().pca.joint = false;
+    wait_for(&mut h, "the separate PCA", shows_current_pca);
+    let result = h.state().app().current_pca_result().unwrap().clone();
+    assert_eq!(result.images.len(), 2);
+    assert_ne!(
+        result.images[0].view.explained,
+        result.images[1].view.explained
+    );
+    h.get_by_label("PCA colours of ibex.jpg");
+    h.get_by_label("image of rocket.jpg");
+}
+
+#[test]
+fn download_manager_lists_the_official_checkpoints_and_loads_a_download() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = nano_weights(dir.path());
+    let bytes = std::fs::read(&weights).unwrap();
+    let server = common::http::Server::start("nano.safetensors", bytes.clone(), true);
+    let cache = dir.path().join("cache");
+    let mut h = harness(AppOptions {
+        checkpoint_dir: Some(cache.clone()),
+        ..bare_options()
+    });
+    wait_for(&mut h, "the model", |app| {
+        app.is_idle() && app.model().is_some()
+    });
+    // The Model menu opens the manager with the official list.
+    h.get_by_role_and_label(egui::accesskit::Role::Button, "Model")
+        .click();
+    h.step();
+    h.step();
+    h.get_by_label("Download official checkpoints...").click();
+    h.step();
+    h.step();
+    assert!(h.state().app().downloads().open);
+    h.get_by_label("DINO ViT-S/8");
+    h.get_by_label("DINOv2 ViT-g/14 + registers");
+    h.get_by_label_contains(&cache.display().to_string());
+
+    let expected = sha256_file(&weights).unwrap();
+    h.state_mut()
+        .app_mut()
+        .download_checkpoint(DownloadRequest {
+            id: "test-nano".into(),
+            title: "test ViT-nano".into(),
+            url: server.url("nano.safetensors"),
+            dest: cache.join("nano.safetensors"),
+            expected_sha256: Some(expected.clone()),
+        });
+    wait_for(&mut h, "the download and load", |app| {
+        app.is_idle()
+            && app
+                .model()
+                .is_some_and(|m| m.source == ModelSource::File(cache.join("nano.safetensors")))
+    });
+    let app = h.state().app();
+    assert_eq!(
+        std::fs::read(cache.join("nano.safetensors")).unwrap(),
+        bytes
+    );
+    assert_eq!(
+        recorded_hash(&cache.join("nano.safetensors")),
+        Some(expected.clone())
+    );
+    assert_eq!(
+        app.downloads().outcome.get("test-nano"),
+        Some(&Ok((expected.clone(), true)))
+    );
+    assert_eq!(app.notifications().errors().count(), 0);
+    assert!(
+        app.notifications()
+            .items()
+            .iter()
+            .any(|n| n.text.contains(&expected)),
+        "the computed SHA-256 is shown"
+    );
+
+    // A 404 is an error notification naming the URL, and nothing is loaded.
+    let missing = server.url("missing.pth");
+    h.state_mut()
+        .app_mut()
+        .download_checkpoint(DownloadRequest {
+            id: "missing".into(),
+            title: "missing".into(),
+            url: missing.clone(),
+            dest: cache.join("missing.pth"),
+            expected_sha256: None,
+        });
+    wait_for(&mut h, "the failed download", |app| app.is_idle());
+    let errors: Vec<String> = h
+        .state()
+        .app()
+        .notifications()
+        .errors()
+        .map(|n| n.text.clone())
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains(&missing) && errors[0].contains("404"),
+        "{}",
+        errors[0]
+    );
+    assert!(!cache.join("missing.pth").exists());
 }

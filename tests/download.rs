@@ -4,123 +4,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
+use common::http::{Seen, Server};
 use dinoscope::model::download::{
     DownloadError, DownloadProgress, download, hash_path, part_path, recorded_hash, sha256_file,
 };
 use dinoscope::model::{LoadOptions, backend, load_model};
-
-/// What one request asked for.
-#[derive(Clone, Debug, PartialEq)]
-struct Seen {
-    path: String,
-    range: Option<String>,
-}
-
-struct Server {
-    base: String,
-    seen: Arc<Mutex<Vec<Seen>>>,
-}
-
-impl Server {
-    /// Serves `body` at `/<name>`; everything else is 404. With `honor_range` false the server
-    /// ignores `Range` and always sends the whole file.
-    fn start(name: &str, body: Vec<u8>, honor_range: bool) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let (log, route, body) = (seen.clone(), format!("/{name}"), Arc::new(body));
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let (log, route, body) = (log.clone(), route.clone(), body.clone());
-                std::thread::spawn(move || {
-                    let _ = handle(stream, &route, &body, honor_range, &log);
-                });
-            }
-        });
-        Server { base, seen }
-    }
-
-    fn url(&self, name: &str) -> String {
-        format!("{}/{name}", self.base)
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-fn handle(
-    stream: TcpStream,
-    route: &str,
-    body: &[u8],
-    honor_range: bool,
-    log: &Mutex<Vec<Seen>>,
-) -> std::io::Result<()> {
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-    let mut range = None;
-    loop {
-        let mut header = String::new();
-        if reader.read_line(&mut header)? == 0 || header.trim().is_empty() {
-            break;
-        }
-        if let Some((name, value)) = header.split_once(':')
-            && name.trim().eq_ignore_ascii_case("range")
-        {
-            range = Some(value.trim().to_string());
-        }
-    }
-    log.lock().unwrap().push(Seen {
-        path: path.clone(),
-        range: range.clone(),
-    });
-    let mut out = stream;
-    if path != route {
-        let text = b"not found";
-        write!(
-            out,
-            "HTTP/1.1 404 Not Found\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            text.len()
-        )?;
-        return out.write_all(text);
-    }
-    let len = body.len();
-    let start = range.filter(|_| honor_range).and_then(|r| {
-        r.strip_prefix("bytes=")?
-            .strip_suffix('-')?
-            .parse::<usize>()
-            .ok()
-    });
-    match start {
-        Some(s) if s >= len => write!(
-            out,
-            "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{len}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        ),
-        Some(s) => {
-            write!(
-                out,
-                "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {s}-{}/{len}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                len - 1,
-                len - s
-            )?;
-            out.write_all(&body[s..])
-        }
-        None => {
-            write!(
-                out,
-                "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
-            )?;
-            out.write_all(body)
-        }
-    }
-}
 
 const NAME: &str = "v1_p8.pth";
 

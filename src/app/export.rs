@@ -1,10 +1,13 @@
-//! Exports of the current view: the head-mean overlay as PNG, the attention values as `.npy`.
+//! Exports of the current view: the head-mean overlay as PNG, the attention values as `.npy`,
+//! the PCA colourings as PNG + `.npy` per image.
 
-use std::path::Path;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 
 use image::RgbImage;
 
 use super::notifications::AppError;
+use super::pca_job::{PcaImage, PcaResult};
 use super::state::Settings;
 use super::worker::AttentionResult;
 use crate::analysis::attention::mass_mask;
@@ -58,4 +61,51 @@ pub fn export_npy(path: &Path, result: &AttentionResult) -> Result<(), AppError>
         &maps.values,
     )?;
     Ok(())
+}
+
+/// One image's PCA colouring as the screen shows it (model image size, background black).
+pub fn export_pca_png(path: &Path, image: &PcaImage) -> Result<(), AppError> {
+    image.colored.save(path).map_err(|e| AppError::Export {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })
+}
+
+/// One image's PCA projections, `[rows, cols, 3]` float32 (as `dinoscope pca` writes them).
+pub fn export_pca_npy(path: &Path, image: &PcaImage) -> Result<(), AppError> {
+    write_npy(
+        path,
+        &[image.grid.rows, image.grid.cols, 3],
+        &image.view.projections,
+    )?;
+    Ok(())
+}
+
+/// `<stem>_pca.png` and `<stem>_pca.npy` for every image of the result into `dir` (created if
+/// missing; images with the same name get `-2`, `-3`... appended). Returns the files written.
+pub fn export_pca(dir: &Path, result: &PcaResult) -> Result<Vec<PathBuf>, AppError> {
+    std::fs::create_dir_all(dir).map_err(|e| AppError::Export {
+        path: dir.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    let mut used = HashSet::new();
+    let mut written = Vec::new();
+    for image in &result.images {
+        let base = Path::new(&image.name)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "image".into());
+        let mut stem = base.clone();
+        let mut n = 1;
+        while !used.insert(stem.clone()) {
+            n += 1;
+            stem = format!("{base}-{n}");
+        }
+        let png = dir.join(format!("{stem}_pca.png"));
+        let npy = dir.join(format!("{stem}_pca.npy"));
+        export_pca_png(&png, image)?;
+        export_pca_npy(&npy, image)?;
+        written.extend([png, npy]);
+    }
+    Ok(written)
 }

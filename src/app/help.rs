@@ -5,7 +5,11 @@ use eframe::egui;
 pub const SHORTCUTS: &[(&str, &str)] = &[
     ("Ctrl+O", "open images"),
     ("Left / Right", "previous / next image"),
-    ("Up / Down", "next / previous block (layer)"),
+    (
+        "1 2 3 4",
+        "Attention / PCA / Co-segmentation / Correspondence tab",
+    ),
+    ("Up / Down", "next / previous block (layer) of the tab"),
     ("C or Escape", "back to the CLS query"),
     ("Delete", "remove the selected image"),
     ("H or F1", "this help"),

@@ -1,15 +1,24 @@
-//! The desktop app (eframe / egui): a gallery of images, the attention of every head of a DINO
-//! model over the selected one, and the model's details.
+//! The desktop app (eframe / egui): a gallery of images, views of what a DINO model sees in
+//! tabs (attention of every head, PCA of the patch features, co-segmentation, correspondences),
+//! the model's details and a checkpoint download manager.
 //!
-//! The UI thread never computes: model loading and attention run on [`worker`], images are decoded
-//! on loader threads, native file dialogs run on their own threads; results come back as events.
+//! The UI thread never computes: model loading and analyses run on [`worker`], images are decoded
+//! on loader threads, downloads and native file dialogs run on their own threads; results come
+//! back as events.
 
 pub mod attention_panel;
+mod attention_tab;
+pub mod correspond_panel;
+pub mod coseg_panel;
+pub mod downloads;
 pub mod export;
 pub mod gallery;
 pub mod help;
 pub mod model_panel;
 pub mod notifications;
+pub mod pca_job;
+pub mod pca_panel;
+mod pca_tab;
 pub mod state;
 pub mod worker;
 
@@ -22,13 +31,15 @@ use std::time::{Duration, Instant};
 use egui::{Key, Modifiers};
 
 use crate::analysis::attention::Query;
-use crate::analysis::colormap::Colormap;
 use attention_panel::AttentionView;
+use downloads::{DownloadAction, DownloadRequest, Downloads};
 use gallery::{Gallery, GalleryAction, Source};
 use notifications::{AppError, Notifications};
-use state::{InputSize, Settings};
+use pca_job::PcaKey;
+use pca_tab::PcaState;
+use state::{InputSize, Settings, ViewTab};
 use worker::{
-    AttentionResult, AttnKey, CancelToken, Event, Job, ModelInfo, Picked, TaskId, Worker, query_key,
+    AttentionResult, AttnKey, CancelToken, Event, Job, ModelInfo, Picked, TaskId, Worker,
 };
 
 /// Where the trained default model is looked for.
@@ -46,6 +57,9 @@ pub struct AppOptions {
     pub samples: bool,
     /// Reopen the images and checkpoint of the last session (from the stored settings).
     pub restore_session: bool,
+    /// Where downloaded checkpoints are stored; `None` uses
+    /// [`checkpoint_dir`](crate::model::download::checkpoint_dir) (`$DINOSCOPE_CACHE`, ...).
+    pub checkpoint_dir: Option<PathBuf>,
 }
 
 impl Default for AppOptions {
@@ -56,6 +70,7 @@ impl Default for AppOptions {
             default_weights: Some(if local.is_file() { local } else { in_repo }),
             samples: true,
             restore_session: true,
+            checkpoint_dir: None,
         }
     }
 }
@@ -67,11 +82,14 @@ struct Task {
     token: CancelToken,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum TaskKind {
     Model,
     Attention(AttnKey),
+    Pca(PcaKey),
     Images,
+    /// A checkpoint download (catalogue id).
+    Download(String),
 }
 
 pub struct App {
@@ -90,6 +108,8 @@ pub struct App {
     /// Keys whose computation failed or was cancelled: not retried until asked.
     skipped: HashSet<AttnKey>,
     view: AttentionView,
+    pca: PcaState,
+    downloads: Downloads,
     default_weights: Option<PathBuf>,
     help_open: bool,
     about_open: bool,
@@ -180,6 +200,13 @@ impl App {
             tasks: BTreeMap::new(),
             skipped: HashSet::new(),
             view: AttentionView::default(),
+            pca: PcaState::default(),
+            downloads: Downloads::new(
+                options
+                    .checkpoint_dir
+                    .clone()
+                    .or_else(crate::model::download::checkpoint_dir),
+            ),
             default_weights: options.default_weights.clone(),
             help_open: false,
             about_open: false,
@@ -251,6 +278,19 @@ impl App {
         &self.view
     }
 
+    pub fn downloads(&self) -> &Downloads {
+        &self.downloads
+    }
+
+    /// The view shown in the central area.
+    pub fn tab(&self) -> ViewTab {
+        self.settings.tab
+    }
+
+    pub fn set_tab(&mut self, tab: ViewTab) {
+        self.settings.tab = tab;
+    }
+
     /// No model load, attention or image decoding under way.
     pub fn is_idle(&self) -> bool {
         self.tasks.is_empty()
@@ -269,24 +309,6 @@ impl App {
 
     pub fn set_query(&mut self, query: Query) {
         self.query = query;
-    }
-
-    /// The key of the view the settings ask for.
-    pub fn current_key(&self) -> Option<AttnKey> {
-        let model = self.model.as_ref()?;
-        let image = self.gallery.selected?;
-        Some(AttnKey {
-            image,
-            layer: self.layer(),
-            query: query_key(self.query),
-            input_size: self.settings.input_size,
-            generation: model.generation,
-        })
-    }
-
-    /// The result for the current settings, once computed.
-    pub fn current_result(&self) -> Option<&Arc<AttentionResult>> {
-        self.current_key().and_then(|k| self.cache.get(&k))
     }
 
     // ----- actions -----
@@ -340,13 +362,54 @@ impl App {
         );
     }
 
+    /// Downloads a checkpoint on its own thread, then loads it.
+    pub fn download_checkpoint(&mut self, request: DownloadRequest) {
+        if self.downloads.active.contains_key(&request.id) {
+            return;
+        }
+        let (task, token) = self.worker.new_task();
+        self.tasks.insert(
+            task,
+            (
+                TaskKind::Download(request.id.clone()),
+                Task {
+                    label: format!("Downloading {}", request.title),
+                    fraction: Some(0.0),
+                    token: token.clone(),
+                },
+            ),
+        );
+        self.downloads.started(&request.id, task);
+        downloads::spawn_download(request, task, token, self.worker.sender());
+    }
+
+    /// Opens the download manager window.
+    pub fn open_downloads(&mut self) {
+        self.downloads.open = true;
+    }
+
+    /// Stops one task; a cancelled view is not recomputed until asked.
+    fn cancel_task(&mut self, task: TaskId) {
+        if let Some((kind, t)) = self.tasks.remove(&task) {
+            t.token.cancel();
+            match kind {
+                TaskKind::Attention(key) => {
+                    self.skipped.insert(key);
+                }
+                TaskKind::Pca(key) => {
+                    self.pca.skipped.insert(key);
+                }
+                TaskKind::Download(_) => self.downloads.ended(task, None),
+                TaskKind::Model | TaskKind::Images => {}
+            }
+        }
+    }
+
     /// Cancels everything under way; cancelled views are not recomputed until asked.
     pub fn cancel(&mut self) {
-        for (_, (kind, task)) in std::mem::take(&mut self.tasks) {
-            task.token.cancel();
-            if let TaskKind::Attention(key) = kind {
-                self.skipped.insert(key);
-            }
+        let tasks: Vec<TaskId> = self.tasks.keys().copied().collect();
+        for task in tasks {
+            self.cancel_task(task);
         }
         self.notifications.info("Cancelled");
     }
@@ -361,6 +424,7 @@ impl App {
                     label,
                     fraction,
                 } => {
+                    self.downloads.progress(task, &label, fraction);
                     if let Some((_, t)) = self.tasks.get_mut(&task) {
                         t.label = label;
                         if fraction.is_some() {
@@ -370,11 +434,21 @@ impl App {
                 }
                 Event::Finished { task } => {
                     self.tasks.remove(&task);
+                    self.downloads.ended(task, None);
                 }
                 Event::Failed { task, error } => {
-                    let kind = self.tasks.get(&task).map(|(k, _)| *k);
-                    if let Some(TaskKind::Attention(key)) = kind {
-                        self.skipped.insert(key);
+                    let kind = self.tasks.get(&task).map(|(k, _)| k.clone());
+                    match &kind {
+                        Some(TaskKind::Attention(key)) => {
+                            self.skipped.insert(*key);
+                        }
+                        Some(TaskKind::Pca(key)) => {
+                            self.pca.skipped.insert(key.clone());
+                        }
+                        Some(TaskKind::Download(_)) => {
+                            self.downloads.ended(task, Some(Err(error.to_string())));
+                        }
+                        _ => {}
                     }
                     // A checkpoint that fails to load on start-up: fall back to the default.
                     if kind == Some(TaskKind::Model) && self.model.is_none() {
@@ -399,7 +473,30 @@ impl App {
                     self.cache_order.clear();
                     self.skipped.clear();
                     self.shown = None;
+                    self.pca.clear();
+                    if let Some(layer) = self.settings.pca.layer
+                        && layer >= info.config.depth
+                    {
+                        self.settings.pca.layer = None;
+                    }
                     self.model = Some(info);
+                }
+                Event::Pca { key, result } => self.pca.insert(key, result),
+                Event::Downloaded {
+                    task,
+                    title,
+                    verified,
+                    result,
+                } => {
+                    self.downloads
+                        .ended(task, Some(Ok((result.sha256.clone(), verified))));
+                    self.notifications.info(format!(
+                        "Downloaded {title} to {} (SHA-256 {}{})",
+                        result.path.display(),
+                        result.sha256,
+                        if verified { ", verified" } else { "" }
+                    ));
+                    self.open_checkpoint(result.path);
                 }
                 Event::Attention { key, result } => {
                     self.cache.insert(key, result);
@@ -450,34 +547,19 @@ impl App {
                     }
                 }
             }
+            Picked::ExportPca(dir) => {
+                if let Some(result) = self.current_pca_result().cloned() {
+                    match export::export_pca(&dir, &result) {
+                        Ok(files) => self.notifications.info(format!(
+                            "Saved {} files to {}",
+                            files.len(),
+                            dir.display()
+                        )),
+                        Err(e) => self.notifications.error(&e),
+                    }
+                }
+            }
         }
-    }
-
-    /// Asks the worker for the current view when it is neither cached nor under way.
-    fn request_attention(&mut self) {
-        let Some(key) = self.current_key() else {
-            return;
-        };
-        if self.cache.contains_key(&key) || self.skipped.contains(&key) {
-            return;
-        }
-        // One attention job at a time: scrubbing the layer slider asks only for where it stops.
-        if self
-            .tasks
-            .values()
-            .any(|(k, _)| matches!(k, TaskKind::Attention(_) | TaskKind::Model))
-        {
-            return;
-        }
-        let Some(entry) = self.gallery.selected_entry() else {
-            return;
-        };
-        let (rgb, name) = (entry.rgb.clone(), entry.name.clone());
-        self.submit(
-            TaskKind::Attention(key),
-            format!("Attention of {name}"),
-            Job::Attention { key, rgb, name },
-        );
     }
 
     /// Opens a native file dialog on its own thread; the answer comes back as an event.
@@ -517,6 +599,10 @@ impl App {
                         .add_filter("NumPy", &["npy"])
                         .save_file()
                         .map(Picked::ExportNpy),
+                    DialogKind::ExportPca => rfd::FileDialog::new()
+                        .set_title("Export the PCA colourings (PNG + .npy per image) to a folder")
+                        .pick_folder()
+                        .map(Picked::ExportPca),
                 };
                 // A closed dialog still reports back, so the app knows no dialog is open.
                 sender.send(Event::Picked(picked.unwrap_or(Picked::Images(Vec::new()))));
@@ -555,17 +641,36 @@ impl App {
             return;
         }
         let pressed = |key: Key| ctx.input_mut(|i| i.consume_key(Modifiers::NONE, key));
+        for (tab, key) in ViewTab::ALL
+            .into_iter()
+            .zip([Key::Num1, Key::Num2, Key::Num3, Key::Num4])
+        {
+            if pressed(key) {
+                self.settings.tab = tab;
+            }
+        }
         if pressed(Key::ArrowLeft) {
             self.gallery.step_selection(-1);
         }
         if pressed(Key::ArrowRight) {
             self.gallery.step_selection(1);
         }
-        if pressed(Key::ArrowUp) {
-            self.set_layer(self.layer() + 1);
-        }
-        if pressed(Key::ArrowDown) {
-            self.set_layer(self.layer().saturating_sub(1));
+        // Up / Down move the block of the tab shown.
+        let step = if pressed(Key::ArrowUp) {
+            1
+        } else if pressed(Key::ArrowDown) {
+            -1
+        } else {
+            0
+        };
+        if step != 0 {
+            match self.settings.tab {
+                ViewTab::Pca => {
+                    let layer = self.pca_layer().saturating_add_signed(step);
+                    self.set_pca_layer(layer);
+                }
+                _ => self.set_layer(self.layer().saturating_add_signed(step)),
+            }
         }
         if pressed(Key::H) || pressed(Key::F1) {
             self.help_open = !self.help_open;
@@ -605,6 +710,17 @@ impl App {
                     self.open_dialog(DialogKind::Folder);
                 }
                 ui.separator();
+                let has_pca = self.current_pca_result().is_some();
+                if ui
+                    .add_enabled(
+                        has_pca,
+                        egui::Button::new("Export PCA colourings (PNG + .npy)..."),
+                    )
+                    .on_hover_text("The PCA tab's images: <name>_pca.png and <name>_pca.npy each")
+                    .clicked()
+                {
+                    self.open_dialog(DialogKind::ExportPca);
+                }
                 let has_result = self.current_result().is_some();
                 if ui
                     .add_enabled(
@@ -636,12 +752,23 @@ impl App {
                 {
                     self.open_dialog(DialogKind::Checkpoint);
                 }
+                if ui.button("Download official checkpoints...").clicked() {
+                    self.downloads.open = true;
+                }
                 if ui.button("Back to the default model").clicked() {
                     self.load_default_model();
                 }
                 ui.checkbox(&mut self.settings.show_model_panel, "Show model info");
             });
             ui.menu_button("View", |ui| {
+                for tab in ViewTab::ALL {
+                    ui.radio_value(
+                        &mut self.settings.tab,
+                        tab,
+                        format!("{}  ({})", tab.label(), tab.shortcut()),
+                    );
+                }
+                ui.separator();
                 ui.checkbox(&mut self.settings.show_masks, "Mass-mask outlines");
                 ui.checkbox(&mut self.settings.debug_overlay, "Debug overlay (F12)");
             });
@@ -695,174 +822,6 @@ impl App {
         });
     }
 
-    fn controls(&mut self, ui: &mut egui::Ui) {
-        let depth = self.model.as_ref().map_or(1, |m| m.config.depth).max(1);
-        ui.heading("View");
-        let mut layer = self.layer();
-        ui.add_enabled(
-            depth > 1,
-            egui::Slider::new(&mut layer, 0..=depth - 1).text("Block (layer)"),
-        )
-        .on_hover_text("Which transformer block's attention to show (Up / Down)");
-        if layer != self.layer() {
-            self.set_layer(layer);
-        }
-        ui.horizontal(|ui| {
-            let is_cls = self.query == Query::Cls;
-            if ui
-                .add(egui::Button::new("CLS").selected(is_cls))
-                .on_hover_text("Show the [CLS] token's attention (Escape)")
-                .clicked()
-            {
-                self.query = Query::Cls;
-            }
-            ui.label(match self.query {
-                Query::Cls => "query: [CLS] token".to_string(),
-                Query::Patch { row, col } => format!("query: patch ({row}, {col})"),
-            });
-        });
-        ui.label(egui::RichText::new("Click a patch to see its attention.").weak());
-        ui.separator();
-        ui.checkbox(&mut self.settings.show_masks, "Mass-mask outlines");
-        ui.add_enabled(
-            self.settings.show_masks,
-            egui::Slider::new(&mut self.settings.threshold, 0.05..=1.0)
-                .step_by(0.05)
-                .text("Mass kept"),
-        )
-        .on_hover_text(
-            "Outline the fewest patches that hold this share of the attention (DINO: 0.6)",
-        );
-        egui::ComboBox::from_label("Colormap")
-            .selected_text(format!("{:?}", self.settings.colormap))
-            .show_ui(ui, |ui| {
-                for c in Colormap::ALL {
-                    ui.selectable_value(&mut self.settings.colormap, c, format!("{c:?}"));
-                }
-            });
-        ui.add(egui::Slider::new(&mut self.settings.opacity, 0.0..=1.0).text("Opacity"))
-            .on_hover_text("Opacity of the attention colours over the image");
-        ui.add(egui::Slider::new(&mut self.settings.tile_size, 80.0..=600.0).text("Tile size"));
-        egui::ComboBox::from_label("Input size")
-            .selected_text(self.settings.input_size.label())
-            .show_ui(ui, |ui| {
-                for s in InputSize::CHOICES {
-                    ui.selectable_value(&mut self.settings.input_size, s, s.label());
-                }
-            })
-            .response
-            .on_hover_text("How the image is resized before the model sees it");
-        ui.separator();
-        ui.heading("Under the pointer");
-        match self.view.hover {
-            Some(h) => {
-                ui.label(format!(
-                    "{}: patch row {}, col {}",
-                    match h.head {
-                        Some(head) => format!("head {head}"),
-                        None => "head mean".into(),
-                    },
-                    h.row,
-                    h.col
-                ));
-                ui.label(format!("attention {:.5}", h.value));
-            }
-            None => {
-                ui.label(egui::RichText::new("(hover a tile)").weak());
-            }
-        }
-        if let Some((_, result)) = &self.shown {
-            ui.separator();
-            let g = result.maps.grid;
-            ui.label(format!(
-                "input {}x{} px, grid {}x{} patches of {} px",
-                result.prepared.width(),
-                result.prepared.height(),
-                g.rows,
-                g.cols,
-                g.patch
-            ));
-            if let Some(note) = &result.prepared.note {
-                ui.label(egui::RichText::new(note).weak());
-            }
-            ui.label(format!(
-                "computed in {:.0} ms",
-                result.elapsed.as_secs_f64() * 1e3
-            ));
-        }
-    }
-
-    fn central(&mut self, ui: &mut egui::Ui) {
-        let key = self.current_key();
-        if let Some(k) = key
-            && let Some(r) = self.cache.get(&k)
-        {
-            self.shown = Some((k, r.clone()));
-        }
-        // Keep an older result of the same image on screen while the new one computes.
-        let shown = self.shown.clone().filter(|(k, _)| {
-            key.is_some_and(|c| c.image == k.image && c.generation == k.generation)
-        });
-        let Some((shown_key, result)) = shown else {
-            ui.centered_and_justified(|ui| {
-                if self.gallery.entries.is_empty() && self.tasks.is_empty() {
-                    ui.label("Drop images or folders here, or use File > Open images (Ctrl+O).");
-                } else if key.is_some_and(|k| self.skipped.contains(&k)) {
-                    if ui.button("Compute attention").clicked()
-                        && let Some(k) = key
-                    {
-                        self.skipped.remove(&k);
-                    }
-                } else {
-                    ui.spinner();
-                }
-            });
-            return;
-        };
-        let name = self
-            .gallery
-            .selected_entry()
-            .map(|e| e.name.clone())
-            .unwrap_or_default();
-        ui.horizontal(|ui| {
-            ui.heading(name);
-            ui.label(format!(
-                "block {} of {}, {}",
-                shown_key.layer,
-                self.model.as_ref().map_or(0, |m| m.config.depth),
-                match worker::query_of(shown_key.query) {
-                    Query::Cls => "attention of [CLS]".to_string(),
-                    Query::Patch { row, col } => format!("attention of patch ({row}, {col})"),
-                }
-            ));
-            if Some(shown_key) != key {
-                ui.spinner();
-                if key.is_some_and(|k| self.skipped.contains(&k))
-                    && ui
-                        .button("Compute")
-                        .on_hover_text("Compute this view")
-                        .clicked()
-                    && let Some(k) = key
-                {
-                    self.skipped.remove(&k);
-                }
-            }
-        });
-        egui::ScrollArea::vertical()
-            .auto_shrink(false)
-            .show(ui, |ui| {
-                if let Some((row, col)) = self.view.ui(
-                    ui,
-                    shown_key,
-                    &result,
-                    &self.settings,
-                    worker::query_of(shown_key.query),
-                ) {
-                    self.query = Query::Patch { row, col };
-                }
-            });
-    }
-
     /// The whole interface; `eframe::App::ui` calls it, and so do the tests.
     pub fn show(&mut self, ui: &mut egui::Ui) {
         let started = Instant::now();
@@ -908,11 +867,34 @@ impl App {
                     model_panel::ui(ui, self.model.as_ref(), self.backend.as_deref());
                 });
         }
-        egui::CentralPanel::default().show(ui, |ui| self.central(ui));
+        egui::CentralPanel::default().show(ui, |ui| {
+            self.tab_bar(ui);
+            match self.settings.tab {
+                ViewTab::Attention => self.attention_central(ui),
+                ViewTab::Pca => self.pca_central(ui),
+                ViewTab::Coseg => coseg_panel::placeholder(ui),
+                ViewTab::Correspondence => correspond_panel::placeholder(ui),
+            }
+        });
 
-        // Start the next computation only after this frame's input changed the settings.
-        self.request_attention();
+        // Start the next computation only after this frame's input changed the settings; only
+        // the tab shown asks for work.
+        match self.settings.tab {
+            ViewTab::Attention => self.request_attention(),
+            ViewTab::Pca => self.request_pca(),
+            ViewTab::Coseg | ViewTab::Correspondence => {}
+        }
 
+        match self.downloads.window(&ctx) {
+            Some(DownloadAction::Start(request)) => self.download_checkpoint(request),
+            Some(DownloadAction::Load(path)) => self.open_checkpoint(path),
+            Some(DownloadAction::Cancel(id)) => {
+                if let Some(task) = self.downloads.active.get(&id).map(|a| a.task) {
+                    self.cancel_task(task);
+                }
+            }
+            None => {}
+        }
         help::help_window(&ctx, &mut self.help_open);
         help::about_window(&ctx, &mut self.about_open);
         self.notifications.show(&ctx);
@@ -929,6 +911,29 @@ impl App {
         self.frame.record(started);
     }
 
+    /// The row of view tabs above the central view.
+    fn tab_bar(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            for tab in ViewTab::ALL {
+                ui.selectable_value(&mut self.settings.tab, tab, tab.label())
+                    .on_hover_text(format!("Key {}", tab.shortcut()));
+            }
+        });
+        ui.separator();
+    }
+
+    /// The left panel: the controls of the tab shown.
+    fn controls(&mut self, ui: &mut egui::Ui) {
+        match self.settings.tab {
+            ViewTab::Attention => self.attention_controls(ui),
+            ViewTab::Pca => self.pca_controls(ui),
+            ViewTab::Coseg | ViewTab::Correspondence => {
+                ui.heading(self.settings.tab.label());
+                ui.label(egui::RichText::new("Not available in this build yet.").weak());
+            }
+        }
+    }
+
     fn debug_overlay(&self, ctx: &egui::Context) {
         egui::Area::new(egui::Id::unique("debug-overlay"))
             .anchor(egui::Align2::RIGHT_TOP, egui::vec2(-8.0, 60.0))
@@ -938,11 +943,27 @@ impl App {
                 egui::Frame::popup(ui.style()).show(ui, |ui| {
                     ui.monospace(format!("ui build  {:6.2} ms", self.frame.ui_ms));
                     ui.monospace(format!("frame     {:6.2} ms", self.frame.frame_ms));
-                    ui.monospace(format!("cached    {:6} views", self.cache.len()));
+                    ui.monospace(format!(
+                        "cached    {:6} views",
+                        self.cache.len() + self.pca.cached()
+                    ));
                     ui.monospace(format!("tasks     {:6}", self.tasks.len()));
                 });
             });
     }
+}
+
+/// How the image is resized before the model sees it (shared by the tabs).
+fn input_size_combo(ui: &mut egui::Ui, input_size: &mut InputSize) {
+    egui::ComboBox::from_label("Input size")
+        .selected_text(input_size.label())
+        .show_ui(ui, |ui| {
+            for s in InputSize::CHOICES {
+                ui.selectable_value(input_size, s, s.label());
+            }
+        })
+        .response
+        .on_hover_text("How the image is resized before the model sees it");
 }
 
 fn drop_overlay(ctx: &egui::Context) {
@@ -968,6 +989,7 @@ enum DialogKind {
     Checkpoint,
     ExportPng,
     ExportNpy,
+    ExportPca,
 }
 
 impl eframe::App for App {

@@ -4,8 +4,10 @@ use eframe::egui;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::analysis::features::FeatureError;
 use crate::arrays::ArrayFileError;
 use crate::model::CheckpointError;
+use crate::model::download::DownloadError;
 use crate::model::preprocess::ImageLoadError;
 
 /// Everything that can go wrong in the app; each message names the file and the problem.
@@ -34,6 +36,14 @@ pub enum AppError {
     NotAnImage { path: PathBuf },
     #[error("{what} failed: {detail}")]
     Compute { what: String, detail: String },
+    #[error("{what}: {source}")]
+    Features {
+        what: String,
+        #[source]
+        source: FeatureError,
+    },
+    #[error(transparent)]
+    Download(#[from] DownloadError),
     #[error("no GPU for the shared renderer: {0}")]
     Device(String),
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::colormap::Colormap;
-use crate::model::Resize;
+use crate::model::{Facet, Resize};
 
 /// Key under which the settings are stored (JSON) in eframe's storage.
 pub const STORAGE_KEY: &str = "dinoscope.settings";
@@ -44,6 +44,72 @@ impl InputSize {
     }
 }
 
+/// The views of the central area, one tab each.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ViewTab {
+    #[default]
+    Attention,
+    Pca,
+    Coseg,
+    Correspondence,
+}
+
+impl ViewTab {
+    pub const ALL: [ViewTab; 4] = [
+        ViewTab::Attention,
+        ViewTab::Pca,
+        ViewTab::Coseg,
+        ViewTab::Correspondence,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ViewTab::Attention => "Attention",
+            ViewTab::Pca => "PCA",
+            ViewTab::Coseg => "Co-segmentation",
+            ViewTab::Correspondence => "Correspondence",
+        }
+    }
+
+    /// The digit key that selects the tab (1 to 4).
+    pub fn shortcut(self) -> usize {
+        1 + ViewTab::ALL.iter().position(|&t| t == self).unwrap_or(0)
+    }
+}
+
+/// Settings of the PCA view.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PcaSettings {
+    /// Every gallery image instead of the selected one.
+    pub all_images: bool,
+    /// One PCA over all images, so the same part gets the same colour everywhere.
+    pub joint: bool,
+    /// Block whose features are used; `None` = the last block.
+    pub layer: Option<usize>,
+    pub facet: Facet,
+    /// Patch-embedding stride in pixels; `None` = the patch size (no overlap).
+    pub stride: Option<usize>,
+    /// Colour only the foreground (first component above the threshold).
+    pub foreground: bool,
+    /// Threshold on the min-max scaled first component, in [0, 1].
+    pub threshold: f32,
+}
+
+impl Default for PcaSettings {
+    fn default() -> Self {
+        PcaSettings {
+            all_images: true,
+            joint: true,
+            layer: None,
+            facet: Facet::Key,
+            stride: None,
+            foreground: false,
+            threshold: 0.5,
+        }
+    }
+}
+
 /// The user's view settings and last session.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -65,6 +131,9 @@ pub struct Settings {
     pub checkpoint: Option<PathBuf>,
     pub show_model_panel: bool,
     pub debug_overlay: bool,
+    /// The view shown in the central area.
+    pub tab: ViewTab,
+    pub pca: PcaSettings,
 }
 
 impl Default for Settings {
@@ -81,6 +150,8 @@ impl Default for Settings {
             checkpoint: None,
             show_model_panel: true,
             debug_overlay: false,
+            tab: ViewTab::Attention,
+            pca: PcaSettings::default(),
         }
     }
 }
@@ -113,6 +184,10 @@ impl Settings {
         self.threshold = clamp(self.threshold, 0.0, 1.0, 0.6);
         self.opacity = clamp(self.opacity, 0.0, 1.0, 0.6);
         self.tile_size = clamp(self.tile_size, 80.0, 800.0, 220.0);
+        self.pca.threshold = clamp(self.pca.threshold, 0.0, 1.0, 0.5);
+        if self.pca.stride == Some(0) {
+            self.pca.stride = None;
+        }
         self
     }
 }
@@ -128,12 +203,25 @@ mod tests {
             threshold: 0.3,
             colormap: Colormap::Magma,
             image_paths: vec![PathBuf::from("/tmp/a.png")],
+            tab: ViewTab::Pca,
+            pca: PcaSettings {
+                joint: false,
+                facet: Facet::Token,
+                stride: Some(4),
+                ..PcaSettings::default()
+            },
             ..Settings::default()
         };
         let json = serde_json::to_string(&s).unwrap();
         let back: Settings = serde_json::from_str(&json).unwrap();
         assert_eq!(back, s);
         let partial: Settings = serde_json::from_str(r#"{"threshold": 7.0}"#).unwrap();
+        assert_eq!(partial.tab, ViewTab::Attention);
         assert_eq!(partial.sanitized().threshold, 1.0);
+        let bad: Settings =
+            serde_json::from_str(r#"{"pca": {"threshold": -3.0, "stride": 0}}"#).unwrap();
+        let bad = bad.sanitized();
+        assert_eq!((bad.pca.threshold, bad.pca.stride), (0.0, None));
+        assert!(bad.pca.joint, "missing fields take their defaults");
     }
 }

@@ -1,9 +1,9 @@
-//! The background compute thread: model loading and attention maps run here, never on the UI
-//! thread. Jobs go in through a channel, events come back through another; every job carries a
-//! cancel flag the UI can raise at any time.
+//! The background compute thread: model loading, attention maps and feature analyses run here,
+//! never on the UI thread. Jobs go in through a channel, events come back through another; every
+//! job carries a cancel flag the UI can raise at any time.
 
 use eframe::egui;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,13 +15,16 @@ use image::RgbImage;
 
 use super::gallery::DecodedImage;
 use super::notifications::AppError;
+use super::pca_job::{self, PcaInput, PcaKey, PcaResult};
 use super::state::InputSize;
 use crate::analysis::attention::{AttentionMaps, Query, attention_maps};
+use crate::analysis::features::{DescriptorSpec, FeatureMap, extract};
 use crate::model::config::Arch;
+use crate::model::download::Downloaded;
 use crate::model::preprocess::{DEFAULT_MAX_PATCHES, prepare};
 use crate::model::vit::Vit;
 use crate::model::{
-    ComputeDevice, DeviceChoice, LoadOptions, PreparedImage, VitConfig, backend, load_model,
+    ComputeDevice, DeviceChoice, Facet, LoadOptions, PreparedImage, VitConfig, backend, load_model,
 };
 
 pub type TaskId = u64;
@@ -129,6 +132,11 @@ pub enum Job {
         rgb: Arc<RgbImage>,
         name: String,
     },
+    /// PCA colouring of the features of one or more images.
+    Pca {
+        key: PcaKey,
+        inputs: Vec<PcaInput>,
+    },
 }
 
 /// Files picked in a native dialog (which runs on its own thread).
@@ -138,6 +146,8 @@ pub enum Picked {
     Checkpoint(PathBuf),
     ExportPng(PathBuf),
     ExportNpy(PathBuf),
+    /// A folder for the PCA colourings of the shown images.
+    ExportPca(PathBuf),
 }
 
 pub enum Event {
@@ -161,6 +171,17 @@ pub enum Event {
     Attention {
         key: AttnKey,
         result: Arc<AttentionResult>,
+    },
+    Pca {
+        key: PcaKey,
+        result: Arc<PcaResult>,
+    },
+    /// A checkpoint download finished (and was verified when a hash was given).
+    Downloaded {
+        task: TaskId,
+        title: String,
+        verified: bool,
+        result: Downloaded,
     },
     ImageDecoded(DecodedImage),
     Picked(Picked),
@@ -256,12 +277,91 @@ impl Worker {
     }
 }
 
-struct WorkerState {
+/// One image's descriptors under one model, cached by the worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FeatureKey {
+    pub image: ImageId,
+    pub layer: usize,
+    /// [`Facet`] as its index (the enum is not `Hash`).
+    pub facet: u8,
+    /// Stride in pixels (resolved against the model's patch size).
+    pub stride: usize,
+    pub input_size: InputSize,
+}
+
+impl FeatureKey {
+    pub fn facet(&self) -> Facet {
+        facet_of(self.facet)
+    }
+}
+
+pub fn facet_index(facet: Facet) -> u8 {
+    facet as u8
+}
+
+pub fn facet_of(index: u8) -> Facet {
+    match index {
+        0 => Facet::Token,
+        1 => Facet::Query,
+        3 => Facet::Value,
+        _ => Facet::Key,
+    }
+}
+
+/// Feature maps of the current model kept by the worker (least recently used dropped first).
+const FEATURE_CACHE_BYTES: usize = 768 << 20;
+
+#[derive(Default)]
+struct FeatureCache {
+    maps: HashMap<FeatureKey, (Arc<PreparedImage>, Arc<FeatureMap>)>,
+    order: VecDeque<FeatureKey>,
+    bytes: usize,
+}
+
+impl FeatureCache {
+    fn get(&mut self, key: &FeatureKey) -> Option<(Arc<PreparedImage>, Arc<FeatureMap>)> {
+        let found = self.maps.get(key).cloned()?;
+        self.order.retain(|k| k != key);
+        self.order.push_back(*key);
+        Some(found)
+    }
+
+    fn insert(&mut self, key: FeatureKey, value: (Arc<PreparedImage>, Arc<FeatureMap>)) {
+        self.bytes += value.1.data.len() * 4;
+        if let Some(old) = self.maps.insert(key, value) {
+            self.bytes -= old.1.data.len() * 4;
+            self.order.retain(|k| *k != key);
+        }
+        self.order.push_back(key);
+        // Keep at least the newest map, however large.
+        while self.bytes > FEATURE_CACHE_BYTES && self.order.len() > 1 {
+            if let Some(old) = self.order.pop_front()
+                && let Some((_, map)) = self.maps.remove(&old)
+            {
+                self.bytes -= map.data.len() * 4;
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        *self = FeatureCache::default();
+    }
+}
+
+/// Patch budget of [`prepare`] for a stride: overlapping patches multiply the tokens by
+/// `(patch / stride)^2`, so the image is kept to the same token count as without overlap.
+pub fn patch_budget(patch: usize, stride: usize) -> usize {
+    let (p, s) = (patch.max(1), stride.clamp(1, patch.max(1)));
+    (DEFAULT_MAX_PATCHES * s * s / (p * p)).max(1)
+}
+
+pub(super) struct WorkerState {
     device: ComputeDevice,
     model: Option<Vit>,
     generation: u64,
-    /// Prepared images of the current model, per image and input size.
-    prepared: HashMap<(ImageId, InputSize), Arc<PreparedImage>>,
+    /// Prepared images of the current model, per image, input size and patch budget.
+    prepared: HashMap<(ImageId, InputSize, usize), Arc<PreparedImage>>,
+    features: FeatureCache,
 }
 
 fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
@@ -283,6 +383,7 @@ fn worker_loop(jobs: Receiver<Message>, events: EventSender) {
         model: None,
         generation: 0,
         prepared: HashMap::new(),
+        features: FeatureCache::default(),
     };
     while let Ok(Message { task, token, job }) = jobs.recv() {
         if token.is_cancelled() {
@@ -363,32 +464,26 @@ impl WorkerState {
                 )))
             }
             Job::Attention { key, rgb, name } => {
-                let Some(vit) = &self.model else {
-                    return Ok(None);
-                };
-                if key.generation != self.generation {
+                if self.model.is_none() || key.generation != self.generation {
                     return Ok(None);
                 }
                 let start = Instant::now();
-                let config = vit.config();
-                let patch = config.patch_size;
-                let prepared = match self.prepared.get(&(key.image, key.input_size)) {
-                    Some(p) => p.clone(),
-                    None => {
-                        progress(format!("Preparing {name}"));
-                        let p = prepare(&rgb, key.input_size.resize(), patch, DEFAULT_MAX_PATCHES)
-                            .map(Arc::new)
-                            .map_err(|source| AppError::Prepare {
-                                path: name.clone(),
-                                source,
-                            })?;
-                        self.prepared.insert((key.image, key.input_size), p.clone());
-                        p
-                    }
-                };
+                let prepared = self.prepared(
+                    key.image,
+                    &rgb,
+                    &name,
+                    key.input_size,
+                    DEFAULT_MAX_PATCHES,
+                    &progress,
+                )?;
                 if token.is_cancelled() {
                     return Ok(None);
                 }
+                let Some(vit) = &self.model else {
+                    return Ok(None);
+                };
+                let config = vit.config();
+                let patch = config.patch_size;
                 let layer = key.layer.min(config.depth.saturating_sub(1));
                 progress(format!(
                     "Attention of {name}, block {layer}, {} ({}x{} px)",
@@ -421,7 +516,101 @@ impl WorkerState {
                     }),
                 }))
             }
+            Job::Pca { key, inputs } => {
+                if self.model.is_none() || key.generation != self.generation {
+                    return Ok(None);
+                }
+                let report = |label: String, fraction: Option<f32>| {
+                    events.send(Event::Progress {
+                        task,
+                        label,
+                        fraction,
+                    })
+                };
+                Ok(
+                    pca_job::run(self, &key, inputs, token, &report)?.map(|result| Event::Pca {
+                        key,
+                        result: Arc::new(result),
+                    }),
+                )
+            }
         }
+    }
+
+    /// The image as the model sees it under an input size and patch budget (cached).
+    fn prepared(
+        &mut self,
+        image: ImageId,
+        rgb: &RgbImage,
+        name: &str,
+        input_size: InputSize,
+        max_patches: usize,
+        progress: &dyn Fn(String),
+    ) -> Result<Arc<PreparedImage>, AppError> {
+        if let Some(p) = self.prepared.get(&(image, input_size, max_patches)) {
+            return Ok(p.clone());
+        }
+        let patch = self.model.as_ref().map_or(16, |m| m.config().patch_size);
+        progress(format!("Preparing {name}"));
+        let p = prepare(rgb, input_size.resize(), patch, max_patches)
+            .map(Arc::new)
+            .map_err(|source| AppError::Prepare {
+                path: name.to_string(),
+                source,
+            })?;
+        self.prepared
+            .insert((image, input_size, max_patches), p.clone());
+        Ok(p)
+    }
+
+    /// Descriptors of one image (cached per image, block, facet, stride and input size), with
+    /// the image they were computed on.
+    pub(super) fn features(
+        &mut self,
+        key: FeatureKey,
+        rgb: &RgbImage,
+        name: &str,
+    ) -> Result<(Arc<PreparedImage>, Arc<FeatureMap>), AppError> {
+        if let Some(found) = self.features.get(&key) {
+            return Ok(found);
+        }
+        let patch = self.model.as_ref().map_or(16, |m| m.config().patch_size);
+        let budget = patch_budget(patch, key.stride);
+        let prepared = self.prepared(key.image, rgb, name, key.input_size, budget, &|_| {})?;
+        let Some(vit) = &self.model else {
+            return Err(AppError::Compute {
+                what: format!("features of {name}"),
+                detail: "no model is loaded".into(),
+            });
+        };
+        let spec = DescriptorSpec {
+            layer: key.layer,
+            facet: key.facet(),
+            stride: Some(key.stride),
+            log_bin: false,
+        };
+        let map = extract(vit, &prepared, spec).map_err(|source| AppError::Features {
+            what: name.to_string(),
+            source,
+        })?;
+        if map.is_empty() || map.data.len() != map.len() * map.dim {
+            return Err(AppError::Compute {
+                what: format!("features of {name}"),
+                detail: "the model returned no features".into(),
+            });
+        }
+        let value = (prepared, Arc::new(map));
+        self.features.insert(key, value.clone());
+        Ok(value)
+    }
+
+    /// The generation of the loaded model.
+    pub(super) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub(super) fn config(&self) -> Option<&VitConfig> {
+        self.model.as_ref().map(|m| m.config())
     }
 
     fn load(&self, path: &Path) -> Result<(Vit, usize), AppError> {
@@ -432,6 +621,7 @@ impl WorkerState {
     fn install(&mut self, vit: Vit, source: ModelSource, ignored: usize, start: Instant) -> Event {
         self.generation += 1;
         self.prepared.clear();
+        self.features.clear();
         let info = ModelInfo {
             config: vit.config().clone(),
             source,

@@ -1,0 +1,372 @@
+//! The checkpoint download manager (Model menu): the official DINO / DINOv2 backbones, each
+//! downloaded on its own thread with progress and cancel, resumable, SHA-256 verified when a
+//! hash is given (the computed hash is always shown), stored in the cache folder, then loaded.
+
+use eframe::egui;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::notifications::AppError;
+use super::worker::{CancelToken, Event, EventSender, TaskId};
+use crate::model::download::{
+    CACHE_ENV, DownloadError, OFFICIAL, OfficialCheckpoint, download, parse_sha256, part_path,
+    recorded_hash,
+};
+
+/// One download to run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DownloadRequest {
+    /// Catalogue id (or any label for other URLs); one download per id at a time.
+    pub id: String,
+    pub title: String,
+    pub url: String,
+    pub dest: PathBuf,
+    pub expected_sha256: Option<String>,
+}
+
+impl DownloadRequest {
+    /// The request for an official checkpoint stored in `dir`.
+    pub fn official(entry: &OfficialCheckpoint, dir: &Path, expected: Option<String>) -> Self {
+        DownloadRequest {
+            id: entry.id.to_string(),
+            title: entry.title.to_string(),
+            url: entry.url.to_string(),
+            dest: dir.join(entry.file_name()),
+            expected_sha256: expected.or(entry.sha256.map(str::to_string)),
+        }
+    }
+}
+
+/// What the user asked for in the window.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DownloadAction {
+    Start(DownloadRequest),
+    Load(PathBuf),
+    Cancel(String),
+}
+
+/// A download under way, as the window shows it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Active {
+    pub task: TaskId,
+    pub fraction: Option<f32>,
+    pub label: String,
+}
+
+#[derive(Default)]
+pub struct Downloads {
+    pub open: bool,
+    /// Where checkpoints are stored; `None` when no cache folder could be found.
+    pub dir: Option<PathBuf>,
+    /// Expected SHA-256 typed by the user, per id.
+    expected: HashMap<String, String>,
+    /// Downloads under way, per id.
+    pub active: HashMap<String, Active>,
+    /// Last outcome per id: the computed SHA-256 (and whether it was checked), or the error.
+    pub outcome: HashMap<String, Result<(String, bool), String>>,
+}
+
+impl Downloads {
+    pub fn new(dir: Option<PathBuf>) -> Self {
+        Downloads {
+            dir,
+            ..Downloads::default()
+        }
+    }
+
+    /// Records the task of a started download.
+    pub fn started(&mut self, id: &str, task: TaskId) {
+        self.outcome.remove(id);
+        self.active.insert(
+            id.to_string(),
+            Active {
+                task,
+                fraction: None,
+                label: "starting".into(),
+            },
+        );
+    }
+
+    /// The id of the download run by `task`.
+    pub fn id_of(&self, task: TaskId) -> Option<String> {
+        self.active
+            .iter()
+            .find(|(_, a)| a.task == task)
+            .map(|(id, _)| id.clone())
+    }
+
+    pub fn progress(&mut self, task: TaskId, label: &str, fraction: Option<f32>) {
+        if let Some(a) = self.active.values_mut().find(|a| a.task == task) {
+            a.label = label.to_string();
+            if fraction.is_some() {
+                a.fraction = fraction;
+            }
+        }
+    }
+
+    /// A task ended (finished, failed or cancelled): no longer active.
+    pub fn ended(&mut self, task: TaskId, outcome: Option<Result<(String, bool), String>>) {
+        if let Some(id) = self.id_of(task) {
+            self.active.remove(&id);
+            if let Some(o) = outcome {
+                self.outcome.insert(id, o);
+            }
+        }
+    }
+
+    /// The window; returns what the user asked for.
+    pub fn window(&mut self, ctx: &egui::Context) -> Option<DownloadAction> {
+        let mut action = None;
+        let mut open = self.open;
+        egui::Window::new("Download checkpoints")
+            .open(&mut open)
+            .default_width(720.0)
+            .collapsible(false)
+            .show(ctx, |ui| action = self.contents(ui));
+        self.open = open;
+        action
+    }
+
+    fn contents(&mut self, ui: &mut egui::Ui) -> Option<DownloadAction> {
+        let mut action = None;
+        match &self.dir {
+            Some(dir) => ui.label(format!("Stored in {}", dir.display())),
+            None => ui.colored_label(
+                egui::Color32::from_rgb(255, 140, 60),
+                format!("No cache folder: set {CACHE_ENV} (or HOME / XDG_CACHE_HOME)"),
+            ),
+        };
+        ui.label(
+            egui::RichText::new(format!(
+                "Official backbones from dl.fbaipublicfiles.com. Downloads resume where they stopped. \
+                 No checksums are published: paste one to verify against it; the SHA-256 of every \
+                 download is computed and recorded ({CACHE_ENV} overrides the folder)."
+            ))
+            .weak(),
+        );
+        ui.separator();
+        let dir = self.dir.clone();
+        egui::ScrollArea::vertical()
+            .max_height(460.0)
+            .show(ui, |ui| {
+                egui::Grid::new("downloads-grid")
+                    .num_columns(4)
+                    .striped(true)
+                    .spacing([12.0, 6.0])
+                    .show(ui, |ui| {
+                        for entry in &OFFICIAL {
+                            if let Some(a) = self.row(ui, entry, dir.as_deref()) {
+                                action = Some(a);
+                            }
+                            ui.end_row();
+                        }
+                    });
+            });
+        action
+    }
+
+    fn row(
+        &mut self,
+        ui: &mut egui::Ui,
+        entry: &OfficialCheckpoint,
+        dir: Option<&Path>,
+    ) -> Option<DownloadAction> {
+        let mut action = None;
+        ui.vertical(|ui| {
+            ui.label(egui::RichText::new(entry.title).strong())
+                .on_hover_text(entry.url);
+            ui.label(egui::RichText::new(entry.note).weak());
+        });
+        ui.label(size_label(entry.size_mb));
+        let dest = dir.map(|d| d.join(entry.file_name()));
+        let recorded = dest.as_deref().and_then(recorded_hash);
+        let partial = dest
+            .as_deref()
+            .and_then(|d| std::fs::metadata(part_path(d)).ok())
+            .map(|m| m.len());
+        ui.vertical(|ui| {
+            ui.set_min_width(260.0);
+            if let Some(active) = self.active.get(entry.id) {
+                ui.horizontal(|ui| {
+                    match active.fraction {
+                        Some(f) => ui.add(
+                            egui::ProgressBar::new(f)
+                                .desired_width(160.0)
+                                .show_percentage(),
+                        ),
+                        None => ui.spinner(),
+                    };
+                    if ui.button("Cancel").clicked() {
+                        action = Some(DownloadAction::Cancel(entry.id.to_string()));
+                    }
+                });
+                ui.label(egui::RichText::new(&active.label).weak());
+            } else {
+                match self.outcome.get(entry.id) {
+                    Some(Ok((sha, verified))) => {
+                        ui.label(if *verified {
+                            "downloaded, SHA-256 verified"
+                        } else {
+                            "downloaded"
+                        });
+                        sha_label(ui, sha);
+                    }
+                    Some(Err(e)) => {
+                        ui.colored_label(egui::Color32::from_rgb(255, 110, 110), e);
+                    }
+                    None => match (&recorded, partial) {
+                        (Some(sha), _) => {
+                            ui.label("in the cache");
+                            sha_label(ui, sha);
+                        }
+                        (None, Some(bytes)) => {
+                            ui.label(format!("{} downloaded, can resume", size_bytes(bytes)));
+                        }
+                        (None, None) => {
+                            ui.label(egui::RichText::new("not downloaded").weak());
+                        }
+                    },
+                }
+            }
+        });
+        ui.vertical(|ui| {
+            let busy = self.active.contains_key(entry.id);
+            let have = dest.as_ref().is_some_and(|d| d.is_file());
+            if have
+                && let Some(d) = &dest
+                && ui
+                    .add_enabled(!busy, egui::Button::new("Load"))
+                    .on_hover_text(d.display().to_string())
+                    .clicked()
+            {
+                action = Some(DownloadAction::Load(d.clone()));
+            }
+            let text = self.expected.entry(entry.id.to_string()).or_default();
+            let valid = text.trim().is_empty() || parse_sha256(text).is_ok();
+            let label = if have {
+                "Download again"
+            } else if partial.is_some() {
+                "Resume"
+            } else {
+                "Download"
+            };
+            if ui
+                .add_enabled(!busy && valid && dir.is_some(), egui::Button::new(label))
+                .on_hover_text(format!("{}\nthen load it", entry.url))
+                .clicked()
+                && let Some(d) = dir
+            {
+                let expected = Some(text.trim().to_string()).filter(|t| !t.is_empty());
+                action = Some(DownloadAction::Start(DownloadRequest::official(
+                    entry, d, expected,
+                )));
+            }
+            ui.add(
+                egui::TextEdit::singleline(text)
+                    .hint_text("expected SHA-256 (optional)")
+                    .desired_width(200.0),
+            );
+            if !valid {
+                ui.colored_label(
+                    egui::Color32::from_rgb(255, 110, 110),
+                    "64 hexadecimal digits",
+                );
+            }
+        });
+        action
+    }
+}
+
+fn sha_label(ui: &mut egui::Ui, sha: &str) {
+    let short = format!(
+        "SHA-256 {}...{}",
+        &sha[..12.min(sha.len())],
+        &sha[sha.len().saturating_sub(6)..]
+    );
+    ui.label(egui::RichText::new(short).monospace().weak())
+        .on_hover_text(sha);
+}
+
+fn size_label(mb: f32) -> String {
+    if mb >= 1000.0 {
+        format!("{:.2} GB", mb / 1000.0)
+    } else {
+        format!("{mb:.0} MB")
+    }
+}
+
+fn size_bytes(bytes: u64) -> String {
+    size_label(bytes as f32 / 1e6)
+}
+
+/// Runs the download on a new thread; progress as [`Event::Progress`] (a few per second), the
+/// outcome as [`Event::Downloaded`] or [`Event::Failed`], then [`Event::Finished`].
+pub fn spawn_download(
+    request: DownloadRequest,
+    task: TaskId,
+    token: CancelToken,
+    events: EventSender,
+) {
+    let thread_events = events.clone();
+    let spawned = std::thread::Builder::new()
+        .name("dinoscope-download".into())
+        .spawn(move || {
+            let events = thread_events;
+            let mut last = Instant::now() - Duration::from_secs(1);
+            let mut report = |p: crate::model::download::DownloadProgress| {
+                if token.is_cancelled() {
+                    return false;
+                }
+                let done = p.total.is_some_and(|t| p.received >= t);
+                if done || last.elapsed() >= Duration::from_millis(100) {
+                    last = Instant::now();
+                    let label = match p.total {
+                        Some(t) => format!(
+                            "{}: {} of {}",
+                            request.title,
+                            size_bytes(p.received),
+                            size_bytes(t)
+                        ),
+                        None => format!("{}: {}", request.title, size_bytes(p.received)),
+                    };
+                    events.send(Event::Progress {
+                        task,
+                        label,
+                        fraction: p.fraction(),
+                    });
+                }
+                true
+            };
+            let outcome = download(
+                &request.url,
+                &request.dest,
+                request.expected_sha256.as_deref(),
+                &mut report,
+            );
+            match outcome {
+                Ok(result) => events.send(Event::Downloaded {
+                    task,
+                    title: request.title.clone(),
+                    verified: request.expected_sha256.is_some(),
+                    result,
+                }),
+                Err(DownloadError::Cancelled) => {}
+                Err(e) => events.send(Event::Failed {
+                    task,
+                    error: AppError::Download(e),
+                }),
+            }
+            events.send(Event::Finished { task });
+        });
+    if let Err(e) = spawned {
+        events.send(Event::Failed {
+            task,
+            error: AppError::Compute {
+                what: "starting the download".into(),
+                detail: e.to_string(),
+            },
+        });
+        events.send(Event::Finished { task });
+    }
+}

@@ -1,0 +1,385 @@
+//! The PCA view: each image beside its PCA colouring (three principal components of the patch
+//! features as RGB), the explained variance, and the projections under the pointer; plus the
+//! view's controls.
+//!
+//! Colours are computed and painted by the worker; this module only uploads them as textures
+//! (once per result) and draws.
+
+use eframe::egui;
+use std::sync::Arc;
+
+use egui::{Color32, Pos2, Rect, Sense, Stroke, TextureHandle, TextureOptions, Vec2};
+use image::RgbImage;
+
+use super::pca_job::{PcaImage, PcaResult};
+use super::state::PcaSettings;
+use super::worker::ImageId;
+use crate::model::{Facet, VitConfig};
+
+/// The patch under the pointer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PcaHover {
+    pub image: ImageId,
+    pub row: usize,
+    pub col: usize,
+    /// Projections on the three components (zero for background patches).
+    pub projection: [f32; 3],
+    pub foreground: bool,
+}
+
+/// Screen rectangles of one image's two tiles (for tests and tools).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PcaTiles {
+    pub image: ImageId,
+    pub input: Rect,
+    pub colours: Rect,
+}
+
+#[derive(Default)]
+pub struct PcaPanel {
+    /// Input and colour textures of the shown result (keyed by its address).
+    textures: Option<(usize, Vec<(TextureHandle, TextureHandle)>)>,
+    pub hover: Option<PcaHover>,
+    pub tiles: Vec<PcaTiles>,
+}
+
+fn texture(
+    ctx: &egui::Context,
+    name: String,
+    rgb: &RgbImage,
+    options: TextureOptions,
+) -> TextureHandle {
+    // Very long images exceed what the GPU takes as one texture: show them scaled.
+    let max_side = ctx.input(|i| i.max_texture_side).max(1) as u32;
+    let scaled;
+    let rgb = if rgb.width().max(rgb.height()) > max_side {
+        let scale = max_side as f64 / rgb.width().max(rgb.height()) as f64;
+        scaled = image::imageops::thumbnail(
+            rgb,
+            ((rgb.width() as f64 * scale) as u32).max(1),
+            ((rgb.height() as f64 * scale) as u32).max(1),
+        );
+        &scaled
+    } else {
+        rgb
+    };
+    let image =
+        egui::ColorImage::from_rgb([rgb.width() as usize, rgb.height() as usize], rgb.as_raw());
+    ctx.load_texture(name, image, options)
+}
+
+/// Explained variance as `PC1 35.1%, PC2 9.8%, PC3 6.0%`.
+pub fn explained_text(explained: [f32; 3]) -> String {
+    format!(
+        "PC1 {:.1}%, PC2 {:.1}%, PC3 {:.1}%",
+        100.0 * explained[0],
+        100.0 * explained[1],
+        100.0 * explained[2]
+    )
+}
+
+impl PcaPanel {
+    fn ensure_textures(&mut self, ctx: &egui::Context, result: &Arc<PcaResult>) {
+        let id = Arc::as_ptr(result) as usize;
+        if self.textures.as_ref().is_some_and(|(k, _)| *k == id) {
+            return;
+        }
+        let textures = result
+            .images
+            .iter()
+            .enumerate()
+            .map(|(i, image)| {
+                (
+                    texture(
+                        ctx,
+                        format!("pca-input-{i}"),
+                        &image.prepared.rgb,
+                        TextureOptions::LINEAR,
+                    ),
+                    // Patches are blocks of flat colour: keep their edges sharp.
+                    texture(
+                        ctx,
+                        format!("pca-colours-{i}"),
+                        &image.colored,
+                        TextureOptions::NEAREST,
+                    ),
+                )
+            })
+            .collect();
+        self.textures = Some((id, textures));
+    }
+
+    /// Shows every image of the result beside its colouring, tiles `tile` points wide; `joint`
+    /// when the result is one fit over all images.
+    pub fn ui(&mut self, ui: &mut egui::Ui, result: &Arc<PcaResult>, joint: bool, tile: f32) {
+        self.ensure_textures(ui.ctx(), result);
+        self.hover = None;
+        self.tiles.clear();
+        let joint = joint && result.images.len() > 1;
+        if joint && let Some(first) = result.images.first() {
+            ui.label(format!(
+                "Joint fit over {} images - explained variance {}",
+                result.images.len(),
+                explained_text(first.view.explained)
+            ));
+        }
+        let spacing = 10.0;
+        let pair = 2.0 * tile + spacing;
+        let per_row = (((ui.available_width() + 2.0 * spacing) / (pair + 2.0 * spacing)) as usize)
+            .clamp(1, result.images.len().max(1));
+        for (row, chunk) in result.images.chunks(per_row).enumerate() {
+            ui.horizontal_top(|ui| {
+                ui.spacing_mut().item_spacing = Vec2::splat(spacing);
+                for (j, image) in chunk.iter().enumerate() {
+                    let index = row * per_row + j;
+                    ui.vertical(|ui| self.image_pair(ui, index, image, tile, !joint));
+                    ui.add_space(spacing);
+                }
+            });
+            ui.add_space(spacing);
+        }
+    }
+
+    fn image_pair(
+        &mut self,
+        ui: &mut egui::Ui,
+        index: usize,
+        image: &PcaImage,
+        width: f32,
+        show_variance: bool,
+    ) {
+        ui.label(egui::RichText::new(&image.name).strong());
+        let (w, h) = (image.prepared.width(), image.prepared.height());
+        let size = Vec2::new(width, width * h as f32 / w.max(1) as f32);
+        let mut rects = [Rect::NOTHING; 2];
+        ui.horizontal_top(|ui| {
+            for (k, rect) in rects.iter_mut().enumerate() {
+                let (r, response) = ui.allocate_exact_size(size, Sense::hover());
+                let what = if k == 0 { "image" } else { "PCA colours" };
+                response.widget_info(|| {
+                    egui::WidgetInfo::labeled(
+                        egui::Role::Image,
+                        true,
+                        format!("{what} of {}", image.name),
+                    )
+                });
+                *rect = r;
+                if let Some(pos) = response.hover_pos() {
+                    self.hover = hover_at(image, r, pos);
+                }
+            }
+        });
+        let [input, colours] = rects;
+        self.tiles.push(PcaTiles {
+            image: image.id,
+            input,
+            colours,
+        });
+        let uv = Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0));
+        if let Some((_, textures)) = &self.textures
+            && let Some((tex_input, tex_colours)) = textures.get(index)
+        {
+            ui.painter()
+                .image(tex_input.id(), input, uv, Color32::WHITE);
+            ui.painter()
+                .image(tex_colours.id(), colours, uv, Color32::WHITE);
+        }
+        if let Some(h) = self.hover.filter(|h| h.image == image.id) {
+            let index = h.row * image.grid.cols + h.col;
+            for rect in [input, colours] {
+                ui.painter().rect_stroke(
+                    patch_rect(image, rect, index),
+                    0.0,
+                    Stroke::new(1.5, Color32::from_rgb(255, 220, 0)),
+                    egui::StrokeKind::Outside,
+                );
+            }
+        }
+        let fg = image.view.foreground.iter().filter(|f| **f).count();
+        let mut line = format!(
+            "{}x{} patches (stride {} px)",
+            image.grid.rows, image.grid.cols, image.grid.stride
+        );
+        if fg < image.view.foreground.len() {
+            line.push_str(&format!(", {fg} foreground"));
+        }
+        ui.label(egui::RichText::new(line).weak());
+        if show_variance {
+            ui.label(
+                egui::RichText::new(format!(
+                    "explained {}",
+                    explained_text(image.view.explained)
+                ))
+                .weak(),
+            );
+        }
+    }
+}
+
+/// Screen rectangle of patch `index` (its full `patch x patch` footprint) on a tile.
+pub fn patch_rect(image: &PcaImage, rect: Rect, index: usize) -> Rect {
+    let (cx, cy) = image.pixels.patch_center_model(index);
+    let half = image.grid.patch as f32 / 2.0;
+    let sx = rect.width() / image.prepared.width().max(1) as f32;
+    let sy = rect.height() / image.prepared.height().max(1) as f32;
+    Rect::from_min_max(
+        rect.min + Vec2::new((cx as f32 - half) * sx, (cy as f32 - half) * sy),
+        rect.min + Vec2::new((cx as f32 + half) * sx, (cy as f32 + half) * sy),
+    )
+    .intersect(rect)
+}
+
+/// The patch under a point of a tile (the one whose centre is nearest, as the colours are painted).
+pub fn hover_at(image: &PcaImage, rect: Rect, pos: Pos2) -> Option<PcaHover> {
+    if !rect.contains(pos) || image.grid.is_empty() {
+        return None;
+    }
+    let x = (pos.x - rect.min.x) / rect.width() * image.prepared.width() as f32;
+    let y = (pos.y - rect.min.y) / rect.height() * image.prepared.height() as f32;
+    let index = image.pixels.patch_at_model(x as f64, y as f64);
+    let p = image.view.projections.get(index * 3..index * 3 + 3)?;
+    Some(PcaHover {
+        image: image.id,
+        row: index / image.grid.cols,
+        col: index % image.grid.cols,
+        projection: [p[0], p[1], p[2]],
+        foreground: image.view.foreground.get(index).copied().unwrap_or(false),
+    })
+}
+
+/// Strides the model allows: the divisors of its patch size, largest first.
+pub fn stride_choices(patch: usize) -> Vec<usize> {
+    (1..=patch.max(1))
+        .rev()
+        .filter(|s| patch.is_multiple_of(*s))
+        .collect()
+}
+
+const FACETS: [(Facet, &str); 4] = [
+    (Facet::Key, "key"),
+    (Facet::Query, "query"),
+    (Facet::Value, "value"),
+    (Facet::Token, "token (block output)"),
+];
+
+fn facet_label(facet: Facet) -> &'static str {
+    FACETS
+        .iter()
+        .find(|(f, _)| *f == facet)
+        .map_or("key", |(_, l)| l)
+}
+
+/// The PCA controls; `images` is the gallery size. Edits `pca` in place.
+pub fn controls(
+    ui: &mut egui::Ui,
+    pca: &mut PcaSettings,
+    config: Option<&VitConfig>,
+    images: usize,
+    layer: usize,
+) {
+    let depth = config.map_or(1, |c| c.depth).max(1);
+    let patch = config.map_or(16, |c| c.patch_size);
+    ui.heading("PCA");
+    ui.horizontal(|ui| {
+        ui.radio_value(&mut pca.all_images, false, "Selected image");
+        ui.radio_value(&mut pca.all_images, true, format!("All images ({images})"));
+    });
+    ui.add_enabled(
+        pca.all_images,
+        egui::Checkbox::new(&mut pca.joint, "Joint fit"),
+    )
+    .on_hover_text(
+        "One PCA over all images' patches, so the same part gets the same colour in every image; \
+         off: one PCA per image",
+    );
+    let mut chosen = layer;
+    ui.add_enabled(
+        depth > 1,
+        egui::Slider::new(&mut chosen, 0..=depth - 1).text("Block (layer)"),
+    )
+    .on_hover_text("Which block's features (Up / Down)");
+    if chosen != layer {
+        pca.layer = Some(chosen);
+    }
+    egui::ComboBox::from_label("Facet")
+        .selected_text(facet_label(pca.facet))
+        .show_ui(ui, |ui| {
+            for (facet, label) in FACETS {
+                ui.selectable_value(&mut pca.facet, facet, label);
+            }
+        })
+        .response
+        .on_hover_text("Which features of the block: its attention keys (the usual choice), queries, values or output tokens");
+    let stride = pca
+        .stride
+        .filter(|s| patch.is_multiple_of(*s))
+        .unwrap_or(patch);
+    egui::ComboBox::from_label("Stride")
+        .selected_text(format!("{stride} px"))
+        .show_ui(ui, |ui| {
+            for s in stride_choices(patch) {
+                let label = if s == patch {
+                    format!("{s} px (no overlap)")
+                } else {
+                    format!("{s} px")
+                };
+                if ui.selectable_label(s == stride, label).clicked() {
+                    pca.stride = (s != patch).then_some(s);
+                }
+            }
+        })
+        .response
+        .on_hover_text(
+            "Step between patches: a smaller stride gives a finer map (overlapping patches) but \
+             costs more; large images are scaled down to keep the token count",
+        );
+    ui.checkbox(&mut pca.foreground, "Foreground only")
+        .on_hover_text("Colour only the patches whose first component is above the threshold (the rest black); the colour PCA is fitted on them");
+    ui.add_enabled(
+        pca.foreground,
+        egui::Slider::new(&mut pca.threshold, 0.0..=1.0)
+            .step_by(0.05)
+            .text("Threshold"),
+    );
+}
+
+/// The read-out of the patch under the pointer.
+pub fn hover_ui(ui: &mut egui::Ui, hover: Option<PcaHover>) {
+    ui.heading("Under the pointer");
+    match hover {
+        Some(h) => {
+            ui.label(format!("patch row {}, col {}", h.row, h.col));
+            if h.foreground {
+                ui.label(format!(
+                    "PC1 {:.3}, PC2 {:.3}, PC3 {:.3}",
+                    h.projection[0], h.projection[1], h.projection[2]
+                ));
+            } else {
+                ui.label("background");
+            }
+        }
+        None => {
+            ui.label(egui::RichText::new("(hover an image)").weak());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strides_divide_the_patch() {
+        assert_eq!(stride_choices(8), vec![8, 4, 2, 1]);
+        assert_eq!(stride_choices(14), vec![14, 7, 2, 1]);
+        assert_eq!(stride_choices(16), vec![16, 8, 4, 2, 1]);
+    }
+
+    #[test]
+    fn explained_variance_reads_in_percent() {
+        assert_eq!(
+            explained_text([0.5, 0.25, 0.125]),
+            "PC1 50.0%, PC2 25.0%, PC3 12.5%"
+        );
+    }
+}
