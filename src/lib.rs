@@ -7,6 +7,7 @@ pub mod analysis;
 pub mod app;
 pub mod arrays;
 pub mod cli;
+pub mod linalg;
 pub mod model;
 pub mod rng;
 pub mod train;

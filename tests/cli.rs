@@ -220,3 +220,98 @@ fn bad_inputs_fail_with_a_message_naming_the_file() {
         stderr(&run)
     );
 }
+
+#[test]
+fn attention_from_a_query_patch_and_rollout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (picture, _) = write_picture(dir.path());
+    let run_with = |query: &str, out: &Path| {
+        dinoscope(&[
+            "attention",
+            "--weights",
+            fixture("v1_p8.pth").to_str().unwrap(),
+            "--image",
+            picture.to_str().unwrap(),
+            "--heads",
+            "2",
+            "--device",
+            "cpu",
+            "--query",
+            query,
+            "--rollout",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    for (query, out) in [("0,0", &a), ("3,4", &b)] {
+        let run = run_with(query, out);
+        assert!(run.status.success(), "{}", stderr(&run));
+    }
+    let (shape, first) = read_npy(&a.join("attention.npy")).unwrap();
+    let (_, second) = read_npy(&b.join("attention.npy")).unwrap();
+    assert_eq!(shape, vec![2, 4, 5]);
+    assert_ne!(first, second, "different query patches attend differently");
+    let (shape, rollout) = read_npy(&a.join("rollout.npy")).unwrap();
+    assert_eq!(shape, vec![4, 5]);
+    assert!(rollout.iter().all(|v| v.is_finite() && *v >= 0.0));
+    let bad = run_with("3;4", &a);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        stderr(&bad).contains("expected ROW,COL"),
+        "{}",
+        stderr(&bad)
+    );
+}
+
+#[test]
+fn pca_colours_a_folder_jointly() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    std::fs::create_dir(&images).unwrap();
+    write_picture(&images);
+    image::RgbImage::from_fn(48, 40, |x, y| {
+        image::Rgb([(x * 5) as u8, 90, (y * 6) as u8])
+    })
+    .save(images.join("second.png"))
+    .unwrap();
+    std::fs::write(images.join("notes.txt"), "not an image").unwrap();
+    let out = dir.path().join("pca");
+    let run = dinoscope(&[
+        "pca",
+        "--weights",
+        fixture("v1_p8_hf.safetensors").to_str().unwrap(),
+        "--heads",
+        "2",
+        "--device",
+        "cpu",
+        "--resize",
+        "none",
+        "--stride",
+        "4",
+        images.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let (shape, values) = read_npy(&out.join("picture_pca.npy")).unwrap();
+    assert_eq!(shape, vec![7, 9, 3]);
+    assert!(values.iter().any(|v| *v != 0.0));
+    let png = image::open(out.join("second_pca.png")).unwrap();
+    assert_eq!((png.width(), png.height()), (48, 40));
+
+    let bad = dinoscope(&[
+        "pca",
+        "--weights",
+        fixture("v1_p8_hf.safetensors").to_str().unwrap(),
+        "--heads",
+        "2",
+        "--device",
+        "cpu",
+        dir.path().join("missing.png").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr(&bad).contains("missing.png"), "{}", stderr(&bad));
+}

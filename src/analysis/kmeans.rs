@@ -5,7 +5,7 @@
 use rayon::prelude::*;
 
 use super::features::l2_normalize_rows;
-use super::linalg::dot_rows;
+use crate::linalg::dot_rows;
 use crate::rng::Rng;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,7 +6,6 @@ pub mod colormap;
 pub mod coords;
 pub mod features;
 pub mod kmeans;
-pub mod linalg;
 pub mod pca;
 pub mod pca_rgb;
 pub mod progress;

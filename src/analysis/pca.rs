@@ -2,7 +2,7 @@
 //! variance with `n - 1`, and each component's sign chosen so its largest-magnitude loading is
 //! positive (`svd_flip(u_based_decision=False)`), so projections are comparable to `PCA().fit`.
 
-use super::linalg::{View, matmul, top_eigen};
+use crate::linalg::{View, matmul, top_eigen};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Pca {

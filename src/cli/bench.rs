@@ -18,6 +18,9 @@ pub struct BenchArgs {
     pub size: usize,
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
+    /// Patch-embedding stride (default: the patch size); 4 on ViT-S/8 is dino-vit-features' setting.
+    #[arg(long)]
+    pub stride: Option<usize>,
     #[arg(long, default_value_t = 20)]
     pub iters: usize,
     #[arg(long, default_value_t = 3)]
@@ -30,6 +33,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let compute = backend::select(args.device)?;
     let device = compute.device;
     let vit = Vit::init(args.arch.config(), &device);
+    let patch = vit.config().patch_size;
+    let stride = args.stride.unwrap_or(patch);
+    if stride == 0 || stride > patch || !patch.is_multiple_of(stride) {
+        anyhow::bail!("--stride {stride} must divide the patch size {patch}");
+    }
     let input = Tensor::<4>::random(
         [args.batch, 3, args.size, args.size],
         Distribution::Normal(0.0, 1.0),
@@ -38,7 +46,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut times = Vec::with_capacity(args.iters);
     for i in 0..args.warmup + args.iters {
         let start = Instant::now();
-        let out = vit.forward(input.clone());
+        let (out, _) = vit.forward_tokens(input.clone(), stride);
         // Reading the result back forces completion on every backend.
         let _ = out.into_data();
         if i >= args.warmup {
@@ -48,7 +56,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     println!(
-        "arch={} size={} batch={} iters={} device=\"{}\" median_ms={median:.3} min_ms={:.3}",
+        "arch={} size={} stride={stride} batch={} iters={} device=\"{}\" median_ms={median:.3} min_ms={:.3}",
         args.arch, args.size, args.batch, args.iters, compute.description, times[0]
     );
     Ok(())

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
-use crate::analysis::attention::{Query, attention_maps, mass_mask};
+use crate::analysis::attention::{Query, attention_maps, mass_mask, rollout};
 use crate::analysis::colormap::{Colormap, overlay_mask, render_map};
 use crate::analysis::features::{DescriptorSpec, extract};
 use crate::arrays::write_npy;
@@ -53,6 +53,12 @@ pub enum Command {
         threshold: f32,
         #[arg(long, value_enum, default_value_t = Colormap::Viridis)]
         colormap: Colormap,
+        /// Attention of the patch at `ROW,COL` (0-based grid position) instead of the CLS token.
+        #[arg(long, value_parser = parse_grid_position)]
+        query: Option<(usize, usize)>,
+        /// Also write the attention rollout across all blocks (`rollout.npy`, `rollout.png`).
+        #[arg(long)]
+        rollout: bool,
         /// Output directory (created if missing).
         #[arg(long)]
         out: PathBuf,
@@ -228,6 +234,19 @@ pub fn expand_image_paths(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(paths)
 }
 
+/// `ROW,COL` -> `(row, col)`.
+fn parse_grid_position(text: &str) -> Result<(usize, usize), String> {
+    let (row, col) = text
+        .split_once(',')
+        .ok_or_else(|| format!("expected ROW,COL, got `{text}`"))?;
+    let number = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("`{v}` is not a grid index in `{text}`"))
+    };
+    Ok((number(row)?, number(col)?))
+}
+
 fn resolve_layer(layer: Option<usize>, depth: usize) -> Result<usize> {
     let layer = layer.unwrap_or(depth - 1);
     if layer >= depth {
@@ -259,6 +278,8 @@ pub fn run(command: Command) -> Result<()> {
             layer,
             threshold,
             colormap,
+            query,
+            rollout: with_rollout,
             out,
         } => {
             if !(0.0..=1.0).contains(&threshold) {
@@ -267,11 +288,15 @@ pub fn run(command: Command) -> Result<()> {
             let s = input.open()?;
             let layer = resolve_layer(layer, s.model.config.depth)?;
             let patch = s.model.config.patch_size;
+            let query = match query {
+                Some((row, col)) => Query::Patch { row, col },
+                None => Query::Cls,
+            };
             let maps = attention_maps(
                 &s.model.vit,
                 s.image.to_tensor(&s.device.device),
                 layer,
-                Query::Cls,
+                query,
                 patch,
             );
             std::fs::create_dir_all(&out)
@@ -309,6 +334,14 @@ pub fn run(command: Command) -> Result<()> {
                 ),
                 &out.join(format!("mask_th{threshold}_mean.png")),
             )?;
+            if with_rollout {
+                let (values, _) = rollout(&s.model.vit, s.image.to_tensor(&s.device.device), patch);
+                write_npy(&out.join("rollout.npy"), &[rows, cols], &values)?;
+                save_png(
+                    &render_map(&values, rows, cols, patch, colormap),
+                    &out.join("rollout.png"),
+                )?;
+            }
             eprintln!(
                 "wrote {} ([{}, {rows}, {cols}]) and {} PNGs (layer {layer})",
                 out.join("attention.npy").display(),

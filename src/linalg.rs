@@ -49,7 +49,8 @@ pub fn matmul<T: Copy + Default + 'static>(a: View<'_, T>, b: View<'_, T>, one: 
         return out;
     }
     let work = m * n * k;
-    let parallelism = if work > 1 << 18 {
+    // Inside a rayon task the caller already splits the work across threads.
+    let parallelism = if work > 1 << 18 && rayon::current_thread_index().is_none() {
         Parallelism::Rayon(0)
     } else {
         Parallelism::None
