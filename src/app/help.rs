@@ -60,6 +60,24 @@ pub fn help_window(ctx: &egui::Context, open: &mut bool) {
                      Move the layer slider (Up / Down) to watch the maps sharpen onto objects.",
                 );
                 ui.add_space(6.0);
+                ui.strong("PCA of the features (tab 2)");
+                ui.label(
+                    "Each patch token is a vector of a few hundred numbers. PCA finds the three \
+                     directions along which these vectors vary most; mapping them to red, green and \
+                     blue paints patches with similar features in similar colours. With 'Joint fit' \
+                     one PCA covers all images, so the same part (a head, a leg, a wheel) gets the same \
+                     colour in every image - the DINOv2 paper's figure. 'Foreground only' thresholds the \
+                     first component (which usually separates object from background) and colours only \
+                     the object. The percentages are the share of the feature variance each component \
+                     explains. A smaller stride overlaps the patches for a finer map.",
+                );
+                ui.add_space(6.0);
+                ui.strong("Checkpoints");
+                ui.label(
+                    "Model > Download official checkpoints fetches the DINO and DINOv2 backbones \
+                     (resumable, SHA-256 recorded) into the cache folder and loads them.",
+                );
+                ui.add_space(6.0);
                 ui.strong("Untrained model");
                 ui.label(
                     "With random weights (the fallback when no trained model is available) the maps are \
