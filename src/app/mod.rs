@@ -10,6 +10,7 @@ pub mod gallery;
 pub mod help;
 pub mod model_panel;
 pub mod notifications;
+pub mod patch_overlay;
 pub mod state;
 pub mod worker;
 
@@ -151,11 +152,12 @@ pub fn run() -> eframe::Result {
         "dinoscope",
         options,
         Box::new(|cc| {
-            Ok(Box::new(App::new(
-                &cc.egui_ctx,
-                cc.storage,
-                AppOptions::default(),
-            )))
+            let mut app = App::new(&cc.egui_ctx, cc.storage, AppOptions::default());
+            if let Some(render_state) = &cc.wgpu_render_state {
+                patch_overlay::install(render_state);
+                app.view.gpu = true;
+            }
+            Ok(Box::new(app))
         }),
     )
 }
