@@ -1,15 +1,17 @@
 //! The attention view: one tile per head plus the head mean, each the input image with its
 //! attention coloured over it, mass-mask outlines, hover read-out and click-to-query.
 //!
-//! Colouring happens once per result and colormap into patch-resolution textures (one texel per
-//! patch, drawn with nearest sampling); opacity is a tint and outlines are line shapes, so moving
-//! those sliders costs no model work and no re-colouring.
+//! With the wgpu renderer, each map is uploaded once and coloured by the WGSL shader
+//! ([`super::patch_overlay`]): colormap and opacity are uniforms. Without it (headless tests), maps
+//! are coloured once per result and colormap into patch-resolution textures. Outlines are line
+//! shapes, so moving any slider costs no model work.
 
 use eframe::egui;
 use std::sync::Arc;
 
 use egui::{Color32, Pos2, Rect, Sense, Stroke, TextureHandle, TextureOptions, Vec2};
 
+use super::patch_overlay::{self, OverlayStyle, PatchMap};
 use super::state::Settings;
 use super::worker::{AttentionResult, AttnKey};
 use crate::analysis::attention::{Query, mass_mask};
@@ -52,6 +54,16 @@ pub struct AttentionView {
     pub hover: Option<Hover>,
     /// Screen rectangles of the tiles of the last frame (head `None` = mean), for tests and tools.
     pub tile_rects: Vec<(Option<usize>, Rect)>,
+    /// Colour on the GPU (set when the WGSL overlay renderer is installed).
+    pub gpu: bool,
+}
+
+/// A stable id for map `index` of the result `key` (the GPU keeps uploads under it).
+fn map_id(key: AttnKey, index: usize) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (key, index).hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Grid cell under a point of a tile showing the whole prepared image.
@@ -108,8 +120,8 @@ impl AttentionView {
         settings: &Settings,
     ) {
         let maps = &result.maps;
-        let fresh =
-            matches!(&self.rendered, Some(r) if r.key == key && r.colormap == settings.colormap);
+        let fresh = self.gpu
+            || matches!(&self.rendered, Some(r) if r.key == key && r.colormap == settings.colormap);
         if !fresh {
             let mean = self.mean(key, result);
             let mut textures: Vec<TextureHandle> = (0..maps.heads)
@@ -269,7 +281,27 @@ impl AttentionView {
             if let Some((_, texture)) = &self.image {
                 painter.image(texture.id(), rect, full_uv, Color32::WHITE);
             }
-            if let Some(rendered) = &self.rendered
+            if self.gpu {
+                let (low, high) = values
+                    .iter()
+                    .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+                        (lo.min(v), hi.max(v))
+                    });
+                let map = PatchMap {
+                    id: map_id(key, index),
+                    rows: grid.rows,
+                    cols: grid.cols,
+                    values: Arc::new(values.to_vec()),
+                };
+                let style = OverlayStyle {
+                    colormap: settings.colormap,
+                    low,
+                    high,
+                    opacity: settings.opacity,
+                    cutoff: None,
+                };
+                patch_overlay::paint(&painter, rect, map, style);
+            } else if let Some(rendered) = &self.rendered
                 && let Some(texture) = rendered.textures.get(index)
             {
                 let alpha = (settings.opacity.clamp(0.0, 1.0) * 255.0).round() as u8;

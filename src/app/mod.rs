@@ -16,6 +16,7 @@ pub mod gallery;
 pub mod help;
 pub mod model_panel;
 pub mod notifications;
+pub mod patch_overlay;
 pub mod pca_job;
 pub mod pca_panel;
 mod pca_tab;
@@ -171,11 +172,12 @@ pub fn run() -> eframe::Result {
         "dinoscope",
         options,
         Box::new(|cc| {
-            Ok(Box::new(App::new(
-                &cc.egui_ctx,
-                cc.storage,
-                AppOptions::default(),
-            )))
+            let mut app = App::new(&cc.egui_ctx, cc.storage, AppOptions::default());
+            if let Some(render_state) = &cc.wgpu_render_state {
+                patch_overlay::install(render_state);
+                app.view.gpu = true;
+            }
+            Ok(Box::new(app))
         }),
     )
 }

@@ -109,6 +109,11 @@ pub fn shared_gpu_setup() -> Option<&'static WgpuSetup> {
     gpu_runtime().ok().map(|r| &r.setup)
 }
 
+/// The wgpu handles of any adapter (a software rasteriser included), for GPU rendering tests.
+pub fn any_gpu_setup() -> Option<&'static WgpuSetup> {
+    gpu_runtime().ok().map(|r| &r.setup)
+}
+
 /// Resolves a `--device` choice; `auto` falls back to the CPU and says why.
 pub fn select(choice: DeviceChoice) -> Result<ComputeDevice, NoGpu> {
     match choice {
