@@ -65,6 +65,29 @@ pub struct Downloads {
     pub active: HashMap<String, Active>,
     /// Last outcome per id: the computed SHA-256 (and whether it was checked), or the error.
     pub outcome: HashMap<String, Result<(String, bool), String>>,
+    /// What the cache folder holds per id, read at most once a second (not every frame).
+    disk: HashMap<String, (Instant, OnDisk)>,
+}
+
+/// A checkpoint's files in the cache folder.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct OnDisk {
+    /// The finished file exists.
+    complete: bool,
+    /// Its recorded SHA-256.
+    recorded: Option<String>,
+    /// Bytes of an unfinished `.part`.
+    partial: Option<u64>,
+}
+
+impl OnDisk {
+    fn read(dest: &Path) -> OnDisk {
+        OnDisk {
+            complete: dest.is_file(),
+            recorded: recorded_hash(dest),
+            partial: std::fs::metadata(part_path(dest)).ok().map(|m| m.len()),
+        }
+    }
 }
 
 impl Downloads {
@@ -109,6 +132,7 @@ impl Downloads {
     pub fn ended(&mut self, task: TaskId, outcome: Option<Result<(String, bool), String>>) {
         if let Some(id) = self.id_of(task) {
             self.active.remove(&id);
+            self.disk.remove(&id);
             if let Some(o) = outcome {
                 self.outcome.insert(id, o);
             }
@@ -180,11 +204,24 @@ impl Downloads {
         });
         ui.label(size_label(entry.size_mb));
         let dest = dir.map(|d| d.join(entry.file_name()));
-        let recorded = dest.as_deref().and_then(recorded_hash);
-        let partial = dest
-            .as_deref()
-            .and_then(|d| std::fs::metadata(part_path(d)).ok())
-            .map(|m| m.len());
+        let on_disk = match &dest {
+            Some(d) => {
+                let stale = self
+                    .disk
+                    .get(entry.id)
+                    .is_none_or(|(read, _)| read.elapsed() > Duration::from_secs(1));
+                if stale {
+                    self.disk
+                        .insert(entry.id.to_string(), (Instant::now(), OnDisk::read(d)));
+                }
+                self.disk
+                    .get(entry.id)
+                    .map(|(_, o)| o.clone())
+                    .unwrap_or_default()
+            }
+            None => OnDisk::default(),
+        };
+        let (recorded, partial) = (on_disk.recorded.clone(), on_disk.partial);
         ui.vertical(|ui| {
             ui.set_min_width(260.0);
             if let Some(active) = self.active.get(entry.id) {
@@ -232,7 +269,7 @@ impl Downloads {
         });
         ui.vertical(|ui| {
             let busy = self.active.contains_key(entry.id);
-            let have = dest.as_ref().is_some_and(|d| d.is_file());
+            let have = on_disk.complete;
             if have
                 && let Some(d) = &dest
                 && ui

@@ -280,6 +280,12 @@ impl App {
         &self.view
     }
 
+    /// Smoothed UI build time and frame interval of the last frames, in milliseconds (the debug
+    /// overlay's numbers).
+    pub fn frame_times(&self) -> (f32, f32) {
+        (self.frame.ui_ms, self.frame.frame_ms)
+    }
+
     pub fn downloads(&self) -> &Downloads {
         &self.downloads
     }
