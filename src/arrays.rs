@@ -1,4 +1,4 @@
-//! NumPy `.npy` files (float32, C order), the interchange format of the CLI and the exports.
+//! NumPy `.npy` files (float32, C order) and `.npz` archives, the interchange format of the CLI and the exports.
 
 use std::path::{Path, PathBuf};
 
@@ -44,6 +44,51 @@ pub fn read_npy(path: &Path) -> Result<(Vec<usize>, Vec<f32>), ArrayFileError> {
         path: path.to_path_buf(),
         detail: format!("not a .npy file ({e})"),
     })?;
+    to_f32(array, path)
+}
+
+/// Reads array `name` of a NumPy `.npz` archive as f32 with its shape; an archive with a single
+/// array gives that array whatever its name.
+pub fn read_npz(path: &Path, name: &str) -> Result<(Vec<usize>, Vec<f32>), ArrayFileError> {
+    let format = |detail: String| ArrayFileError::Format {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let mut archive = npyz::npz::NpzArchive::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => ArrayFileError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        },
+        _ => format(format!("not a .npz file ({e})")),
+    })?;
+    let mut names: Vec<String> = archive.array_names().map(str::to_string).collect();
+    names.sort();
+    let chosen = match names.as_slice() {
+        [only] => only.clone(),
+        _ if names.iter().any(|n| n == name) => name.to_string(),
+        _ => {
+            return Err(format(format!(
+                "no array `{name}` in the archive (it has: {})",
+                names.join(", ")
+            )));
+        }
+    };
+    let array = archive
+        .by_name(&chosen)
+        .map_err(|e| format(format!("cannot read array `{chosen}` ({e})")))?
+        .ok_or_else(|| format(format!("no array `{chosen}`")))?;
+    to_f32(array, path)
+}
+
+/// A float32 or float64 C-order array as f32 with its shape.
+fn to_f32<R: std::io::Read>(
+    array: npyz::NpyFile<R>,
+    path: &Path,
+) -> Result<(Vec<usize>, Vec<f32>), ArrayFileError> {
+    let io = |source| ArrayFileError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let shape: Vec<usize> = array.shape().iter().map(|&s| s as usize).collect();
     if array.order() != npyz::Order::C {
         return Err(ArrayFileError::Format {
@@ -87,6 +132,33 @@ mod tests {
         assert!(bytes.starts_with(b"\x93NUMPY"));
         let header = String::from_utf8_lossy(&bytes[10..80]);
         assert!(header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"));
+    }
+
+    #[test]
+    fn npz_arrays_are_found_by_name_or_as_the_only_one() {
+        use npyz::WriterBuilder;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.npz");
+        let mut npz = npyz::npz::NpzWriter::create(&path).unwrap();
+        for name in ["arr_0", "other"] {
+            let mut w = npz
+                .array::<f32>(name, Default::default())
+                .unwrap()
+                .default_dtype()
+                .shape(&[2, 3])
+                .begin_nd()
+                .unwrap();
+            w.extend((0..6).map(|i| i as f32)).unwrap();
+            w.finish().unwrap();
+        }
+        drop(npz);
+        let (shape, data) = read_npz(&path, "arr_0").unwrap();
+        assert_eq!((shape, data[5]), (vec![2, 3], 5.0));
+        let err = read_npz(&path, "missing").unwrap_err().to_string();
+        assert!(
+            err.contains("d.npz") && err.contains("arr_0, other"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -4,8 +4,17 @@
 pub mod attention;
 pub mod colormap;
 pub mod coords;
+pub mod correspond;
+pub mod coseg;
 pub mod features;
+pub mod figure;
+pub mod fusion;
 pub mod kmeans;
+pub mod overlay;
 pub mod pca;
 pub mod pca_rgb;
+pub mod pck;
 pub mod progress;
+pub mod similarity;
+pub mod spair;
+pub mod stereo;

@@ -1,6 +1,9 @@
 //! The `dinoscope` command line: embeddings, attention maps, dense features and benchmarks.
 
 mod bench;
+mod bench_analysis;
+mod correspond;
+pub mod coseg;
 mod pca;
 pub mod train;
 
@@ -83,13 +86,26 @@ pub enum Command {
     },
     /// PCA colouring of patch features: `<stem>_pca.png` and `<stem>_pca.npy` `[rows, cols, 3]` per image.
     Pca(pca::PcaArgs),
+    /// Co-segmentation of an image set (dino-vit-features): per-image foreground masks, cut-outs
+    /// and patch cluster labels.
+    Coseg(coseg::CosegArgs),
+    /// Part co-segmentation of an image set: the parts common to the images, per patch and pixel.
+    Partseg(coseg::PartsegArgs),
     /// Median forward time of a randomly initialised model.
     Bench(bench::BenchArgs),
+    /// Times point query, best buddies and co-segmentation on ViT-S/8 stride-4 features (random
+    /// weights) and writes the features for tools/bench_analysis_torch.py.
+    BenchAnalysis(bench_analysis::BenchAnalysisArgs),
     /// Self-supervised DINO training (synthetic scenes or an image folder); writes the teacher backbone,
     /// a resume checkpoint and metrics.
     Train(train::TrainArgs),
     /// Attention-mask IoU and k-NN accuracy on held-out synthetic scenes (JSON on stdout).
     EvalSynthetic(train::EvalArgs),
+    /// Correspondences between two images: a point query (`--point X,Y`: heatmap PNG + JSON) or
+    /// best-buddy pairs (correspondences.json, correspondence_A/B.txt, a side-by-side PNG).
+    Correspond(correspond::CorrespondArgs),
+    /// PCK of nearest-neighbour matching on SPair-71k or a stereo pair with disparity (JSON on stdout).
+    EvalPck(correspond::EvalPckArgs),
 }
 
 /// Which checkpoint to load and where to run it.
@@ -207,31 +223,56 @@ impl ModelInput {
     }
 }
 
-/// Image files in the given order; a folder contributes its image files sorted by name.
+const IMAGE_EXTENSIONS: [&str; 7] = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"];
+
+/// Files as given and the image files of directories (sorted by name); fails on a missing path.
 pub fn expand_image_paths(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    const EXTENSIONS: [&str; 7] = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"];
     let mut paths = Vec::new();
     for input in inputs {
         if input.is_dir() {
             let mut found: Vec<PathBuf> = std::fs::read_dir(input)
-                .with_context(|| format!("{}: cannot list folder", input.display()))?
+                .with_context(|| format!("{}: cannot list the directory", input.display()))?
                 .filter_map(|entry| entry.ok().map(|e| e.path()))
-                .filter(|p| {
-                    p.extension().is_some_and(|e| {
-                        EXTENSIONS.contains(&e.to_string_lossy().to_lowercase().as_str())
-                    })
-                })
+                .filter(|path| path.is_file() && has_image_extension(path))
                 .collect();
             if found.is_empty() {
-                bail!("{}: the folder holds no images", input.display());
+                bail!("{}: no image files in the directory", input.display());
             }
             found.sort();
             paths.extend(found);
-        } else {
+        } else if input.exists() {
             paths.push(input.clone());
+        } else {
+            bail!("{}: no such file or directory", input.display());
         }
     }
     Ok(paths)
+}
+
+fn has_image_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// File stems, with `_2`, `_3`... appended to repeats so that outputs never overwrite each other.
+pub fn unique_stems(paths: &[PathBuf]) -> Vec<String> {
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    paths
+        .iter()
+        .map(|path| {
+            let stem = path
+                .file_stem()
+                .map_or_else(|| "image".into(), |s| s.to_string_lossy().into_owned());
+            let count = seen.entry(stem.clone()).or_insert(0);
+            *count += 1;
+            if *count == 1 {
+                stem
+            } else {
+                format!("{stem}_{count}")
+            }
+        })
+        .collect()
 }
 
 /// `ROW,COL` -> `(row, col)`.
@@ -377,9 +418,14 @@ pub fn run(command: Command) -> Result<()> {
             );
         }
         Command::Pca(args) => pca::run(&args)?,
+        Command::Coseg(args) => coseg::run_coseg(&args)?,
+        Command::Partseg(args) => coseg::run_partseg(&args)?,
         Command::Bench(args) => bench::run(&args)?,
+        Command::BenchAnalysis(args) => bench_analysis::run(&args)?,
         Command::Train(args) => train::run(&args)?,
         Command::EvalSynthetic(args) => train::run_eval(&args)?,
+        Command::Correspond(args) => correspond::run_correspond(&args)?,
+        Command::EvalPck(args) => correspond::run_eval(&args)?,
     }
     Ok(())
 }

@@ -1,0 +1,636 @@
+//! `dinoscope correspond` (point query or best-buddy pairs between two images) and
+//! `dinoscope eval-pck` (PCK on SPair-71k or a stereo pair with ground-truth disparity).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use serde_json::json;
+
+use super::{ArchArg, ModelArgs, open_image};
+use crate::analysis::colormap::Colormap;
+use crate::analysis::coords::PixelMap;
+use crate::analysis::correspond::{
+    BestBuddiesConfig, BuddySide, ImageDescriptors, find_best_buddies, match_points,
+    patch_at_pixel, pixel_heatmap, query_point,
+};
+use crate::analysis::features::{
+    DescriptorSpec, FeatureMap, default_saliency_heads, extract, resize_nearest, saliency,
+};
+use crate::analysis::figure::{RED, dot, overlay_heatmap, pair_color, pair_marker, side_by_side};
+use crate::analysis::fusion::{ExternalMap, FusionConfig, SecondSource, fuse_pair, load_external};
+use crate::analysis::pck::summarize;
+use crate::analysis::similarity::Score;
+use crate::analysis::{spair, stereo};
+use crate::arrays::write_npy;
+use crate::model::preprocess::load_rgb;
+use crate::model::{Facet, LoadedModel, PreparedImage, Resize};
+
+/// Which descriptor is matched (defaults of dino-vit-features' `correspondences.py`).
+#[derive(Args, Debug)]
+pub struct DescriptorArgs {
+    /// 0-based block whose facet gives the descriptors.
+    #[arg(long, default_value_t = BestBuddiesConfig::default().layer)]
+    pub layer: usize,
+    #[arg(long, value_enum, default_value_t = BestBuddiesConfig::default().facet)]
+    pub facet: Facet,
+    /// Patch-embedding stride (4 gives ViT-S/8 2x overlapping patches).
+    #[arg(long, default_value_t = BestBuddiesConfig::default().stride)]
+    pub stride: usize,
+    /// Plain descriptors instead of the 17-bin log-binning descriptor.
+    #[arg(long)]
+    pub no_bin: bool,
+    /// `none`, a short side like `224` (the reference's load size), or `WxH`.
+    #[arg(long, default_value = "224")]
+    pub resize: Resize,
+}
+
+impl DescriptorArgs {
+    fn spec(&self) -> DescriptorSpec {
+        DescriptorSpec {
+            layer: self.layer,
+            facet: self.facet,
+            stride: Some(self.stride),
+            log_bin: !self.no_bin,
+        }
+    }
+}
+
+/// A second descriptor source fused with the first as in sd-dino.
+#[derive(Args, Debug)]
+pub struct FusionArgs {
+    /// Checkpoint of a second model to fuse with (e.g. DINOv2 next to DINO).
+    #[arg(long)]
+    pub fuse_weights: Option<PathBuf>,
+    #[arg(long, default_value = "auto")]
+    pub fuse_arch: ArchArg,
+    #[arg(long)]
+    pub fuse_heads: Option<usize>,
+    /// Block of the second model (default: its last); its stride is its patch size.
+    #[arg(long)]
+    pub fuse_layer: Option<usize>,
+    #[arg(long, value_enum, default_value_t = Facet::Token)]
+    pub fuse_facet: Facet,
+    /// External `[C, h, w]` or `[1, C, h, w]` map of image A (.npy or .safetensors).
+    #[arg(long, requires = "fuse_features_b", conflicts_with = "fuse_weights")]
+    pub fuse_features_a: Option<PathBuf>,
+    /// External map of image B.
+    #[arg(long, requires = "fuse_features_a")]
+    pub fuse_features_b: Option<PathBuf>,
+    /// Tensor to read from a .safetensors map holding several.
+    #[arg(long)]
+    pub fuse_tensor: Option<String>,
+    /// Weights of the first and the second source after per-source L2 normalisation.
+    #[arg(long, value_delimiter = ',', num_args = 1, default_value = "1,1")]
+    pub source_weights: Vec<f32>,
+    /// Joint PCA of each source over both images to this many dimensions (sd-dino's co-PCA).
+    #[arg(long)]
+    pub co_pca: Option<usize>,
+    /// Matching distance (default: l2 when fusing, as sd-dino; cos otherwise).
+    #[arg(long, value_enum)]
+    pub distance: Option<Score>,
+}
+
+impl FusionArgs {
+    fn fusing(&self) -> bool {
+        self.fuse_weights.is_some() || self.fuse_features_a.is_some()
+    }
+
+    fn config(&self) -> Result<FusionConfig> {
+        let weights: [f32; 2] = self.source_weights.as_slice().try_into().map_err(|_| {
+            anyhow::anyhow!(
+                "--source-weights takes two numbers like 1,1; got {}",
+                self.source_weights.len()
+            )
+        })?;
+        Ok(FusionConfig {
+            weights,
+            co_pca: self.co_pca,
+        })
+    }
+
+    fn score(&self) -> Score {
+        self.distance.unwrap_or(if self.fusing() {
+            Score::NegativeL2
+        } else {
+            Score::Cosine
+        })
+    }
+}
+
+/// `x,y` in pixels.
+fn parse_point(s: &str) -> Result<(f64, f64), String> {
+    let bad = || format!("invalid point `{s}`: use X,Y in pixels, like 120,64");
+    let (x, y) = s.split_once(',').ok_or_else(bad)?;
+    let parse = |v: &str| v.trim().parse::<f64>().ok().filter(|v| v.is_finite());
+    Ok((parse(x).ok_or_else(bad)?, parse(y).ok_or_else(bad)?))
+}
+
+#[derive(Args, Debug)]
+pub struct CorrespondArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[arg(long)]
+    pub image_a: PathBuf,
+    #[arg(long)]
+    pub image_b: PathBuf,
+    #[command(flatten)]
+    pub descriptors: DescriptorArgs,
+    #[command(flatten)]
+    pub fusion: FusionArgs,
+    /// Point query at pixel X,Y of image A (pixel indices of the original image) instead of
+    /// best-buddy pairs: writes point.png, point.json and similarity.npy.
+    #[arg(long, value_parser = parse_point)]
+    pub point: Option<(f64, f64)>,
+    /// Best-buddy pairs kept after the k-means selection.
+    #[arg(long, default_value_t = BestBuddiesConfig::default().num_pairs)]
+    pub num_pairs: usize,
+    /// Saliency above this is foreground.
+    #[arg(long, default_value_t = BestBuddiesConfig::default().threshold)]
+    pub threshold: f32,
+    /// Output directory (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalPckArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// SPair-71k root (PairAnnotation/, JPEGImages/).
+    #[arg(long, required_unless_present = "stereo", conflicts_with = "stereo")]
+    pub spair: Option<PathBuf>,
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// At most this many pairs per category (in file-name order).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Rectified stereo pair and its disparity (.npz `arr_0` or .npy, `[H, W]`).
+    #[arg(long, num_args = 3, value_names = ["LEFT", "RIGHT", "DISP"])]
+    pub stereo: Option<Vec<PathBuf>>,
+    #[command(flatten)]
+    pub descriptors: DescriptorArgs,
+    #[command(flatten)]
+    pub fusion: FusionArgs,
+    /// PCK alphas (default: 0.1,0.05,0.01 for SPair as sd-dino; 0.05,0.1,0.15 for stereo).
+    #[arg(long, value_delimiter = ',')]
+    pub alpha: Vec<f64>,
+    /// Stereo: PCK thresholds in pixels.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16")]
+    pub pixels: Vec<f64>,
+    /// Stereo: spacing of the sampled grid of left-image points, pixels.
+    #[arg(long, default_value_t = 8)]
+    pub step: usize,
+    /// Stereo: keep only points whose saliency exceeds --threshold.
+    #[arg(long)]
+    pub foreground: bool,
+    #[arg(long, default_value_t = BestBuddiesConfig::default().threshold)]
+    pub threshold: f32,
+}
+
+/// One image prepared for the first model and described by the (possibly fused) descriptors.
+struct Described {
+    image: PreparedImage,
+    features: FeatureMap,
+    pixels: PixelMap,
+}
+
+/// The second model of a fusion and the descriptor it contributes.
+struct SecondModel {
+    model: LoadedModel,
+    spec: DescriptorSpec,
+}
+
+/// Models and settings that turn two image files into matchable descriptors.
+struct Pipeline {
+    model: LoadedModel,
+    spec: DescriptorSpec,
+    resize: Resize,
+    second: Option<SecondModel>,
+    fusion: FusionConfig,
+    score: Score,
+}
+
+impl Pipeline {
+    fn open(model: &ModelArgs, descriptors: &DescriptorArgs, fusion: &FusionArgs) -> Result<Self> {
+        let config = fusion.config()?;
+        let (loaded, _) = model.open()?;
+        let second = match &fusion.fuse_weights {
+            Some(weights) => {
+                let args = ModelArgs {
+                    weights: weights.clone(),
+                    arch: fusion.fuse_arch,
+                    heads: fusion.fuse_heads,
+                    device: model.device,
+                };
+                let (second, _) = args.open().context("second model (--fuse-weights)")?;
+                let spec = DescriptorSpec {
+                    layer: fusion.fuse_layer.unwrap_or(second.config.depth - 1),
+                    facet: fusion.fuse_facet,
+                    stride: None,
+                    log_bin: false,
+                };
+                Some(SecondModel {
+                    model: second,
+                    spec,
+                })
+            }
+            None => None,
+        };
+        Ok(Pipeline {
+            model: loaded,
+            spec: descriptors.spec(),
+            resize: descriptors.resize,
+            second,
+            fusion: config,
+            score: fusion.score(),
+        })
+    }
+
+    fn patch(&self) -> usize {
+        self.model.config.patch_size
+    }
+
+    fn extract(&self, image: &PreparedImage, path: &Path) -> Result<FeatureMap> {
+        extract(&self.model.vit, image, self.spec)
+            .with_context(|| format!("{}: descriptors", path.display()))
+    }
+
+    /// Descriptors of both images, fused with the second model or `external` maps when given.
+    fn describe(
+        &self,
+        paths: [&Path; 2],
+        external: Option<&[ExternalMap; 2]>,
+    ) -> Result<[Described; 2]> {
+        let images = [
+            open_image(paths[0], self.resize, self.patch())?,
+            open_image(paths[1], self.resize, self.patch())?,
+        ];
+        let first = [
+            self.extract(&images[0], paths[0])?,
+            self.extract(&images[1], paths[1])?,
+        ];
+        let features = if let Some(second) = &self.second {
+            let patch = second.model.config.patch_size;
+            let mut maps = Vec::with_capacity(2);
+            for path in paths {
+                let image = open_image(path, self.resize, patch)?;
+                maps.push(
+                    extract(&second.model.vit, &image, second.spec)
+                        .with_context(|| format!("{}: second-model descriptors", path.display()))?,
+                );
+            }
+            fuse_pair(
+                [&first[0], &first[1]],
+                [SecondSource::Model(&maps[0]), SecondSource::Model(&maps[1])],
+                &self.fusion,
+            )?
+        } else if let Some([a, b]) = external {
+            fuse_pair(
+                [&first[0], &first[1]],
+                [SecondSource::External(a), SecondSource::External(b)],
+                &self.fusion,
+            )?
+        } else {
+            first
+        };
+        let [image_a, image_b] = images;
+        let [features_a, features_b] = features;
+        let described = |image: PreparedImage, features: FeatureMap| Described {
+            pixels: PixelMap::new(features.grid, &image),
+            image,
+            features,
+        };
+        Ok([
+            described(image_a, features_a),
+            described(image_b, features_b),
+        ])
+    }
+
+    /// Saliency of `described`'s image at the first model's stride, on the descriptor grid.
+    fn saliency(&self, described: &Described, path: &Path) -> Result<Vec<f32>> {
+        let vit = &self.model.vit;
+        let (values, grid) = saliency(
+            vit,
+            &described.image,
+            self.spec.stride,
+            &default_saliency_heads(vit),
+        )
+        .with_context(|| format!("{}: saliency", path.display()))?;
+        let target = described.features.grid;
+        Ok(resize_nearest(
+            &values,
+            (grid.rows, grid.cols),
+            (target.rows, target.cols),
+        ))
+    }
+}
+
+fn external_maps(fusion: &FusionArgs) -> Result<Option<[ExternalMap; 2]>> {
+    match (&fusion.fuse_features_a, &fusion.fuse_features_b) {
+        (Some(a), Some(b)) => {
+            let tensor = fusion.fuse_tensor.as_deref();
+            Ok(Some([load_external(a, tensor)?, load_external(b, tensor)?]))
+        }
+        _ => Ok(None),
+    }
+}
+
+fn create_dir(out: &Path) -> Result<()> {
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("{}: cannot create directory", out.display()))
+}
+
+fn write_text(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).with_context(|| format!("{}: cannot write", path.display()))
+}
+
+fn save_png(image: &image::RgbImage, path: &Path) -> Result<()> {
+    image
+        .save(path)
+        .with_context(|| format!("{}: cannot write image", path.display()))
+}
+
+fn score_name(score: Score) -> &'static str {
+    match score {
+        Score::Cosine => "cos",
+        Score::NegativeL2 => "l2",
+    }
+}
+
+pub fn run_correspond(args: &CorrespondArgs) -> Result<()> {
+    let external = external_maps(&args.fusion)?;
+    let pipeline = Pipeline::open(&args.model, &args.descriptors, &args.fusion)?;
+    let [a, b] = pipeline.describe([&args.image_a, &args.image_b], external.as_ref())?;
+    create_dir(&args.out)?;
+    match args.point {
+        Some(point) => write_point_query(args, &pipeline, &a, &b, point),
+        None => write_best_buddies(args, &pipeline, &a, &b),
+    }
+}
+
+fn write_point_query(
+    args: &CorrespondArgs,
+    pipeline: &Pipeline,
+    a: &Described,
+    b: &Described,
+    (x, y): (f64, f64),
+) -> Result<()> {
+    let (width, height) = a.image.original_size;
+    if !(0.0..width as f64).contains(&x) || !(0.0..height as f64).contains(&y) {
+        bail!(
+            "--point {x},{y} is outside {} ({width}x{height})",
+            args.image_a.display()
+        );
+    }
+    let source = ImageDescriptors::new(&a.features, a.pixels, pipeline.score);
+    let target = ImageDescriptors::new(&b.features, b.pixels, pipeline.score);
+    let query = query_point(&source, (x, y), &[&target]);
+    let found = &query.matches[0];
+    let heatmap = pixel_heatmap(&found.scores, &b.pixels, b.image.original_size);
+
+    let mut source_image = load_rgb(&args.image_a)?;
+    dot(&mut source_image, (x, y), 5.0, RED);
+    let mut target_image = overlay_heatmap(
+        &load_rgb(&args.image_b)?,
+        &heatmap.values,
+        Colormap::Viridis,
+        0.45,
+    );
+    let best = (heatmap.best.0 as f64, heatmap.best.1 as f64);
+    dot(&mut target_image, best, 5.0, RED);
+    save_png(
+        &side_by_side(&source_image, &target_image),
+        &args.out.join("point.png"),
+    )?;
+
+    let grid = found.grid;
+    write_npy(
+        &args.out.join("similarity.npy"),
+        &[grid.rows, grid.cols],
+        &found.scores,
+    )?;
+    let report = json!({
+        "score": score_name(pipeline.score),
+        "source": {
+            "image": args.image_a,
+            "point": [x, y],
+            "patch": query.source_patch,
+        },
+        "target": {
+            "image": args.image_b,
+            "grid": [grid.rows, grid.cols],
+            "best_patch": found.best_patch,
+            "best_score": found.best_score,
+            "best_patch_center": [found.best_pixel.0, found.best_pixel.1],
+            "pixel_best": [heatmap.best.0, heatmap.best.1],
+            "pixel_best_score": heatmap.best_score,
+        },
+    });
+    write_text(
+        &args.out.join("point.json"),
+        &serde_json::to_string_pretty(&report)?,
+    )?;
+    eprintln!(
+        "({x}, {y}) in A -> ({:.1}, {:.1}) in B (patch {}, score {:.4}); wrote {}",
+        found.best_pixel.0,
+        found.best_pixel.1,
+        found.best_patch,
+        found.best_score,
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn write_best_buddies(
+    args: &CorrespondArgs,
+    pipeline: &Pipeline,
+    a: &Described,
+    b: &Described,
+) -> Result<()> {
+    let saliency_a = pipeline.saliency(a, &args.image_a)?;
+    let saliency_b = pipeline.saliency(b, &args.image_b)?;
+    let found = find_best_buddies(
+        BuddySide {
+            features: &a.features,
+            saliency: &saliency_a,
+            pixels: a.pixels,
+        },
+        BuddySide {
+            features: &b.features,
+            saliency: &saliency_b,
+            pixels: b.pixels,
+        },
+        args.threshold,
+        args.num_pairs,
+        pipeline.score,
+    );
+    let lines = |pick: fn(&crate::analysis::correspond::Correspondence) -> (usize, usize)| {
+        found
+            .pairs
+            .iter()
+            .map(|p| {
+                let (y, x) = pick(p);
+                format!("{y}, {x}\n")
+            })
+            .collect::<String>()
+    };
+    write_text(
+        &args.out.join("correspondence_A.txt"),
+        &lines(|p| p.model_a),
+    )?;
+    write_text(
+        &args.out.join("correspondence_B.txt"),
+        &lines(|p| p.model_b),
+    )?;
+    let report = json!({
+        "score": score_name(pipeline.score),
+        "image_a": args.image_a,
+        "image_b": args.image_b,
+        "grid_a": [a.features.grid.rows, a.features.grid.cols],
+        "grid_b": [b.features.grid.rows, b.features.grid.cols],
+        "model_size_a": [a.image.width(), a.image.height()],
+        "model_size_b": [b.image.width(), b.image.height()],
+        "best_buddies": found,
+    });
+    write_text(
+        &args.out.join("correspondences.json"),
+        &serde_json::to_string_pretty(&report)?,
+    )?;
+    let (mut left, mut right) = (a.image.rgb.clone(), b.image.rgb.clone());
+    let count = found.pairs.len();
+    for (i, pair) in found.pairs.iter().enumerate() {
+        let color = pair_color(i, count);
+        pair_marker(
+            &mut left,
+            (pair.model_a.1 as f64, pair.model_a.0 as f64),
+            color,
+        );
+        pair_marker(
+            &mut right,
+            (pair.model_b.1 as f64, pair.model_b.0 as f64),
+            color,
+        );
+    }
+    save_png(
+        &side_by_side(&left, &right),
+        &args.out.join("correspondences.png"),
+    )?;
+    eprintln!(
+        "{} mutual nearest neighbours, {} salient, {count} selected; wrote {}",
+        found.mutual,
+        found.salient,
+        args.out.display()
+    );
+    Ok(())
+}
+
+pub fn run_eval(args: &EvalPckArgs) -> Result<()> {
+    let alphas = |default: &[f64]| {
+        if args.alpha.is_empty() {
+            default.to_vec()
+        } else {
+            args.alpha.clone()
+        }
+    };
+    if let Some(root) = &args.spair {
+        if args.fusion.fuse_features_a.is_some() {
+            bail!("--fuse-features-a/-b hold maps of one pair; use --fuse-weights with --spair");
+        }
+        let pipeline = Pipeline::open(&args.model, &args.descriptors, &args.fusion)?;
+        return eval_spair(args, &pipeline, root, &alphas(&[0.1, 0.05, 0.01]));
+    }
+    let Some([left, right, disparity]) = args.stereo.as_deref() else {
+        bail!("give --spair ROOT or --stereo LEFT RIGHT DISP");
+    };
+    let external = external_maps(&args.fusion)?;
+    let pipeline = Pipeline::open(&args.model, &args.descriptors, &args.fusion)?;
+    eval_stereo(
+        args,
+        &pipeline,
+        [left, right, disparity],
+        external.as_ref(),
+        &alphas(&[0.05, 0.1, 0.15]),
+    )
+}
+
+fn eval_spair(args: &EvalPckArgs, pipeline: &Pipeline, root: &Path, alphas: &[f64]) -> Result<()> {
+    let pairs = spair::load_pairs(root, &args.split, args.limit)?;
+    let total = pairs.len();
+    let mut done = 0;
+    let errors = spair::evaluate(&pairs, |pair| -> Result<Vec<(f64, f64)>> {
+        done += 1;
+        eprintln!("pair {done}/{total}: {}", pair.id);
+        let [a, b] = pipeline.describe([&pair.source_image, &pair.target_image], None)?;
+        let source = ImageDescriptors::new(&a.features, a.pixels, pipeline.score);
+        let target = ImageDescriptors::new(&b.features, b.pixels, pipeline.score);
+        Ok(match_points(&source, &target, &pair.source_points))
+    })?;
+    let summary = summarize(&errors, alphas);
+    let report = json!({
+        "dataset": "spair",
+        "root": root,
+        "split": args.split,
+        "score": score_name(pipeline.score),
+        "convention": "correct if distance < alpha * max(target bbox w, h), original image pixels; per_point pools all points, per_image averages pair PCKs",
+        "summary": summary,
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+fn eval_stereo(
+    args: &EvalPckArgs,
+    pipeline: &Pipeline,
+    [left, right, disparity_path]: [&PathBuf; 3],
+    external: Option<&[ExternalMap; 2]>,
+    alphas: &[f64],
+) -> Result<()> {
+    let disparity = stereo::load_disparity(disparity_path)?;
+    let [l, r] = pipeline.describe([left, right], external)?;
+    stereo::check_size(&disparity, disparity_path, l.image.original_size)?;
+    let foreground = if args.foreground {
+        Some(pipeline.saliency(&l, left)?)
+    } else {
+        None
+    };
+    let points = stereo::sample_points(&disparity, args.step, |x, y| {
+        foreground
+            .as_ref()
+            .is_none_or(|s| s[patch_at_pixel(&l.pixels, (x as f64, y as f64))] > args.threshold)
+    });
+    if points.left.is_empty() {
+        bail!(
+            "{}: no left-image point with a known disparity{}",
+            disparity_path.display(),
+            if args.foreground {
+                " in the foreground"
+            } else {
+                ""
+            }
+        );
+    }
+    let source = ImageDescriptors::new(&l.features, l.pixels, pipeline.score);
+    let target = ImageDescriptors::new(&r.features, r.pixels, pipeline.score);
+    let predicted = match_points(&source, &target, &points.left);
+    let report = stereo::stereo_report(
+        &predicted,
+        &points.right,
+        l.image.original_size,
+        &args.pixels,
+        alphas,
+    );
+    let out = json!({
+        "dataset": "stereo",
+        "left": left,
+        "right": right,
+        "disparity": disparity_path,
+        "score": score_name(pipeline.score),
+        "step": args.step,
+        "foreground": args.foreground,
+        "convention": "left (x, y) matches right (x - d, y); correct if distance < threshold (pixels) or < alpha * max(H, W), original image pixels",
+        "report": report,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}

@@ -1,0 +1,165 @@
+//! `dinoscope coseg` / `partseg` end to end on the fixture checkpoint.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::fixture;
+use dinoscope::arrays::read_npy;
+
+fn dinoscope(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dinoscope"))
+        .args(args)
+        .output()
+        .expect("run dinoscope")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Three 48x48 pictures of a bright square on a dark background in `dir/images`.
+fn write_scenes(dir: &Path) -> PathBuf {
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    for (name, left, top) in [("b", 12, 10), ("a", 20, 16), ("c", 6, 22)] {
+        let img = image::RgbImage::from_fn(48, 48, |x, y| {
+            let inside = (left..left + 20).contains(&x) && (top..top + 20).contains(&y);
+            image::Rgb(if inside { [240, 220, 60] } else { [30, 40, 50] })
+        });
+        img.save(images.join(format!("{name}.png"))).unwrap();
+    }
+    std::fs::write(images.join("notes.txt"), "not an image").unwrap();
+    images
+}
+
+/// `command --weights ... <inputs> --out <out> <extra>` with the fixture model on the CPU.
+fn run(command: &str, inputs: &[&Path], out: &Path, extra: &[&str]) -> Output {
+    let weights = fixture("v1_p8_hf.safetensors");
+    let mut args = vec![
+        command,
+        "--weights",
+        weights.to_str().unwrap(),
+        "--heads",
+        "2",
+        "--device",
+        "cpu",
+        "--resize",
+        "none",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend(inputs.iter().map(|p| p.to_str().unwrap()));
+    args.extend(extra);
+    dinoscope(&args)
+}
+
+fn summary(out: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn coseg_writes_labels_masks_cutouts_and_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = write_scenes(dir.path());
+    let out = dir.path().join("out");
+    let result = run("coseg", &[&images], &out, &["--seed", "3"]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    for stem in ["a", "b", "c"] {
+        let (shape, labels) = read_npy(&out.join(format!("{stem}_labels.npy"))).unwrap();
+        assert_eq!(shape, vec![11, 11]);
+        assert!(labels.iter().all(|l| l.fract() == 0.0 && *l >= 0.0));
+        for kind in ["mask", "cutout"] {
+            let png = image::open(out.join(format!("{stem}_{kind}.png"))).unwrap();
+            assert_eq!((png.width(), png.height()), (48, 48), "{stem}_{kind}");
+        }
+    }
+    let summary = summary(&out);
+    let k = summary["k"].as_u64().unwrap() as usize;
+    assert!(k >= 1);
+    assert_eq!(summary["elbow_curve"].as_array().unwrap().len(), k);
+    assert_eq!(summary["votes"].as_array().unwrap().len(), k);
+    let files: Vec<&str> = summary["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["stem"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        files,
+        vec!["a", "b", "c"],
+        "directory entries sorted by name"
+    );
+    assert!(summary["timings"]["write outputs"].is_number());
+    assert_eq!(
+        summary["config"]["layer"], 2,
+        "the last block of the fixture"
+    );
+    assert_eq!(summary["config"]["thresh"], 0.065);
+}
+
+#[test]
+fn partseg_writes_part_labels_with_nan_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = write_scenes(dir.path());
+    let out = dir.path().join("parts");
+    let first = images.join("a.png");
+    let second = images.join("b.png");
+    let result = run(
+        "partseg",
+        &[&first, &second],
+        &out,
+        &[
+            "--num-parts",
+            "2",
+            "--crop-augmentations",
+            "1",
+            "--three-stages",
+        ],
+    );
+    assert!(result.status.success(), "{}", stderr(&result));
+    let summary = summary(&out);
+    let parts = summary["num_parts"].as_u64().unwrap() as f32;
+    assert!(parts <= 2.0);
+    assert!(summary["common_parts"].is_array());
+    assert_eq!(summary["images"].as_array().unwrap().len(), 2);
+    for stem in ["a", "b"] {
+        let (shape, labels) = read_npy(&out.join(format!("{stem}_labels.npy"))).unwrap();
+        assert_eq!(shape, vec![11, 11]);
+        assert!(
+            labels
+                .iter()
+                .all(|l| l.is_nan() || (*l >= 0.0 && *l < parts))
+        );
+        let png = image::open(out.join(format!("{stem}_parts.png"))).unwrap();
+        assert_eq!((png.width(), png.height()), (48, 48));
+        assert!(out.join(format!("{stem}_mask.png")).is_file());
+    }
+}
+
+#[test]
+fn a_bad_image_fails_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = write_scenes(dir.path());
+    let out = dir.path().join("out");
+    let missing = dir.path().join("missing-picture.png");
+    let result = run("coseg", &[&images, &missing], &out, &[]);
+    assert_eq!(result.status.code(), Some(1));
+    assert!(
+        stderr(&result).contains("missing-picture.png"),
+        "{}",
+        stderr(&result)
+    );
+
+    let corrupt = dir.path().join("corrupt-picture.png");
+    std::fs::write(&corrupt, "not a png").unwrap();
+    let result = run("partseg", &[&corrupt], &out, &[]);
+    assert_eq!(result.status.code(), Some(1));
+    assert!(
+        stderr(&result).contains("corrupt-picture.png"),
+        "{}",
+        stderr(&result)
+    );
+    assert!(!out.join("summary.json").exists());
+}
