@@ -7,9 +7,18 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use dinoscope::analysis::attention::{Query, attention_maps};
+use dinoscope::analysis::coords::PixelMap;
+use dinoscope::analysis::correspond::{
+    BuddySide, ImageDescriptors, find_best_buddies, query_point,
+};
+use dinoscope::analysis::coseg::{CosegConfig, PartConfig, cosegment, part_cosegment};
 use dinoscope::analysis::features::{DescriptorSpec, extract};
+use dinoscope::analysis::features::{default_saliency_heads, saliency};
 use dinoscope::analysis::pca_rgb::{PcaColoring, pca_colors};
+use dinoscope::analysis::similarity::Score;
 use dinoscope::app::attention_panel::cell_rect;
+use dinoscope::app::correspond_panel::{from_screen, to_screen};
+use dinoscope::app::coseg_job::CosegMode;
 use dinoscope::app::downloads::DownloadRequest;
 use dinoscope::app::state::{InputSize, ViewTab};
 use dinoscope::app::worker::{ModelSource, patch_budget};
@@ -370,10 +379,14 @@ fn view_tabs_switch_with_digit_keys_and_only_the_shown_tab_computes() {
             "the choice is a setting"
         );
     }
-    // The placeholder tabs explain themselves and start no work.
+    // Co-segmentation is heavy: it waits for its Run button.
+    wait_for(&mut h, "the correspondence descriptors", |app| {
+        app.is_idle()
+    });
     h.key_press(egui::Key::Num3);
     h.step();
-    h.get_by_label_contains("Finds the objects");
+    h.step();
+    h.get_by_label("Run co-segmentation");
     assert!(h.state().app().is_idle());
     // Clicking a tab works too; the attention tab's block key moves the attention layer only.
     h.get_by_label("PCA").click();
@@ -661,4 +674,342 @@ fn download_manager_lists_the_official_checkpoints_and_loads_a_download() {
         errors[0]
     );
     assert!(!cache.join("missing.pth").exists());
+}
+
+fn corr_ready(app: &App) -> bool {
+    app.is_idle()
+        && app
+            .corr_source()
+            .is_some_and(|s| app.corr_image(s).is_some())
+        && app
+            .corr_targets()
+            .iter()
+            .all(|&t| app.corr_image(t).is_some())
+}
+
+fn pointer(h: &mut Harness<'static, TestApp>, pos: egui::Pos2, pressed: Option<bool>) {
+    h.event(egui::Event::PointerMoved(pos));
+    if let Some(pressed) = pressed {
+        h.event(egui::Event::PointerButton {
+            pos,
+            button: egui::PointerButton::Primary,
+            pressed,
+            modifiers: egui::Modifiers::NONE,
+        });
+    }
+}
+
+#[test]
+fn correspondence_click_marks_the_library_best_match_and_a_drag_only_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = nano_weights(dir.path());
+    let names = ["chelsea.png", "cat_amir.jpg"];
+    let mut h = harness(bare_options());
+    h.state_mut().app_mut().open_checkpoint(weights.clone());
+    h.state_mut()
+        .app_mut()
+        .add_paths(names.iter().map(|n| asset(n)).collect());
+    wait_for(&mut h, "the images", |app| {
+        app.is_idle() && app.gallery().entries.len() == 2 && app.model().is_some()
+    });
+    let (layer, stride) = (2, 4);
+    {
+        let app = h.state_mut().app_mut();
+        app.settings_mut().input_size = InputSize::ShortSide(224);
+        app.settings_mut().correspondence.layer = Some(layer);
+        app.settings_mut().correspondence.stride = Some(stride);
+        app.settings_mut().correspondence.facet = Facet::Key;
+    }
+    h.key_press(egui::Key::Num4);
+    h.step();
+    assert_eq!(h.state().app().tab(), ViewTab::Correspondence);
+    wait_for(&mut h, "the descriptors", corr_ready);
+    let app = h.state().app();
+    let (source_id, source_rect) = app.corr_view().source_rect.expect("the source tile");
+    let target_id = app.corr_targets()[0];
+    let source = app.corr_image(source_id).unwrap().clone();
+    let target = app.corr_image(target_id).unwrap().clone();
+    assert_eq!(source.name, "chelsea.png");
+    assert_eq!(target.name, "cat_amir.jpg");
+    h.get_by_label("correspondence source chelsea.png");
+    h.get_by_label("correspondence target cat_amir.jpg");
+
+    // Click a point of the source.
+    let pos = source_rect.min + source_rect.size() * egui::vec2(0.41, 0.57);
+    pointer(&mut h, pos, Some(true));
+    pointer(&mut h, pos, Some(false));
+    h.step();
+    h.step();
+    let app = h.state().app();
+    let state = app.corr_point().expect("a point").clone();
+    let point = from_screen(source_rect, &source, pos);
+    assert_eq!(state.point, point);
+    // The point is the clicked pixel: model pixel / scale, in pixel-index coordinates.
+    let (sx, sy) = source.descriptors.pixels.scale;
+    let mx = (pos.x - source_rect.min.x) / source_rect.width() * source.prepared.width() as f32;
+    assert!((point.0 - (mx as f64 / sx - 0.5)).abs() < 1e-3);
+    assert!(point.1 > 0.0 && sy > 0.0);
+    let shown = state.query.clone().expect("the query ran");
+
+    // The library on independently extracted descriptors gives the same answer.
+    let device = backend::select(DeviceChoice::Auto).unwrap();
+    let vit = load_model(&weights, &LoadOptions::default(), &device.device)
+        .unwrap()
+        .vit;
+    let spec = DescriptorSpec {
+        layer,
+        facet: Facet::Key,
+        stride: Some(stride),
+        log_bin: false,
+    };
+    let analyse = |name: &str| {
+        let rgb = load_rgb(&asset(name)).unwrap();
+        let prepared = prepare(&rgb, Resize::ShortSide(224), 8, patch_budget(8, stride)).unwrap();
+        let map = extract(&vit, &prepared, spec).unwrap();
+        let pixels = PixelMap::new(map.grid, &prepared);
+        let (sal, _) =
+            saliency(&vit, &prepared, Some(stride), &default_saliency_heads(&vit)).unwrap();
+        (
+            ImageDescriptors::new(&map, pixels, Score::Cosine),
+            map,
+            sal,
+            pixels,
+        )
+    };
+    let (src, src_map, src_sal, src_px) = analyse(names[0]);
+    let (tgt, tgt_map, tgt_sal, tgt_px) = analyse(names[1]);
+    let expected = query_point(&src, point, &[&tgt]);
+    assert_eq!(shown.source_patch, expected.source_patch);
+    assert_eq!(shown.matches[0].best_patch, expected.matches[0].best_patch);
+    assert_eq!(shown.matches[0].best_pixel, expected.matches[0].best_pixel);
+    let max_err = shown.matches[0]
+        .scores
+        .iter()
+        .zip(&expected.matches[0].scores)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(max_err < 1e-4, "scores differ by {max_err}");
+    // The marker is drawn at the library's best match.
+    let (_, target_rect) = app.corr_view().target_rects[0];
+    let marker = app.corr_view().markers[0];
+    assert_eq!(marker.0, target_id);
+    let want = to_screen(target_rect, &target, expected.matches[0].best_pixel);
+    assert!(
+        (marker.1 - want).length() < 1e-3,
+        "{:?} vs {want:?}",
+        marker.1
+    );
+
+    // Drag across the source: only the point query runs, once per patch crossed.
+    let queries_before = app.corr_queries();
+    let frames = 120;
+    let start = source_rect.min + source_rect.size() * egui::vec2(0.1, 0.3);
+    let end = source_rect.min + source_rect.size() * egui::vec2(0.9, 0.7);
+    pointer(&mut h, start, Some(true));
+    h.step();
+    let mut ui_ms = Vec::new();
+    let mut step_ms = Vec::new();
+    for i in 1..=frames {
+        let t = i as f32 / frames as f32;
+        pointer(&mut h, start + (end - start) * t, None);
+        let begin = Instant::now();
+        h.step();
+        step_ms.push(begin.elapsed().as_secs_f64() * 1e3);
+        ui_ms.push(h.state().app().last_ui_ms() as f64);
+    }
+    pointer(&mut h, end, Some(false));
+    h.step();
+    let app = h.state().app();
+    assert!(app.is_idle(), "a drag starts no worker job");
+    let queries = app.corr_queries() - queries_before;
+    assert!(
+        queries > 5 && queries <= frames as u64 + 1,
+        "{queries} queries for {frames} frames"
+    );
+    let last = app.corr_point().unwrap();
+    let expected = query_point(&src, last.point, &[&tgt]);
+    assert_eq!(
+        last.query.as_ref().unwrap().matches[0].best_patch,
+        expected.matches[0].best_patch
+    );
+    let stats = |v: &[f64]| {
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        (
+            s.iter().sum::<f64>() / s.len() as f64,
+            s[s.len() / 2],
+            s[s.len() - 1],
+        )
+    };
+    let (mean, median, max) = stats(&ui_ms);
+    let (smean, smedian, smax) = stats(&step_ms);
+    eprintln!(
+        "drag over {frames} frames, {queries} point queries ({}x{} target patches): \
+         App::show {mean:.2} ms mean, {median:.2} median, {max:.2} max; \
+         whole harness step {smean:.2} ms mean, {smedian:.2} median, {smax:.2} max",
+        target.descriptors.grid().rows,
+        target.descriptors.grid().cols
+    );
+
+    // "Auto": best buddies, as the library finds them on the same descriptors and saliency.
+    h.state_mut().app_mut().find_best_buddies();
+    wait_for(&mut h, "the best buddies", |app| {
+        app.is_idle() && !app.current_buddies().is_empty()
+    });
+    let (_, found) = h.state().app().current_buddies()[0].clone();
+    let side = |map, sal, pixels| BuddySide {
+        features: map,
+        saliency: sal,
+        pixels,
+    };
+    let settings = &h.state().app().settings().correspondence;
+    let expected = find_best_buddies(
+        side(&src_map, &src_sal, src_px),
+        side(&tgt_map, &tgt_sal, tgt_px),
+        settings.saliency_threshold,
+        settings.num_pairs,
+        Score::Cosine,
+    );
+    assert_eq!(found.mutual, expected.mutual);
+    assert_eq!(found.salient, expected.salient);
+    let pairs = |b: &dinoscope::analysis::correspond::BestBuddies| {
+        b.pairs
+            .iter()
+            .map(|p| (p.patch_a, p.patch_b))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(pairs(&found), pairs(&expected));
+    assert!(found.pairs.len() <= settings.num_pairs);
+}
+
+fn shows_current_coseg(app: &App) -> bool {
+    app.is_idle() && app.current_coseg_result().is_some()
+}
+
+#[test]
+fn coseg_runs_on_the_checked_images_and_matches_the_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = nano_weights(dir.path());
+    let names = ["chelsea.png", "cat_amir.jpg", "guitar_cat.jpg"];
+    let mut h = harness(bare_options());
+    h.state_mut().app_mut().open_checkpoint(weights.clone());
+    h.state_mut()
+        .app_mut()
+        .add_paths(names.iter().map(|n| asset(n)).collect());
+    wait_for(&mut h, "the images", |app| {
+        app.is_idle() && app.gallery().entries.len() == 3 && app.model().is_some()
+    });
+    h.state_mut().app_mut().settings_mut().input_size = InputSize::ShortSide(224);
+    h.key_press(egui::Key::Num3);
+    h.step();
+    h.step();
+    // Leave the third image out, then run.
+    h.get_by_role_and_label(egui::accesskit::Role::CheckBox, "guitar_cat.jpg")
+        .click();
+    h.step();
+    h.get_by_label("Run co-segmentation").click();
+    h.step();
+    wait_for(&mut h, "the co-segmentation", shows_current_coseg);
+    let result = h.state().app().current_coseg_result().unwrap().clone();
+    assert_eq!(result.mode, CosegMode::Foreground);
+    assert_eq!(
+        result
+            .images
+            .iter()
+            .map(|i| i.name.as_str())
+            .collect::<Vec<_>>(),
+        ["chelsea.png", "cat_amir.jpg"]
+    );
+
+    // The library on the same pixels finds the same clusters and foreground.
+    let device = backend::select(DeviceChoice::Auto).unwrap();
+    let vit = load_model(&weights, &LoadOptions::default(), &device.device)
+        .unwrap()
+        .vit;
+    let prepared: Vec<_> = names[..2]
+        .iter()
+        .map(|n| {
+            let rgb = load_rgb(&asset(n)).unwrap();
+            prepare(&rgb, Resize::ShortSide(224), 8, patch_budget(8, 4)).unwrap()
+        })
+        .collect();
+    let config = CosegConfig {
+        stride: 4,
+        ..CosegConfig::default()
+    };
+    let expected = cosegment(&vit, &prepared, &config, &mut |_, _| true).unwrap();
+    assert_eq!(result.k, expected.k);
+    assert_eq!(result.legend.len(), expected.k);
+    for (shown, want) in result.images.iter().zip(&expected.images) {
+        assert_eq!(shown.grid, want.grid);
+        let labels: Vec<Option<usize>> = want.labels.iter().map(|&l| Some(l)).collect();
+        assert_eq!(shown.labels, labels);
+        assert_eq!(shown.foreground, want.grid_mask);
+    }
+    // Legend and k on screen; switching to the cut-out foreground recomputes nothing.
+    h.get_by_label_contains(&format!("k = {} clusters", expected.k));
+    h.get_by_label_contains("cluster 0");
+    assert_eq!(h.state().app().coseg_view().tiles.len(), 2);
+    h.state_mut().app_mut().settings_mut().coseg.show =
+        dinoscope::app::state::CosegShow::Foreground;
+    h.step();
+    assert!(h.state().app().is_idle());
+
+    // Part co-segmentation with 3 parts.
+    {
+        let settings = h.state_mut().app_mut().settings_mut();
+        settings.coseg.mode = CosegMode::Parts;
+        settings.coseg.num_parts = 3;
+    }
+    h.state_mut().app_mut().run_coseg();
+    h.step();
+    wait_for(&mut h, "the part co-segmentation", shows_current_coseg);
+    let parts = h.state().app().current_coseg_result().unwrap().clone();
+    let expected = part_cosegment(
+        &vit,
+        &prepared,
+        &PartConfig {
+            coseg: config,
+            num_parts: 3,
+            ..PartConfig::default()
+        },
+        &mut |_, _| true,
+    )
+    .unwrap();
+    assert_eq!(parts.labels, expected.num_parts);
+    for (shown, want) in parts.images.iter().zip(&expected.images) {
+        assert_eq!(shown.labels, want.parts);
+    }
+    if expected.num_parts > 0 {
+        h.get_by_label_contains("part 0");
+    }
+}
+
+#[test]
+fn a_coseg_error_names_the_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let tiny = dir.path().join("tiny-cat.png");
+    image::RgbImage::from_pixel(12, 12, image::Rgb([200, 100, 50]))
+        .save(&tiny)
+        .unwrap();
+    let mut h = harness(bare_options());
+    h.state_mut()
+        .app_mut()
+        .add_paths(vec![asset("chelsea.png"), tiny]);
+    wait_for(&mut h, "the images", |app| {
+        app.is_idle() && app.gallery().entries.len() == 2 && app.model().is_some()
+    });
+    h.state_mut().app_mut().set_tab(ViewTab::Coseg);
+    h.state_mut().app_mut().run_coseg();
+    wait_for(&mut h, "the failure", |app| app.is_idle());
+    let errors: Vec<String> = h
+        .state()
+        .app()
+        .notifications()
+        .errors()
+        .map(|n| n.text.clone())
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("tiny-cat.png"), "{}", errors[0]);
+    assert!(h.state().app().current_coseg_result().is_none());
 }

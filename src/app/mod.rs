@@ -8,8 +8,12 @@
 
 pub mod attention_panel;
 mod attention_tab;
+pub mod correspond_job;
 pub mod correspond_panel;
+mod correspond_tab;
+pub mod coseg_job;
 pub mod coseg_panel;
+mod coseg_tab;
 pub mod downloads;
 pub mod export;
 pub mod gallery;
@@ -33,6 +37,10 @@ use egui::{Key, Modifiers};
 
 use crate::analysis::attention::Query;
 use attention_panel::AttentionView;
+use correspond_job::{BuddiesKey, CorrSpec};
+use correspond_tab::CorrState;
+use coseg_job::CosegKey;
+use coseg_tab::CosegState;
 use downloads::{DownloadAction, DownloadRequest, Downloads};
 use gallery::{Gallery, GalleryAction, Source};
 use notifications::{AppError, Notifications};
@@ -40,7 +48,7 @@ use pca_job::PcaKey;
 use pca_tab::PcaState;
 use state::{InputSize, Settings, ViewTab};
 use worker::{
-    AttentionResult, AttnKey, CancelToken, Event, Job, ModelInfo, Picked, TaskId, Worker,
+    AttentionResult, AttnKey, CancelToken, Event, ImageId, Job, ModelInfo, Picked, TaskId, Worker,
 };
 
 /// Where the trained default model is looked for.
@@ -88,6 +96,9 @@ enum TaskKind {
     Model,
     Attention(AttnKey),
     Pca(PcaKey),
+    Descriptors(ImageId, CorrSpec),
+    Buddies(BuddiesKey),
+    Coseg(CosegKey),
     Images,
     /// A checkpoint download (catalogue id).
     Download(String),
@@ -110,6 +121,8 @@ pub struct App {
     skipped: HashSet<AttnKey>,
     view: AttentionView,
     pca: PcaState,
+    corr: CorrState,
+    coseg: CosegState,
     downloads: Downloads,
     default_weights: Option<PathBuf>,
     help_open: bool,
@@ -122,6 +135,8 @@ pub struct App {
 /// Frame timing for the debug overlay.
 #[derive(Default)]
 struct FrameTimer {
+    /// UI build time of the last frame, unsmoothed.
+    last_ui_ms: f32,
     ui_ms: f32,
     frame_ms: f32,
     last: Option<Instant>,
@@ -130,6 +145,7 @@ struct FrameTimer {
 impl FrameTimer {
     fn record(&mut self, started: Instant) {
         let ui_ms = started.elapsed().as_secs_f32() * 1e3;
+        self.last_ui_ms = ui_ms;
         self.ui_ms = if self.ui_ms == 0.0 {
             ui_ms
         } else {
@@ -203,6 +219,8 @@ impl App {
             skipped: HashSet::new(),
             view: AttentionView::default(),
             pca: PcaState::default(),
+            corr: CorrState::default(),
+            coseg: CosegState::default(),
             downloads: Downloads::new(
                 options
                     .checkpoint_dir
@@ -284,6 +302,11 @@ impl App {
     /// overlay's numbers).
     pub fn frame_times(&self) -> (f32, f32) {
         (self.frame.ui_ms, self.frame.frame_ms)
+    }
+
+    /// UI build time of the last frame alone, in milliseconds.
+    pub fn last_ui_ms(&self) -> f32 {
+        self.frame.last_ui_ms
     }
 
     pub fn downloads(&self) -> &Downloads {
@@ -407,8 +430,14 @@ impl App {
                 TaskKind::Pca(key) => {
                     self.pca.skipped.insert(key);
                 }
+                TaskKind::Descriptors(image, spec) => {
+                    self.corr.skipped.insert((image, spec));
+                }
+                TaskKind::Buddies(key) => {
+                    self.corr.buddies_skipped.insert(key);
+                }
                 TaskKind::Download(_) => self.downloads.ended(task, None),
-                TaskKind::Model | TaskKind::Images => {}
+                TaskKind::Model | TaskKind::Images | TaskKind::Coseg(_) => {}
             }
         }
     }
@@ -453,6 +482,12 @@ impl App {
                         Some(TaskKind::Pca(key)) => {
                             self.pca.skipped.insert(key.clone());
                         }
+                        Some(TaskKind::Descriptors(image, spec)) => {
+                            self.corr.skipped.insert((*image, *spec));
+                        }
+                        Some(TaskKind::Buddies(key)) => {
+                            self.corr.buddies_skipped.insert(*key);
+                        }
                         Some(TaskKind::Download(_)) => {
                             self.downloads.ended(task, Some(Err(error.to_string())));
                         }
@@ -482,14 +517,24 @@ impl App {
                     self.skipped.clear();
                     self.shown = None;
                     self.pca.clear();
+                    self.corr.clear();
+                    self.coseg.clear();
                     if let Some(layer) = self.settings.pca.layer
                         && layer >= info.config.depth
                     {
                         self.settings.pca.layer = None;
                     }
+                    if let Some(layer) = self.settings.correspondence.layer
+                        && layer >= info.config.depth
+                    {
+                        self.settings.correspondence.layer = None;
+                    }
                     self.model = Some(info);
                 }
                 Event::Pca { key, result } => self.pca.insert(key, result),
+                Event::Descriptors { spec, image } => self.corr.insert(spec, image),
+                Event::Buddies { key, result } => self.corr.insert_buddies(key, result),
+                Event::Coseg { key, result } => self.coseg.insert(key, result),
                 Event::Downloaded {
                     task,
                     title,
@@ -676,6 +721,10 @@ impl App {
                 ViewTab::Pca => {
                     let layer = self.pca_layer().saturating_add_signed(step);
                     self.set_pca_layer(layer);
+                }
+                ViewTab::Correspondence => {
+                    let layer = self.corr_layer().saturating_add_signed(step);
+                    self.set_corr_layer(layer);
                 }
                 _ => self.set_layer(self.layer().saturating_add_signed(step)),
             }
@@ -880,8 +929,8 @@ impl App {
             match self.settings.tab {
                 ViewTab::Attention => self.attention_central(ui),
                 ViewTab::Pca => self.pca_central(ui),
-                ViewTab::Coseg => coseg_panel::placeholder(ui),
-                ViewTab::Correspondence => correspond_panel::placeholder(ui),
+                ViewTab::Coseg => self.coseg_central(ui),
+                ViewTab::Correspondence => self.corr_central(ui),
             }
         });
 
@@ -890,7 +939,8 @@ impl App {
         match self.settings.tab {
             ViewTab::Attention => self.request_attention(),
             ViewTab::Pca => self.request_pca(),
-            ViewTab::Coseg | ViewTab::Correspondence => {}
+            ViewTab::Correspondence => self.request_correspondence(),
+            ViewTab::Coseg => {}
         }
 
         match self.downloads.window(&ctx) {
@@ -935,10 +985,8 @@ impl App {
         match self.settings.tab {
             ViewTab::Attention => self.attention_controls(ui),
             ViewTab::Pca => self.pca_controls(ui),
-            ViewTab::Coseg | ViewTab::Correspondence => {
-                ui.heading(self.settings.tab.label());
-                ui.label(egui::RichText::new("Not available in this build yet.").weak());
-            }
+            ViewTab::Correspondence => self.corr_controls(ui),
+            ViewTab::Coseg => self.coseg_controls(ui),
         }
     }
 
@@ -953,7 +1001,10 @@ impl App {
                     ui.monospace(format!("frame     {:6.2} ms", self.frame.frame_ms));
                     ui.monospace(format!(
                         "cached    {:6} views",
-                        self.cache.len() + self.pca.cached()
+                        self.cache.len()
+                            + self.pca.cached()
+                            + self.corr.cached()
+                            + self.coseg.cached()
                     ));
                     ui.monospace(format!("tasks     {:6}", self.tasks.len()));
                 });

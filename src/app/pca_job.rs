@@ -55,6 +55,7 @@ impl PcaKey {
             layer: self.layer,
             facet: facet_index(self.facet),
             stride: self.stride,
+            log_bin: false,
             input_size: self.input_size,
         }
     }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::coseg_job::CosegMode;
 use crate::analysis::colormap::Colormap;
 use crate::model::{Facet, Resize};
 
@@ -110,6 +111,80 @@ impl Default for PcaSettings {
     }
 }
 
+/// Settings of the correspondence view.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CorrSettings {
+    /// Match against every other gallery image instead of one target.
+    pub all_targets: bool,
+    /// Block whose features are matched; `None` = three before the last (block 9 of 12, as
+    /// dino-vit-features' correspondences).
+    pub layer: Option<usize>,
+    pub facet: Facet,
+    /// Patch-embedding stride in pixels; `None` = the patch size.
+    pub stride: Option<usize>,
+    /// Log-binning descriptor (17 bins of neighbourhood context).
+    pub log_bin: bool,
+    /// Best-buddy pairs kept by "Auto".
+    pub num_pairs: usize,
+    /// Saliency above this is foreground for best buddies (dino-vit-features: 0.05).
+    pub saliency_threshold: f32,
+}
+
+impl Default for CorrSettings {
+    fn default() -> Self {
+        CorrSettings {
+            all_targets: false,
+            layer: None,
+            facet: Facet::Key,
+            stride: None,
+            log_bin: false,
+            num_pairs: 10,
+            saliency_threshold: 0.05,
+        }
+    }
+}
+
+/// What the co-segmentation view paints over each image.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CosegShow {
+    /// Clusters or parts in colour.
+    #[default]
+    Labels,
+    /// The common foreground cut out on a checkerboard.
+    Foreground,
+}
+
+/// Settings of the co-segmentation view.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CosegSettings {
+    pub mode: CosegMode,
+    /// Parts asked for in part co-segmentation.
+    pub num_parts: usize,
+    /// Patch-embedding stride in pixels; `None` = half the patch size when it is even (the
+    /// reference's 4 for 8-pixel patches), else the patch size.
+    pub stride: Option<usize>,
+    /// An image votes for a cluster whose mean saliency is above this (reference: 0.065).
+    pub saliency_threshold: f32,
+    /// Share of the images (percent) a cluster needs to be foreground (reference: 75).
+    pub votes_percentage: u32,
+    pub show: CosegShow,
+}
+
+impl Default for CosegSettings {
+    fn default() -> Self {
+        CosegSettings {
+            mode: CosegMode::Foreground,
+            num_parts: 4,
+            stride: None,
+            saliency_threshold: 0.065,
+            votes_percentage: 75,
+            show: CosegShow::Labels,
+        }
+    }
+}
+
 /// The user's view settings and last session.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -134,6 +209,8 @@ pub struct Settings {
     /// The view shown in the central area.
     pub tab: ViewTab,
     pub pca: PcaSettings,
+    pub correspondence: CorrSettings,
+    pub coseg: CosegSettings,
 }
 
 impl Default for Settings {
@@ -152,6 +229,8 @@ impl Default for Settings {
             debug_overlay: false,
             tab: ViewTab::Attention,
             pca: PcaSettings::default(),
+            correspondence: CorrSettings::default(),
+            coseg: CosegSettings::default(),
         }
     }
 }
@@ -187,6 +266,19 @@ impl Settings {
         self.pca.threshold = clamp(self.pca.threshold, 0.0, 1.0, 0.5);
         if self.pca.stride == Some(0) {
             self.pca.stride = None;
+        }
+        let corr = &mut self.correspondence;
+        corr.saliency_threshold = clamp(corr.saliency_threshold, 0.0, 1.0, 0.05);
+        corr.num_pairs = corr.num_pairs.clamp(1, 200);
+        if corr.stride == Some(0) {
+            corr.stride = None;
+        }
+        let coseg = &mut self.coseg;
+        coseg.saliency_threshold = clamp(coseg.saliency_threshold, 0.0, 1.0, 0.065);
+        coseg.votes_percentage = coseg.votes_percentage.clamp(1, 100);
+        coseg.num_parts = coseg.num_parts.clamp(1, 20);
+        if coseg.stride == Some(0) {
+            coseg.stride = None;
         }
         self
     }

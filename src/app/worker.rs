@@ -13,11 +13,14 @@ use std::time::{Duration, Instant};
 
 use image::RgbImage;
 
+use super::correspond_job::{self, BuddiesKey, CorrImage, CorrSpec};
+use super::coseg_job::{self, CosegKey, CosegResult};
 use super::gallery::DecodedImage;
 use super::notifications::AppError;
 use super::pca_job::{self, PcaInput, PcaKey, PcaResult};
 use super::state::InputSize;
 use crate::analysis::attention::{AttentionMaps, Query, attention_maps};
+use crate::analysis::correspond::BestBuddies;
 use crate::analysis::features::{DescriptorSpec, FeatureMap, extract};
 use crate::model::config::Arch;
 use crate::model::download::Downloaded;
@@ -137,6 +140,22 @@ pub enum Job {
         key: PcaKey,
         inputs: Vec<PcaInput>,
     },
+    /// One image's matching descriptors.
+    Descriptors {
+        spec: CorrSpec,
+        input: PcaInput,
+    },
+    /// Best-buddy pairs between two images.
+    BestBuddies {
+        key: BuddiesKey,
+        source: PcaInput,
+        target: PcaInput,
+    },
+    /// Co-segmentation or part co-segmentation of a set of images.
+    Coseg {
+        key: CosegKey,
+        inputs: Vec<PcaInput>,
+    },
 }
 
 /// Files picked in a native dialog (which runs on its own thread).
@@ -175,6 +194,18 @@ pub enum Event {
     Pca {
         key: PcaKey,
         result: Arc<PcaResult>,
+    },
+    Descriptors {
+        spec: CorrSpec,
+        image: Arc<CorrImage>,
+    },
+    Buddies {
+        key: BuddiesKey,
+        result: Arc<BestBuddies>,
+    },
+    Coseg {
+        key: CosegKey,
+        result: Arc<CosegResult>,
     },
     /// A checkpoint download finished (and was verified when a hash was given).
     Downloaded {
@@ -286,6 +317,8 @@ pub struct FeatureKey {
     pub facet: u8,
     /// Stride in pixels (resolved against the model's patch size).
     pub stride: usize,
+    /// Log-binning descriptor (17 bins).
+    pub log_bin: bool,
     pub input_size: InputSize,
 }
 
@@ -534,6 +567,61 @@ impl WorkerState {
                     }),
                 )
             }
+            Job::Descriptors { spec, input } => {
+                if self.model.is_none() || spec.generation != self.generation {
+                    return Ok(None);
+                }
+                progress(format!("Descriptors of {}", input.name));
+                let image = correspond_job::descriptors(self, spec, &input)?;
+                Ok(Some(Event::Descriptors {
+                    spec,
+                    image: Arc::new(image),
+                }))
+            }
+            Job::BestBuddies {
+                key,
+                source,
+                target,
+            } => {
+                if self.model.is_none() || key.spec.generation != self.generation {
+                    return Ok(None);
+                }
+                let report = |label: String, fraction: Option<f32>| {
+                    events.send(Event::Progress {
+                        task,
+                        label,
+                        fraction,
+                    })
+                };
+                Ok(
+                    correspond_job::best_buddies(self, key, &source, &target, token, &report)?.map(
+                        |result| Event::Buddies {
+                            key,
+                            result: Arc::new(result),
+                        },
+                    ),
+                )
+            }
+            Job::Coseg { key, inputs } => {
+                if self.model.is_none() || key.generation != self.generation {
+                    return Ok(None);
+                }
+                let report = |label: String, fraction: Option<f32>| {
+                    events.send(Event::Progress {
+                        task,
+                        label,
+                        fraction,
+                    })
+                };
+                Ok(
+                    coseg_job::run(self, &key, inputs, token, &report)?.map(|result| {
+                        Event::Coseg {
+                            key,
+                            result: Arc::new(result),
+                        }
+                    }),
+                )
+            }
         }
     }
 
@@ -587,7 +675,7 @@ impl WorkerState {
             layer: key.layer,
             facet: key.facet(),
             stride: Some(key.stride),
-            log_bin: false,
+            log_bin: key.log_bin,
         };
         let map = extract(vit, &prepared, spec).map_err(|source| AppError::Features {
             what: name.to_string(),
@@ -607,6 +695,27 @@ impl WorkerState {
     /// The generation of the loaded model.
     pub(super) fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// One image as the model sees it under an input size and patch budget (cached).
+    pub(super) fn prepared_image(
+        &mut self,
+        input: &PcaInput,
+        input_size: InputSize,
+        max_patches: usize,
+    ) -> Result<Arc<PreparedImage>, AppError> {
+        self.prepared(
+            input.id,
+            &input.rgb,
+            &input.name,
+            input_size,
+            max_patches,
+            &|_| {},
+        )
+    }
+
+    pub(super) fn vit(&self) -> Option<&Vit> {
+        self.model.as_ref()
     }
 
     pub(super) fn config(&self) -> Option<&VitConfig> {
