@@ -739,7 +739,7 @@ fn correspondence_click_marks_the_library_best_match_and_a_drag_only_queries() {
     pointer(&mut h, pos, Some(true));
     pointer(&mut h, pos, Some(false));
     h.step();
-    h.step();
+    wait_for(&mut h, "the point query", App::corr_query_current);
     let app = h.state().app();
     let state = app.corr_point().expect("a point").clone();
     let point = from_screen(source_rect, &source, pos);
@@ -749,7 +749,7 @@ fn correspondence_click_marks_the_library_best_match_and_a_drag_only_queries() {
     let mx = (pos.x - source_rect.min.x) / source_rect.width() * source.prepared.width() as f32;
     assert!((point.0 - (mx as f64 / sx - 0.5)).abs() < 1e-3);
     assert!(point.1 > 0.0 && sy > 0.0);
-    let shown = state.query.clone().expect("the query ran");
+    let shown = state.query().cloned().expect("the query ran");
 
     // The library on independently extracted descriptors gives the same answer.
     let device = backend::select(DeviceChoice::Auto).unwrap();
@@ -800,8 +800,10 @@ fn correspondence_click_marks_the_library_best_match_and_a_drag_only_queries() {
         marker.1
     );
 
-    // Drag across the source: only the point query runs, once per patch crossed.
+    // Drag across the source: only the point query runs (on its thread), at most once per patch
+    // crossed; the UI thread only draws.
     let queries_before = app.corr_queries();
+    let answered_before = app.corr_query_ms().len();
     let frames = 120;
     let start = source_rect.min + source_rect.size() * egui::vec2(0.1, 0.3);
     let end = source_rect.min + source_rect.size() * egui::vec2(0.9, 0.7);
@@ -819,9 +821,16 @@ fn correspondence_click_marks_the_library_best_match_and_a_drag_only_queries() {
     }
     pointer(&mut h, end, Some(false));
     h.step();
+    wait_for(&mut h, "the last point query", App::corr_query_current);
     let app = h.state().app();
     assert!(app.is_idle(), "a drag starts no worker job");
     let queries = app.corr_queries() - queries_before;
+    let query_ms: Vec<f64> = app
+        .corr_query_ms()
+        .iter()
+        .skip(answered_before)
+        .map(|&m| m as f64)
+        .collect();
     assert!(
         queries > 5 && queries <= frames as u64 + 1,
         "{queries} queries for {frames} frames"
@@ -829,7 +838,7 @@ fn correspondence_click_marks_the_library_best_match_and_a_drag_only_queries() {
     let last = app.corr_point().unwrap();
     let expected = query_point(&src, last.point, &[&tgt]);
     assert_eq!(
-        last.query.as_ref().unwrap().matches[0].best_patch,
+        last.query().unwrap().matches[0].best_patch,
         expected.matches[0].best_patch
     );
     let stats = |v: &[f64]| {
@@ -843,12 +852,15 @@ fn correspondence_click_marks_the_library_best_match_and_a_drag_only_queries() {
     };
     let (mean, median, max) = stats(&ui_ms);
     let (smean, smedian, smax) = stats(&step_ms);
+    let (qmean, _, qmax) = stats(&query_ms);
     eprintln!(
         "drag over {frames} frames, {queries} point queries ({}x{} target patches): \
          App::show {mean:.2} ms mean, {median:.2} median, {max:.2} max; \
-         whole harness step {smean:.2} ms mean, {smedian:.2} median, {smax:.2} max",
+         whole harness step {smean:.2} ms mean, {smedian:.2} median, {smax:.2} max; \
+         {} queries answered on the query thread in {qmean:.2} ms mean, {qmax:.2} max",
         target.descriptors.grid().rows,
-        target.descriptors.grid().cols
+        target.descriptors.grid().cols,
+        query_ms.len()
     );
 
     // "Auto": best buddies, as the library finds them on the same descriptors and saliency.
@@ -1012,4 +1024,88 @@ fn a_coseg_error_names_the_image() {
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].contains("tiny-cat.png"), "{}", errors[0]);
     assert!(h.state().app().current_coseg_result().is_none());
+}
+
+/// Frame times of a drag with a ViT-S/8-sized model (384-d descriptors, 12 blocks, random
+/// weights), without and with log-binning (17 x 384 channels): run with
+/// `cargo test --test app -- --ignored --nocapture drag_frame_time`.
+#[test]
+#[ignore = "a measurement (slow: ViT-S/8 descriptors on the CPU)"]
+fn correspondence_drag_frame_time_with_vit_s8() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("vits8.safetensors");
+    let device = backend::select(DeviceChoice::Auto).unwrap();
+    save_safetensors(&Vit::init(Arch::VitS8.config(), &device.device), &weights).unwrap();
+    let mut h = harness(bare_options());
+    h.state_mut().app_mut().open_checkpoint(weights);
+    h.state_mut()
+        .app_mut()
+        .add_paths(vec![asset("chelsea.png"), asset("cat_amir.jpg")]);
+    wait_for(&mut h, "the images", |app| {
+        app.is_idle() && app.gallery().entries.len() == 2 && app.model().is_some()
+    });
+    {
+        let app = h.state_mut().app_mut();
+        app.settings_mut().input_size = InputSize::ShortSide(224);
+        app.settings_mut().correspondence.stride = Some(4);
+        app.set_tab(ViewTab::Correspondence);
+    }
+    for log_bin in [false, true] {
+        h.state_mut()
+            .app_mut()
+            .settings_mut()
+            .correspondence
+            .log_bin = log_bin;
+        h.step();
+        wait_for(&mut h, "the descriptors", corr_ready);
+        let app = h.state().app();
+        let (_, rect) = app.corr_view().source_rect.unwrap();
+        let target = app.corr_image(app.corr_targets()[0]).unwrap().clone();
+        let queries_before = app.corr_queries();
+        let answered_before = app.corr_query_ms().len();
+        let frames = 200;
+        let start = rect.min + rect.size() * egui::vec2(0.05, 0.2);
+        let end = rect.min + rect.size() * egui::vec2(0.95, 0.8);
+        pointer(&mut h, start, Some(true));
+        h.step();
+        let mut ui_ms = Vec::new();
+        for i in 1..=frames {
+            pointer(
+                &mut h,
+                start + (end - start) * (i as f32 / frames as f32),
+                None,
+            );
+            h.step();
+            ui_ms.push(h.state().app().last_ui_ms() as f64);
+        }
+        pointer(&mut h, end, Some(false));
+        h.step();
+        wait_for(&mut h, "the last point query", App::corr_query_current);
+        let app = h.state().app();
+        let queries = app.corr_queries() - queries_before;
+        let mut query_ms: Vec<f64> = app
+            .corr_query_ms()
+            .iter()
+            .skip(answered_before)
+            .map(|&m| m as f64)
+            .collect();
+        query_ms.sort_by(f64::total_cmp);
+        ui_ms.sort_by(f64::total_cmp);
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+        eprintln!(
+            "ViT-S/8, log-bin {log_bin}: {} x {} target patches of {} channels; {queries} queries \
+             asked in {frames} drag frames, {} answered (the rest superseded) in {:.2} ms mean, \
+             {:.2} max; App::show {:.2} ms mean, {:.2} median, {:.2} p95, {:.2} max",
+            target.descriptors.grid().rows,
+            target.descriptors.grid().cols,
+            target.features.dim,
+            query_ms.len(),
+            mean(&query_ms),
+            query_ms.last().copied().unwrap_or(0.0),
+            mean(&ui_ms),
+            ui_ms[ui_ms.len() / 2],
+            ui_ms[ui_ms.len() * 95 / 100],
+            ui_ms[ui_ms.len() - 1],
+        );
+    }
 }

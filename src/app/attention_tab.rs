@@ -156,7 +156,7 @@ impl App {
             key.is_some_and(|c| c.image == k.image && c.generation == k.generation)
         });
         let Some((shown_key, result)) = shown else {
-            ui.centered_and_justified(|ui| {
+            super::centered(ui, |ui| {
                 if self.gallery.entries.is_empty() && self.tasks.is_empty() {
                     ui.label("Drop images or folders here, or use File > Open images (Ctrl+O).");
                 } else if key.is_some_and(|k| self.skipped.contains(&k)) {

@@ -76,10 +76,11 @@ pub struct Shown<'a> {
     pub source: &'a Arc<CorrImage>,
     /// Targets whose descriptors are ready.
     pub targets: Vec<&'a Arc<CorrImage>>,
-    /// The source point (original pixel-index coordinates) and its query, one match per target
-    /// in `targets` order; `stamp` changes whenever the scores do.
+    /// The source point (original pixel-index coordinates).
     pub point: Option<(f64, f64)>,
-    pub query: Option<(&'a PointQuery, u64)>,
+    /// The newest answered query with the targets of its matches (in order); the stamp changes
+    /// whenever the scores do.
+    pub query: Option<(&'a PointQuery, &'a [ImageId], u64)>,
     /// Best buddies per target.
     pub buddies: Vec<(ImageId, &'a BestBuddies)>,
     pub colormap: Colormap,
@@ -236,7 +237,7 @@ impl CorrPanel {
         let source_rect = rect_of(shown.source.id);
         self.source_rect = source_rect.map(|r| (shown.source.id, r));
         // Scores over each target, best match marked.
-        if let (Some((query, stamp)), Some(source_rect)) = (shown.query, source_rect) {
+        if let (Some((query, ids, stamp)), Some(source_rect)) = (shown.query, source_rect) {
             let patch = query.source_patch;
             let centre = shown.source.descriptors.pixels.patch_center(patch);
             let cell = patch_outline(source_rect, shown.source, centre);
@@ -246,8 +247,10 @@ impl CorrPanel {
                 Stroke::new(1.5, Color32::WHITE),
                 egui::StrokeKind::Outside,
             );
-            for (target, found) in shown.targets.iter().zip(&query.matches) {
-                let Some(rect) = rect_of(target.id) else {
+            for (id, found) in ids.iter().zip(&query.matches) {
+                let (Some(target), Some(rect)) =
+                    (shown.targets.iter().find(|t| t.id == *id), rect_of(*id))
+                else {
                     continue;
                 };
                 let texture = self.heatmap_texture(&ctx, target.id, found, stamp, shown.colormap);

@@ -1,6 +1,7 @@
 //! The correspondence tab of the app: descriptors per image (computed by the worker, cached here),
 //! the point query on the cached descriptors when the point's patch changes (one mat-vec per
-//! target, no model work), best buddies as a worker job, the tab's controls and its view.
+//! target on the point-query thread, no model work), best buddies as a worker job, the tab's
+//! controls and its view.
 
 use eframe::egui;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -10,27 +11,53 @@ use super::correspond_job::{BuddiesKey, CorrImage, CorrSpec};
 use super::correspond_panel::{CorrPanel, Shown};
 use super::pca_job::PcaInput;
 use super::pca_panel::stride_choices;
-use super::worker::{ImageId, Job, facet_index};
+use super::point_query::{PointQueries, QueryAnswer, QueryRequest};
+use super::worker::{EventSender, ImageId, Job, facet_index};
 use super::{App, TaskKind, input_size_combo};
 use crate::analysis::colormap::Colormap;
-use crate::analysis::correspond::{BestBuddies, PointQuery, patch_at_pixel, query_point};
+use crate::analysis::correspond::{BestBuddies, PointQuery, patch_at_pixel};
 use crate::model::Facet;
 
 /// Images with descriptors kept in memory.
 const CORR_CACHE_CAPACITY: usize = 16;
 
 /// The point on the source and its query.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct PointState {
     pub source: ImageId,
     /// Original-image pixel-index coordinates `(x, y)`.
     pub point: (f64, f64),
-    /// The query for `point`'s patch against `targets` under `spec` (`None` until computed).
-    pub query: Option<Arc<PointQuery>>,
-    pub spec: Option<CorrSpec>,
-    pub targets: Vec<ImageId>,
-    /// Counts up with every new query (the view re-colours only then).
+    /// What was asked last: spec, targets, source patch and the request's serial.
+    requested: Option<(CorrSpec, Vec<ImageId>, usize, u64)>,
+    /// The newest answer (for an earlier point while the next one is computed).
+    pub answer: Option<QueryAnswer>,
+    /// Counts up with every answer (the view re-colours only then).
     pub stamp: u64,
+}
+
+impl PointState {
+    fn new(source: ImageId, point: (f64, f64), stamp: u64) -> Self {
+        PointState {
+            source,
+            point,
+            requested: None,
+            answer: None,
+            stamp,
+        }
+    }
+
+    /// The newest query answered.
+    pub fn query(&self) -> Option<&Arc<PointQuery>> {
+        self.answer.as_ref().map(|a| &a.query)
+    }
+
+    /// The answer is the one for the last request (nothing newer is being computed).
+    pub fn is_current(&self) -> bool {
+        matches!(
+            (&self.requested, &self.answer),
+            (Some((_, _, _, serial)), Some(a)) if a.serial == *serial
+        )
+    }
 }
 
 #[derive(Default)]
@@ -46,8 +73,12 @@ pub struct CorrState {
     /// The target when not matching against all other images.
     pub target: Option<ImageId>,
     pub panel: CorrPanel,
-    /// Point queries run so far (for tests and the debug overlay).
+    /// Point queries asked for so far (for tests and the debug overlay).
     pub queries: u64,
+    /// Compute times of the last answers, in milliseconds.
+    pub query_ms: VecDeque<f32>,
+    /// The point-query thread (started on the first query).
+    thread: Option<PointQueries>,
 }
 
 impl CorrState {
@@ -75,6 +106,31 @@ impl CorrState {
         self.images.len() + self.buddies.len()
     }
 
+    fn send_query(&mut self, events: EventSender, request: QueryRequest) {
+        self.thread
+            .get_or_insert_with(|| PointQueries::new(events))
+            .send(request);
+    }
+
+    /// Takes an answer of the point-query thread (ignored when it is stale).
+    pub fn answered(&mut self, answer: QueryAnswer) {
+        let Some(state) = &mut self.point else {
+            return;
+        };
+        let newer = state
+            .answer
+            .as_ref()
+            .is_none_or(|a| answer.serial > a.serial);
+        if answer.source == state.source && newer {
+            self.query_ms.push_back(answer.elapsed.as_secs_f32() * 1e3);
+            while self.query_ms.len() > 256 {
+                self.query_ms.pop_front();
+            }
+            state.answer = Some(answer);
+            state.stamp += 1;
+        }
+    }
+
     /// Forgets everything (a new model).
     pub fn clear(&mut self) {
         self.images.clear();
@@ -84,8 +140,7 @@ impl CorrState {
         self.buddies_skipped.clear();
         self.wanted.clear();
         if let Some(p) = &mut self.point {
-            p.query = None;
-            p.spec = None;
+            *p = PointState::new(p.source, p.point, p.stamp);
         }
     }
 }
@@ -184,17 +239,11 @@ impl App {
             .as_mut()
             .filter(|p| Some(p.source) == source)
         {
-            // Same source: the query is redone only if the point left its patch.
+            // Same source: a new query is asked only if the point left its patch.
             state.point = point;
         } else if let Some(source) = source {
-            self.corr.point = Some(PointState {
-                source,
-                point,
-                query: None,
-                spec: None,
-                targets: Vec::new(),
-                stamp: self.corr.point.as_ref().map_or(0, |p| p.stamp),
-            });
+            let stamp = self.corr.point.as_ref().map_or(0, |p| p.stamp);
+            self.corr.point = Some(PointState::new(source, point, stamp));
         }
     }
 
@@ -208,9 +257,24 @@ impl App {
         &self.corr.panel
     }
 
-    /// Point queries run so far.
+    /// Point queries asked for so far.
     pub fn corr_queries(&self) -> u64 {
         self.corr.queries
+    }
+
+    /// Compute times of the last point queries (on their thread), in milliseconds.
+    pub fn corr_query_ms(&self) -> Vec<f32> {
+        self.corr.query_ms.iter().copied().collect()
+    }
+
+    /// The point's query is answered for the current point, targets and settings.
+    pub fn corr_query_current(&self) -> bool {
+        self.corr.point.as_ref().is_some_and(|p| {
+            p.is_current()
+                && p.requested.as_ref().is_some_and(|(spec, targets, _, _)| {
+                    Some(*spec) == self.corr_spec() && *targets == self.corr_targets()
+                })
+        })
     }
 
     fn corr_input(&self, id: ImageId) -> Option<PcaInput> {
@@ -304,7 +368,8 @@ impl App {
         }
     }
 
-    /// Runs the point query when the point's patch, the targets or the descriptors changed.
+    /// Asks the point-query thread for the point's query when the point's patch, the targets or
+    /// the descriptors changed.
     fn update_point_query(&mut self) {
         let Some(spec) = self.corr_spec() else {
             return;
@@ -322,24 +387,30 @@ impl App {
             .collect();
         let ids: Vec<ImageId> = targets.iter().map(|t| t.id).collect();
         let patch = patch_at_pixel(&source.descriptors.pixels, state.point);
-        let current = state.spec == Some(spec)
-            && state.targets == ids
-            && state
-                .query
-                .as_ref()
-                .is_some_and(|q| q.source_patch == patch);
-        if current {
+        let asked = state
+            .requested
+            .as_ref()
+            .is_some_and(|(s, t, p, _)| *s == spec && *t == ids && *p == patch);
+        if asked {
             return;
         }
-        let refs: Vec<_> = targets.iter().map(|t| &t.descriptors).collect();
-        let query = query_point(&source.descriptors, state.point, &refs);
+        let point = state.point;
         self.corr.queries += 1;
+        let serial = self.corr.queries;
         if let Some(state) = &mut self.corr.point {
-            state.query = Some(Arc::new(query));
-            state.spec = Some(spec);
-            state.targets = ids;
-            state.stamp += 1;
+            state.requested = Some((spec, ids, patch, serial));
         }
+        let events = self.worker.sender();
+        self.corr.send_query(
+            events,
+            QueryRequest {
+                serial,
+                spec,
+                source,
+                targets,
+                point,
+            },
+        );
     }
 
     pub(super) fn corr_controls(&mut self, ui: &mut egui::Ui) {
@@ -488,8 +559,8 @@ impl App {
         match &self.corr.point {
             Some(p) => {
                 ui.label(format!("source ({:.0}, {:.0}) px", p.point.0, p.point.1));
-                if let Some(q) = &p.query {
-                    for (id, m) in p.targets.iter().zip(&q.matches) {
+                if let Some(a) = &p.answer {
+                    for (id, m) in a.targets.iter().zip(&a.query.matches) {
                         let name = spec
                             .and_then(|s| self.corr.image(*id, s))
                             .map_or("?".to_string(), |i| i.name.clone());
@@ -508,7 +579,7 @@ impl App {
 
     pub(super) fn corr_central(&mut self, ui: &mut egui::Ui) {
         let Some(spec) = self.corr_spec() else {
-            ui.centered_and_justified(|ui| ui.spinner());
+            super::centered(ui, |ui| ui.spinner());
             return;
         };
         // A point belongs to one source image.
@@ -527,7 +598,7 @@ impl App {
         let Some(source) = source else {
             self.corr.panel.source_rect = None;
             self.corr.panel.target_rects.clear();
-            ui.centered_and_justified(|ui| {
+            super::centered(ui, |ui| {
                 let skipped = self
                     .corr_source()
                     .is_some_and(|s| self.corr.skipped.contains(&(s, spec)));
@@ -553,15 +624,15 @@ impl App {
             .collect();
         let buddies = self.current_buddies();
         let point = self.corr.point.clone();
-        let query = point
+        let answer = point
             .as_ref()
-            .filter(|p| p.spec == Some(spec))
-            .and_then(|p| p.query.clone().map(|q| (q, p.stamp)));
+            .and_then(|p| p.answer.as_ref().map(|a| (a, p.stamp)))
+            .filter(|(a, _)| a.spec == spec);
         let shown = Shown {
             source: &source,
             targets: targets.iter().collect(),
             point: point.as_ref().map(|p| p.point),
-            query: query.as_ref().map(|(q, s)| (q.as_ref(), *s)),
+            query: answer.map(|(a, stamp)| (a.query.as_ref(), a.targets.as_slice(), stamp)),
             buddies: buddies.iter().map(|(id, b)| (*id, b.as_ref())).collect(),
             colormap: self.settings.colormap,
             opacity: self.settings.opacity,
@@ -573,9 +644,8 @@ impl App {
             .inner;
         if let Some(p) = picked {
             self.set_corr_point(p);
-            // Answer within the same frame: the next frame shows the new match.
+            // Ask right away; the answer wakes the UI when it arrives.
             self.update_point_query();
-            ui.ctx().request_repaint();
         }
     }
 }

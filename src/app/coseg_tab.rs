@@ -255,7 +255,7 @@ impl App {
         let Some((shown_key, result)) = shown else {
             self.coseg.panel.tiles.clear();
             self.coseg.panel.hover = None;
-            ui.centered_and_justified(|ui| {
+            super::centered(ui, |ui| {
                 let running = self
                     .tasks
                     .values()

@@ -72,6 +72,25 @@ pub fn help_window(ctx: &egui::Context, open: &mut bool) {
                      explains. A smaller stride overlaps the patches for a finer map.",
                 );
                 ui.add_space(6.0);
+                ui.strong("Co-segmentation (tab 3)");
+                ui.label(
+                    "The patches of all checked images are clustered together (k chosen by the \
+                     'elbow' of the clustering cost); each image then votes for the clusters its \
+                     salient patches (high [CLS] attention) fall into, and the clusters most images \
+                     vote for are the common foreground. 'Common parts' clusters that foreground \
+                     again into the chosen number of parts, shared across the images. The legend \
+                     names each colour; Run starts it (it takes a while).",
+                );
+                ui.add_space(6.0);
+                ui.strong("Correspondence (tab 4)");
+                ui.label(
+                    "Click or drag on the source (the selected image): the patch under the point is \
+                     compared with every patch of the target(s) by cosine similarity of their \
+                     features, coloured over the target, and the best match is circled. 'Auto' finds \
+                     best buddies - pairs of patches that are each other's best match - on the salient \
+                     parts and draws a diverse few as coloured lines.",
+                );
+                ui.add_space(6.0);
                 ui.strong("Checkpoints");
                 ui.label(
                     "Model > Download official checkpoints fetches the DINO and DINOv2 backbones \

@@ -24,6 +24,7 @@ pub mod patch_overlay;
 pub mod pca_job;
 pub mod pca_panel;
 mod pca_tab;
+pub mod point_query;
 pub mod state;
 pub mod worker;
 
@@ -535,6 +536,7 @@ impl App {
                 Event::Descriptors { spec, image } => self.corr.insert(spec, image),
                 Event::Buddies { key, result } => self.corr.insert_buddies(key, result),
                 Event::Coseg { key, result } => self.coseg.insert(key, result),
+                Event::PointAnswer(answer) => self.corr.answered(answer),
                 Event::Downloaded {
                     task,
                     title,
@@ -1010,6 +1012,16 @@ impl App {
                 });
             });
     }
+}
+
+/// Content centred in the remaining space at its natural size (a message, a spinner or a
+/// button of an empty view).
+fn centered<R>(ui: &mut egui::Ui, add: impl FnOnce(&mut egui::Ui) -> R) -> R {
+    ui.vertical_centered(|ui| {
+        ui.add_space((ui.available_height() / 2.0 - 16.0).max(0.0));
+        add(ui)
+    })
+    .inner
 }
 
 /// How the image is resized before the model sees it (shared by the tabs).

@@ -206,7 +206,7 @@ impl App {
         let Some((shown_key, result)) = shown else {
             self.pca.panel.hover = None;
             self.pca.panel.tiles.clear();
-            ui.centered_and_justified(|ui| {
+            super::centered(ui, |ui| {
                 if self.gallery.entries.is_empty() && self.tasks.is_empty() {
                     ui.label("Drop images or folders here, or use File > Open images (Ctrl+O).");
                 } else if skipped {

@@ -18,6 +18,7 @@ use super::coseg_job::{self, CosegKey, CosegResult};
 use super::gallery::DecodedImage;
 use super::notifications::AppError;
 use super::pca_job::{self, PcaInput, PcaKey, PcaResult};
+use super::point_query::QueryAnswer;
 use super::state::InputSize;
 use crate::analysis::attention::{AttentionMaps, Query, attention_maps};
 use crate::analysis::correspond::BestBuddies;
@@ -207,6 +208,8 @@ pub enum Event {
         key: CosegKey,
         result: Arc<CosegResult>,
     },
+    /// An answer of the correspondence point-query thread.
+    PointAnswer(QueryAnswer),
     /// A checkpoint download finished (and was verified when a hash was given).
     Downloaded {
         task: TaskId,
