@@ -13,8 +13,8 @@ trap 'rm -rf "$DATA"' EXIT
 IMAGES=(assets/images/chelsea.png assets/images/cat_amir.jpg assets/images/guitar_cat.jpg
         assets/images/painting_cat.jpg assets/images/cartoon_cat.png assets/images/ibex.jpg)
 ours=$("$BIN" bench-analysis "${IMAGES[@]}" --data-out "$DATA" --iters "$ITERS" --device cpu)
-theirs=$("$PYTHON" tools/bench_analysis_torch.py --data "$DATA" --images "${IMAGES[@]}" --iters "$ITERS" --threads "$THREADS")
 echo "$ours"
+theirs=$("$PYTHON" tools/bench_analysis_torch.py --data "$DATA" --images "${IMAGES[@]}" --iters "$ITERS" --threads "$THREADS")
 echo "$theirs"
 value() { sed -n "s/.*name=$1 median_ms=\([0-9.]*\).*/\1/p" <<<"$2"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }

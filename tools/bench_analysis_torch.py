@@ -109,11 +109,17 @@ def normalize(img: Image.Image) -> torch.Tensor:
     return ((x - mean) / std)[None]
 
 
+def crop_to_patches(img: Image.Image, patch: int = 8) -> Image.Image:
+    """Top-left crop to a multiple of the patch size, as dinoscope's `prepare` (timm asserts it)."""
+    w, h = img.size
+    return img.crop((0, 0, w - w % patch, h - h % patch))
+
+
 def load(path: Path, short: int) -> Image.Image:
     img = Image.open(path).convert("RGB")
     w, h = img.size
     s = short / min(w, h)
-    return img.resize((round(w * s), round(h * s)), Image.LANCZOS)
+    return crop_to_patches(img.resize((round(w * s), round(h * s)), Image.LANCZOS))
 
 
 def cosegment(images, extractor: Extractor, low: Extractor):
@@ -122,11 +128,11 @@ def cosegment(images, extractor: Extractor, low: Extractor):
         keys, _ = extractor.run(normalize(img), 11)
         w, h = img.size
         grid = (1 + (h - 8) // 4, 1 + (w - 8) // 4)
-        half = img.resize((w // 2, h // 2), Image.LANCZOS)
+        half = crop_to_patches(img.resize((w // 2, h // 2), Image.LANCZOS))
         _, attn = low.run(normalize(half), 11)
         sal = attn[[0, 2, 4, 5]].mean(0)
         sal = (sal - sal.min()) / (sal.max() - sal.min())
-        lgrid = (1 + (h // 2 - 8) // 8, 1 + (w // 2 - 8) // 8)
+        lgrid = (half.size[1] // 8, half.size[0] // 8)
         sal = torch.nn.functional.interpolate(sal.reshape(1, 1, *lgrid), size=grid, mode="nearest").flatten()
         descs.append(keys.numpy().astype(np.float32))
         sals.append(sal.numpy())

@@ -19,7 +19,7 @@ mod parts;
 
 use std::time::Instant;
 
-use image::{GrayImage, Luma, imageops};
+use image::{GrayImage, Luma};
 use rayon::prelude::*;
 
 use crate::analysis::features::{FeatureError, check_spec, default_saliency_heads};
@@ -255,18 +255,15 @@ pub fn vote(
     }
 }
 
-/// A patch mask resized to `width x height` as the reference does: Lanczos on the 0/255 mask,
-/// then thresholded at 128.
+/// A patch mask resized to `width x height` as the reference effectively does: it hands PIL a
+/// bool array (an image of mode "1"), and PIL resizes mode "1" with nearest whatever filter is
+/// asked for (Lanczos in the code), using pixel centres.
 pub fn mask_to_image(mask: &[bool], grid: Grid, width: u32, height: u32) -> GrayImage {
-    let patches = GrayImage::from_fn(grid.cols as u32, grid.rows as u32, |x, y| {
-        let inside = mask[y as usize * grid.cols + x as usize];
-        Luma([if inside { 255 } else { 0 }])
-    });
-    let mut resized = imageops::resize(&patches, width, height, imageops::FilterType::Lanczos3);
-    resized
-        .pixels_mut()
-        .for_each(|p| p.0[0] = if p.0[0] >= 128 { 255 } else { 0 });
-    resized
+    GrayImage::from_fn(width, height, |x, y| {
+        let row = extract::pil_source(y as usize, grid.rows, height as usize);
+        let col = extract::pil_source(x as usize, grid.cols, width as usize);
+        Luma([if mask[row * grid.cols + col] { 255 } else { 0 }])
+    })
 }
 
 /// The settings resolved against a model.
@@ -749,7 +746,11 @@ mod tests {
         assert_eq!(image.get_pixel(16, 16).0, [255]);
         assert_eq!(image.get_pixel(2, 2).0, [0]);
         assert_eq!(image.get_pixel(29, 16).0, [0]);
-        assert!(image.pixels().all(|p| p.0[0] == 0 || p.0[0] == 255));
+        // Nearest with pixel centres: the block covers exactly pixels 8..24.
+        assert_eq!(image.get_pixel(7, 16).0, [0]);
+        assert_eq!(image.get_pixel(8, 16).0, [255]);
+        assert_eq!(image.get_pixel(23, 16).0, [255]);
+        assert_eq!(image.get_pixel(24, 16).0, [0]);
     }
 
     fn features_of(rows: &[[f32; 2]], saliency: Vec<f32>) -> ImageFeatures {
