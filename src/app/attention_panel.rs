@@ -13,6 +13,7 @@ use egui::{Color32, Pos2, Rect, Sense, Stroke, TextureHandle, TextureOptions, Ve
 
 use super::patch_overlay::{self, OverlayStyle, PatchMap};
 use super::state::Settings;
+use super::textures::rgb_texture;
 use super::worker::{AttentionResult, AttnKey};
 use crate::analysis::attention::{Query, mass_mask};
 use crate::analysis::colormap::{Colormap, render_map};
@@ -160,26 +161,12 @@ impl AttentionView {
         }
         let image_id = Arc::as_ptr(&result.prepared) as usize;
         if self.image.as_ref().is_none_or(|(id, _)| *id != image_id) {
-            let max_side = ctx.input(|i| i.max_texture_side).max(1) as u32;
-            let full = &result.prepared.rgb;
-            // Very long images exceed what the GPU takes as one texture: show them scaled.
-            let scaled;
-            let rgb = if full.width().max(full.height()) > max_side {
-                let scale = max_side as f64 / full.width().max(full.height()) as f64;
-                scaled = image::imageops::thumbnail(
-                    full,
-                    ((full.width() as f64 * scale) as u32).max(1),
-                    ((full.height() as f64 * scale) as u32).max(1),
-                );
-                &scaled
-            } else {
-                full
-            };
-            let image = egui::ColorImage::from_rgb(
-                [rgb.width() as usize, rgb.height() as usize],
-                rgb.as_raw(),
+            let texture = rgb_texture(
+                ctx,
+                "attention-input",
+                &result.prepared.rgb,
+                TextureOptions::LINEAR,
             );
-            let texture = ctx.load_texture("attention-input", image, TextureOptions::LINEAR);
             self.image = Some((image_id, texture));
         }
     }

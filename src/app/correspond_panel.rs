@@ -13,6 +13,7 @@ use std::sync::Arc;
 use egui::{Color32, Pos2, Rect, Sense, Stroke, TextureHandle, TextureOptions, Vec2};
 
 use super::correspond_job::CorrImage;
+use super::textures::rgb_texture;
 use super::worker::ImageId;
 use crate::analysis::colormap::{Colormap, render_map};
 use crate::analysis::correspond::{BestBuddies, PointMatch, PointQuery};
@@ -105,27 +106,10 @@ impl CorrPanel {
     fn image_texture(&mut self, ctx: &egui::Context, image: &CorrImage) -> egui::TextureId {
         let key = Arc::as_ptr(&image.prepared) as usize;
         if self.images.get(&image.id).is_none_or(|(k, _)| *k != key) {
-            let rgb = &image.prepared.rgb;
-            let max_side = ctx.input(|i| i.max_texture_side).max(1) as u32;
-            let scaled;
-            let rgb = if rgb.width().max(rgb.height()) > max_side {
-                let scale = max_side as f64 / rgb.width().max(rgb.height()) as f64;
-                scaled = image::imageops::thumbnail(
-                    rgb,
-                    ((rgb.width() as f64 * scale) as u32).max(1),
-                    ((rgb.height() as f64 * scale) as u32).max(1),
-                );
-                &scaled
-            } else {
-                rgb
-            };
-            let colour = egui::ColorImage::from_rgb(
-                [rgb.width() as usize, rgb.height() as usize],
-                rgb.as_raw(),
-            );
-            let texture = ctx.load_texture(
+            let texture = rgb_texture(
+                ctx,
                 format!("corr-image-{}", image.id),
-                colour,
+                &image.prepared.rgb,
                 TextureOptions::LINEAR,
             );
             self.images.insert(image.id, (key, texture));

@@ -7,10 +7,10 @@ use eframe::egui;
 use std::sync::Arc;
 
 use egui::{Color32, Pos2, Rect, Sense, TextureHandle, TextureOptions, Vec2};
-use image::RgbImage;
 
 use super::coseg_job::{CosegImage, CosegMode, CosegResult};
 use super::state::CosegShow;
+use super::textures::rgb_texture;
 use super::worker::ImageId;
 use crate::analysis::coords::PixelMap;
 use crate::analysis::overlay::part_color;
@@ -33,25 +33,6 @@ pub struct CosegPanel {
     pub hover: Option<CosegHover>,
     /// Screen rectangles of the image tiles of the last frame, for tests and tools.
     pub tiles: Vec<(ImageId, Rect)>,
-}
-
-fn texture(ctx: &egui::Context, name: String, rgb: &RgbImage) -> TextureHandle {
-    let max_side = ctx.input(|i| i.max_texture_side).max(1) as u32;
-    let scaled;
-    let rgb = if rgb.width().max(rgb.height()) > max_side {
-        let scale = max_side as f64 / rgb.width().max(rgb.height()) as f64;
-        scaled = image::imageops::thumbnail(
-            rgb,
-            ((rgb.width() as f64 * scale) as u32).max(1),
-            ((rgb.height() as f64 * scale) as u32).max(1),
-        );
-        &scaled
-    } else {
-        rgb
-    };
-    let image =
-        egui::ColorImage::from_rgb([rgb.width() as usize, rgb.height() as usize], rgb.as_raw());
-    ctx.load_texture(name, image, TextureOptions::LINEAR)
 }
 
 /// Colour of label `label` of `labels` (the library's part palette).
@@ -80,8 +61,18 @@ impl CosegPanel {
             .enumerate()
             .map(|(i, image)| {
                 (
-                    texture(ctx, format!("coseg-overlay-{i}"), &image.overlay),
-                    texture(ctx, format!("coseg-cutout-{i}"), &image.cutout),
+                    rgb_texture(
+                        ctx,
+                        format!("coseg-overlay-{i}"),
+                        &image.overlay,
+                        TextureOptions::LINEAR,
+                    ),
+                    rgb_texture(
+                        ctx,
+                        format!("coseg-cutout-{i}"),
+                        &image.cutout,
+                        TextureOptions::LINEAR,
+                    ),
                 )
             })
             .collect();

@@ -26,6 +26,7 @@ pub mod pca_panel;
 mod pca_tab;
 pub mod point_query;
 pub mod state;
+pub mod textures;
 pub mod worker;
 
 use eframe::egui;

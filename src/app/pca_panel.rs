@@ -9,10 +9,10 @@ use eframe::egui;
 use std::sync::Arc;
 
 use egui::{Color32, Pos2, Rect, Sense, Stroke, TextureHandle, TextureOptions, Vec2};
-use image::RgbImage;
 
 use super::pca_job::{PcaImage, PcaResult};
 use super::state::PcaSettings;
+use super::textures::rgb_texture;
 use super::worker::ImageId;
 use crate::model::{Facet, VitConfig};
 
@@ -43,31 +43,6 @@ pub struct PcaPanel {
     pub tiles: Vec<PcaTiles>,
 }
 
-fn texture(
-    ctx: &egui::Context,
-    name: String,
-    rgb: &RgbImage,
-    options: TextureOptions,
-) -> TextureHandle {
-    // Very long images exceed what the GPU takes as one texture: show them scaled.
-    let max_side = ctx.input(|i| i.max_texture_side).max(1) as u32;
-    let scaled;
-    let rgb = if rgb.width().max(rgb.height()) > max_side {
-        let scale = max_side as f64 / rgb.width().max(rgb.height()) as f64;
-        scaled = image::imageops::thumbnail(
-            rgb,
-            ((rgb.width() as f64 * scale) as u32).max(1),
-            ((rgb.height() as f64 * scale) as u32).max(1),
-        );
-        &scaled
-    } else {
-        rgb
-    };
-    let image =
-        egui::ColorImage::from_rgb([rgb.width() as usize, rgb.height() as usize], rgb.as_raw());
-    ctx.load_texture(name, image, options)
-}
-
 /// Explained variance as `PC1 35.1%, PC2 9.8%, PC3 6.0%`.
 pub fn explained_text(explained: [f32; 3]) -> String {
     format!(
@@ -90,14 +65,14 @@ impl PcaPanel {
             .enumerate()
             .map(|(i, image)| {
                 (
-                    texture(
+                    rgb_texture(
                         ctx,
                         format!("pca-input-{i}"),
                         &image.prepared.rgb,
                         TextureOptions::LINEAR,
                     ),
                     // Patches are blocks of flat colour: keep their edges sharp.
-                    texture(
+                    rgb_texture(
                         ctx,
                         format!("pca-colours-{i}"),
                         &image.colored,
