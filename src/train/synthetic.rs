@@ -72,6 +72,9 @@ pub struct SyntheticConfig {
     pub images: usize,
     /// Object radius as a share of the side, drawn uniformly in this range.
     pub object_scale: (f64, f64),
+    /// Colour contrast of the background texture relative to the object's (1: as strong; 0: flat), so the
+    /// object can be made the most salient thing in the scene.
+    pub background_contrast: f64,
 }
 
 impl Default for SyntheticConfig {
@@ -80,6 +83,7 @@ impl Default for SyntheticConfig {
             size: 96,
             images: 1024,
             object_scale: (0.15, 0.4),
+            background_contrast: 1.0,
         }
     }
 }
@@ -161,12 +165,19 @@ impl SyntheticScenes {
         Shape::ALL.len()
     }
 
+    fn background(&self, rng: &mut Rng) -> Texture {
+        let mut texture = Texture::random(rng, self.config.size.max(1) as f64);
+        let contrast = self.config.background_contrast.clamp(0.0, 1.0);
+        texture.b = [0, 1, 2].map(|i| texture.a[i] + contrast * (texture.b[i] - texture.a[i]));
+        texture
+    }
+
     /// Scene number `index` (any `u64`; the same index always gives the same scene).
     pub fn scene(&self, index: u64) -> Scene {
         let mut rng = Rng::derive(self.seed, &[PURPOSE, index]);
         let size = self.config.size.max(1);
         let side = size as f64;
-        let background = Texture::random(&mut rng, side);
+        let background = self.background(&mut rng);
         let label = rng.below(Shape::ALL.len());
         let shape = Shape::ALL[label];
         let (lo, hi) = self.config.object_scale;
@@ -243,13 +254,35 @@ mod tests {
         for i in 0..20 {
             let s = scenes.scene(i);
             let mut rng = Rng::derive(scenes.seed, &[PURPOSE, i]);
-            let background = Texture::random(&mut rng, 40.0);
+            let background = scenes.background(&mut rng);
             for (x, y, p) in s.image.enumerate_pixels() {
                 let bg = pixel(background.at(x as f64 + 0.5, y as f64 + 0.5));
                 if s.mask.get_pixel(x, y).0[0] == 0 {
                     assert_eq!(*p, bg, "scene {i} ({x},{y}) outside the mask changed");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn zero_background_contrast_gives_a_flat_background() {
+        let scenes = SyntheticScenes::new(
+            SyntheticConfig {
+                size: 32,
+                background_contrast: 0.0,
+                ..Default::default()
+            },
+            4,
+        );
+        for i in 0..10 {
+            let s = scenes.scene(i);
+            let outside: Vec<_> = s
+                .image
+                .enumerate_pixels()
+                .filter(|(x, y, _)| s.mask.get_pixel(*x, *y).0[0] == 0)
+                .map(|(_, _, p)| *p)
+                .collect();
+            assert!(outside.iter().all(|p| *p == outside[0]), "scene {i}");
         }
     }
 
