@@ -6,10 +6,13 @@ use std::process::Command;
 
 use burn::tensor::{Device, Distribution, Tensor};
 use dinoscope::model::config::Arch;
+use dinoscope::model::save::official_tensors;
 use dinoscope::model::vit::Vit;
 use dinoscope::model::{LoadOptions, load_model};
-use dinoscope::train::run::{HeadShape, Metrics, RESUME_FILE, RunOptions, TrainConfig, train};
-use dinoscope::train::{AugmentConfig, SyntheticConfig};
+use dinoscope::train::run::{
+    HeadShape, Metrics, RESUME_FILE, RunEvent, RunOptions, TrainConfig, train, train_with,
+};
+use dinoscope::train::{AugmentConfig, RunControl, SyntheticConfig};
 
 fn small_config() -> TrainConfig {
     TrainConfig {
@@ -31,8 +34,26 @@ fn small_config() -> TrainConfig {
             images: 8,
             ..SyntheticConfig::default()
         },
+        eval_every: 0,
         ..TrainConfig::default()
     }
+}
+
+fn metrics_lines(dir: &Path) -> Vec<Metrics> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn no_partial_files(dir: &Path) -> bool {
+    std::fs::read_dir(dir).unwrap().all(|e| {
+        !e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".partial")
+    })
 }
 
 fn options(out: &Path, resume: bool, max_steps: usize) -> RunOptions {
@@ -101,7 +122,36 @@ fn stopping_and_resuming_gives_the_same_parameters_as_running_straight() {
     let straight = tempfile::tempdir().unwrap();
     train(small_config(), &options(straight.path(), false, 4)).unwrap();
     let split = tempfile::tempdir().unwrap();
-    train(small_config(), &options(split.path(), false, 2)).unwrap();
+    // Stopped from the observer after iteration 1, without periodic saves: the stop itself saves.
+    let control = RunControl::default();
+    let mut seen = Vec::new();
+    let stopped = train_with(
+        small_config(),
+        &RunOptions {
+            save_every: 0,
+            ..options(split.path(), false, 4)
+        },
+        &control,
+        &mut |event| match event {
+            RunEvent::Iteration(m) => {
+                seen.push(m.step);
+                if m.step == 1 {
+                    control.stop();
+                }
+            }
+            RunEvent::Saved { next_step } => seen.push(100 + next_step),
+            _ => {}
+        },
+    )
+    .unwrap();
+    assert!(stopped.stopped);
+    assert_eq!(stopped.steps, 2);
+    assert_eq!(
+        seen,
+        vec![0, 1, 102],
+        "no iteration after the stop, then a save"
+    );
+    assert!(no_partial_files(split.path()));
     // The config given on resume is ignored: the saved one is used.
     let summary = train(TrainConfig::default(), &options(split.path(), true, 4)).unwrap();
     assert_eq!(summary.steps, 4);
@@ -200,7 +250,8 @@ fn the_train_command_writes_a_teacher_that_attention_reads() {
     std::fs::write(
         &config,
         r#"{"head": {"out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16},
-            "augment": {"local_crops": 2}, "synthetic": {"size": 72, "images": 8}}"#,
+            "augment": {"local_crops": 2}, "synthetic": {"size": 72, "images": 8},
+            "eval_bank": 10, "eval_queries": 5}"#,
     )
     .unwrap();
     let bin = env!("CARGO_BIN_EXE_dinoscope");
@@ -214,7 +265,15 @@ fn the_train_command_writes_a_teacher_that_attention_reads() {
             "--epochs",
             "1",
         ])
-        .args(["--batch", "4", "--device", "cpu", "--quiet", "--config"])
+        .args([
+            "--batch",
+            "4",
+            "--device",
+            "cpu",
+            "--eval-every",
+            "1",
+            "--config",
+        ])
         .arg(&config)
         .arg("--out")
         .arg(&out)
@@ -225,6 +284,13 @@ fn the_train_command_writes_a_teacher_that_attention_reads() {
         "{}",
         String::from_utf8_lossy(&status.stderr)
     );
+    let stderr = String::from_utf8_lossy(&status.stderr);
+    for it in [0, 1] {
+        assert!(
+            stderr.contains(&format!("eval after iteration {it}: k-NN accuracy")),
+            "{stderr}"
+        );
+    }
     assert_eq!(
         std::fs::read_to_string(out.join("metrics.jsonl"))
             .unwrap()
@@ -263,4 +329,179 @@ fn the_train_command_writes_a_teacher_that_attention_reads() {
         .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("missing"));
+}
+
+#[test]
+fn a_paused_run_waits_and_a_resumed_one_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = RunControl::default();
+    let remote = control.clone();
+    let resumer = std::thread::spawn(move || {
+        while !remote.is_paused() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let resumed_at = std::time::Instant::now();
+        remote.resume();
+        resumed_at
+    });
+    let mut times = Vec::new();
+    let summary = train_with(
+        small_config(),
+        &options(dir.path(), false, 3),
+        &control,
+        &mut |event| {
+            if let RunEvent::Iteration(m) = event {
+                times.push((m.step, std::time::Instant::now()));
+                if m.step == 0 {
+                    control.pause();
+                }
+            }
+        },
+    )
+    .unwrap();
+    let resumed_at = resumer.join().unwrap();
+    assert!(!summary.stopped);
+    assert_eq!(summary.steps, 3);
+    assert_eq!(times.iter().map(|t| t.0).collect::<Vec<_>>(), vec![0, 1, 2]);
+    assert!(
+        times[1].1 > resumed_at,
+        "iteration 1 ran only after the resume"
+    );
+}
+
+#[test]
+fn evaluations_and_probes_come_every_n_iterations() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = TrainConfig {
+        eval_every: 2,
+        probe_every: 3,
+        eval_bank: 10,
+        eval_queries: 5,
+        ..small_config()
+    };
+    let mut probes = Vec::new();
+    let mut evaluated = Vec::new();
+    let mut plan = None;
+    train_with(
+        config,
+        &options(dir.path(), false, 4),
+        &RunControl::default(),
+        &mut |event| match event {
+            RunEvent::Started(p) => plan = Some(p),
+            RunEvent::Iteration(m) if m.eval.is_some() => evaluated.push(m.step),
+            RunEvent::Probe(p) => {
+                probes.push((p.step, p.maps.heads, p.maps.grid.rows, p.image.width()))
+            }
+            _ => {}
+        },
+    )
+    .unwrap();
+    assert_eq!(evaluated, vec![1, 3]);
+    assert_eq!(
+        probes,
+        vec![(2, 3, 9, 72)],
+        "vit-nano: 3 heads, 72 px / 8 px patches"
+    );
+    let plan = plan.expect("a Started event");
+    assert!(plan.evaluates);
+    assert_eq!((plan.start, plan.end, plan.total), (0, 4, 4));
+    assert_eq!(plan.lr.len(), 4);
+    assert_eq!(plan.teacher_temp, vec![0.04; 4]);
+
+    let lines = metrics_lines(dir.path());
+    let with_eval: Vec<usize> = lines
+        .iter()
+        .filter(|m| m.eval.is_some() && m.eval_s.is_some())
+        .map(|m| m.step)
+        .collect();
+    assert_eq!(
+        with_eval,
+        vec![1, 3],
+        "evaluations are in metrics.jsonl too"
+    );
+    for m in lines.iter().filter_map(|m| m.eval) {
+        assert!((0.0..=1.0).contains(&m.knn_accuracy));
+        assert!(m.mask_iou.is_some_and(|v| (0.0..=1.0).contains(&v)));
+    }
+    assert_eq!(
+        lines.iter().filter(|m| m.probe_s.is_some()).count(),
+        1,
+        "the probe time is recorded"
+    );
+}
+
+#[test]
+fn fine_tuning_starts_both_backbones_from_the_checkpoint() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    for (file, heads) in [("v1_p8.pth", 2), ("v2_p14_hf.safetensors", 2)] {
+        let init = fixtures.join(file);
+        let config = TrainConfig {
+            init: Some(init.clone()),
+            init_heads: Some(heads),
+            ..small_config()
+        };
+        let device = Device::flex();
+        let options_of = |dir: &Path, resume, max| RunOptions {
+            max_steps: Some(max),
+            ..options(dir, resume, 0)
+        };
+        let dir = tempfile::tempdir().unwrap();
+        // No iteration: the saved state is the starting point.
+        train(config.clone(), &options_of(dir.path(), false, 0)).unwrap();
+        let expected = load_model(
+            &init,
+            &LoadOptions {
+                heads: Some(heads),
+                ..LoadOptions::default()
+            },
+            &device,
+        )
+        .unwrap();
+        let saved = tensors(&dir.path().join(RESUME_FILE));
+        for (name, t) in official_tensors(&expected.vit) {
+            let bytes: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            for network in ["student", "teacher"] {
+                assert!(
+                    saved[&format!("{network}.backbone.{name}")] == bytes,
+                    "{file}: {network} {name} starts from the checkpoint"
+                );
+            }
+        }
+        let teacher = load_model(
+            &dir.path().join("teacher.safetensors"),
+            &LoadOptions::default(),
+            &device,
+        )
+        .unwrap();
+        assert_eq!(
+            teacher.config, expected.config,
+            "{file}: architecture detected"
+        );
+
+        // It trains, and a resumed fine-tuning run continues exactly.
+        let straight = tempfile::tempdir().unwrap();
+        let summary = train(config.clone(), &options_of(straight.path(), false, 2)).unwrap();
+        assert!(summary.last_loss.is_some_and(f64::is_finite), "{file}");
+        let split = tempfile::tempdir().unwrap();
+        train(config.clone(), &options_of(split.path(), false, 1)).unwrap();
+        train(TrainConfig::default(), &options_of(split.path(), true, 2)).unwrap();
+        let (a, b) = (metrics_lines(straight.path()), metrics_lines(split.path()));
+        assert_eq!(
+            a.iter().map(|m| m.loss).collect::<Vec<_>>(),
+            b.iter().map(|m| m.loss).collect::<Vec<_>>(),
+            "{file}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_init_checkpoint_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = TrainConfig {
+        init: Some(dir.path().join("nope.pth")),
+        ..small_config()
+    };
+    let err = train(config, &options(dir.path(), false, 1)).unwrap_err();
+    assert!(err.to_string().contains("nope.pth"), "{err}");
 }

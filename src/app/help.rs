@@ -6,8 +6,8 @@ pub const SHORTCUTS: &[(&str, &str)] = &[
     ("Ctrl+O", "open images"),
     ("Left / Right", "previous / next image"),
     (
-        "1 2 3 4",
-        "Attention / PCA / Co-segmentation / Correspondence tab",
+        "1 2 3 4 5",
+        "Attention / PCA / Co-segmentation / Correspondence / Training tab",
     ),
     ("Up / Down", "next / previous block (layer) of the tab"),
     ("C or Escape", "back to the CLS query"),

@@ -27,6 +27,9 @@ mod pca_tab;
 pub mod point_query;
 pub mod state;
 pub mod textures;
+pub mod train_job;
+pub mod train_panel;
+mod train_tab;
 pub mod worker;
 
 use eframe::egui;
@@ -49,6 +52,7 @@ use notifications::{AppError, Notifications};
 use pca_job::PcaKey;
 use pca_tab::PcaState;
 use state::{InputSize, Settings, ViewTab};
+use train_tab::TrainState;
 use worker::{
     AttentionResult, AttnKey, CancelToken, Event, ImageId, Job, ModelInfo, Picked, TaskId, Worker,
 };
@@ -125,6 +129,7 @@ pub struct App {
     pca: PcaState,
     corr: CorrState,
     coseg: CosegState,
+    training: TrainState,
     downloads: Downloads,
     default_weights: Option<PathBuf>,
     help_open: bool,
@@ -223,6 +228,7 @@ impl App {
             pca: PcaState::default(),
             corr: CorrState::default(),
             coseg: CosegState::default(),
+            training: TrainState::default(),
             downloads: Downloads::new(
                 options
                     .checkpoint_dir
@@ -697,9 +703,10 @@ impl App {
             return;
         }
         let pressed = |key: Key| ctx.input_mut(|i| i.consume_key(Modifiers::NONE, key));
-        for (tab, key) in ViewTab::ALL
-            .into_iter()
-            .zip([Key::Num1, Key::Num2, Key::Num3, Key::Num4])
+        for (tab, key) in
+            ViewTab::ALL
+                .into_iter()
+                .zip([Key::Num1, Key::Num2, Key::Num3, Key::Num4, Key::Num5])
         {
             if pressed(key) {
                 self.settings.tab = tab;
@@ -887,6 +894,7 @@ impl App {
         let started = Instant::now();
         let ctx = ui.ctx().clone();
         self.poll(&ctx);
+        self.poll_training(&ctx);
         self.handle_keys(&ctx);
         self.handle_dropped_files(&ctx);
 
@@ -934,6 +942,7 @@ impl App {
                 ViewTab::Pca => self.pca_central(ui),
                 ViewTab::Coseg => self.coseg_central(ui),
                 ViewTab::Correspondence => self.corr_central(ui),
+                ViewTab::Training => self.train_central(ui),
             }
         });
 
@@ -943,7 +952,7 @@ impl App {
             ViewTab::Attention => self.request_attention(),
             ViewTab::Pca => self.request_pca(),
             ViewTab::Correspondence => self.request_correspondence(),
-            ViewTab::Coseg => {}
+            ViewTab::Coseg | ViewTab::Training => {}
         }
 
         match self.downloads.window(&ctx) {
@@ -990,6 +999,7 @@ impl App {
             ViewTab::Pca => self.pca_controls(ui),
             ViewTab::Correspondence => self.corr_controls(ui),
             ViewTab::Coseg => self.coseg_controls(ui),
+            ViewTab::Training => self.train_controls(ui),
         }
     }
 

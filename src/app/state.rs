@@ -53,14 +53,16 @@ pub enum ViewTab {
     Pca,
     Coseg,
     Correspondence,
+    Training,
 }
 
 impl ViewTab {
-    pub const ALL: [ViewTab; 4] = [
+    pub const ALL: [ViewTab; 5] = [
         ViewTab::Attention,
         ViewTab::Pca,
         ViewTab::Coseg,
         ViewTab::Correspondence,
+        ViewTab::Training,
     ];
 
     pub fn label(self) -> &'static str {
@@ -69,10 +71,11 @@ impl ViewTab {
             ViewTab::Pca => "PCA",
             ViewTab::Coseg => "Co-segmentation",
             ViewTab::Correspondence => "Correspondence",
+            ViewTab::Training => "Training",
         }
     }
 
-    /// The digit key that selects the tab (1 to 4).
+    /// The digit key that selects the tab (1 to 5).
     pub fn shortcut(self) -> usize {
         1 + ViewTab::ALL.iter().position(|&t| t == self).unwrap_or(0)
     }

@@ -44,6 +44,21 @@ pub struct TrainArgs {
     /// Student stochastic-depth rate (0.1 by default).
     #[arg(long)]
     pub drop_path: Option<f64>,
+    /// Fine-tune from this checkpoint (`.pth` / `.safetensors`, architecture detected; `--arch` is then
+    /// ignored): student and teacher backbones start from it, the DINO head starts fresh.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// Attention heads of the `--init` backbone when the file does not say (default `dim / 64`).
+    #[arg(long)]
+    pub init_heads: Option<usize>,
+    /// Evaluate the teacher every this many iterations (k-NN accuracy, k = 20, T = 0.07; attention-mask
+    /// IoU on synthetic scenes; image folders need class sub-folders); 0 never. Default 100.
+    #[arg(long)]
+    pub eval_every: Option<usize>,
+    /// Compute the teacher's attention on a fixed probe image every this many iterations (for
+    /// library callers and the app; 0 never, the default).
+    #[arg(long)]
+    pub probe_every: Option<usize>,
     /// Save the checkpoints every this many iterations (0: only at the end).
     #[arg(long, default_value_t = 100)]
     pub save_every: usize,
@@ -70,6 +85,12 @@ impl TrainArgs {
         if let Some(v) = &self.arch {
             c.arch = v.clone();
         }
+        if let Some(v) = &self.init {
+            c.init = Some(v.clone());
+        }
+        if let Some(v) = self.init_heads {
+            c.init_heads = Some(v);
+        }
         macro_rules! set {
             ($($flag:ident => $($field:ident).+),* $(,)?) => {
                 $(if let Some(v) = self.$flag { c.$($field).+ = v; })*
@@ -83,6 +104,8 @@ impl TrainArgs {
             out_dim => head.out_dim,
             local_crops => augment.local_crops,
             drop_path => drop_path,
+            eval_every => eval_every,
+            probe_every => probe_every,
         );
         Ok(c)
     }

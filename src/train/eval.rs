@@ -2,14 +2,22 @@
 //! weighted k-NN classifier (k = 20, T = 0.07) on the CLS embeddings.
 
 use burn::tensor::{Device, Tensor};
+use image::{GrayImage, RgbImage};
 
+use super::data::ImageFolder;
 use super::synthetic::{Scene, SyntheticConfig, SyntheticScenes};
 use crate::analysis::attention::{Query, attention_maps, mass_mask};
-use crate::model::preprocess::normalize;
+use crate::model::preprocess::{load_rgb, normalize};
 use crate::model::vit::Vit;
 
 /// Scene indices at or above this are never produced by training runs of the same seed.
 const HELD_OUT_OFFSET: u64 = 1 << 40;
+/// The held-out scene used as the attention probe (past any evaluation scene).
+const PROBE_INDEX: u64 = HELD_OUT_OFFSET - 1;
+
+/// DINO's k-NN classifier settings (`eval_knn.py`).
+pub const KNN_K: usize = 20;
+pub const KNN_TEMPERATURE: f64 = 0.07;
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct EvalReport {
@@ -21,23 +29,122 @@ pub struct EvalReport {
     pub test_scenes: usize,
 }
 
-fn image_tensor(scene: &Scene, device: &Device) -> Tensor<4> {
-    let (w, h) = (scene.image.width() as usize, scene.image.height() as usize);
+/// One labelled evaluation image, with its object mask when known.
+#[derive(Clone, Debug)]
+pub struct EvalImage {
+    pub image: RgbImage,
+    pub label: usize,
+    pub mask: Option<GrayImage>,
+}
+
+impl From<Scene> for EvalImage {
+    fn from(scene: Scene) -> Self {
+        EvalImage {
+            image: scene.image,
+            label: scene.label,
+            mask: Some(scene.mask),
+        }
+    }
+}
+
+/// A k-NN memory bank and the images classified against it.
+#[derive(Clone, Debug)]
+pub struct EvalSet {
+    pub bank: Vec<EvalImage>,
+    pub queries: Vec<EvalImage>,
+    pub classes: usize,
+}
+
+impl EvalSet {
+    /// `train + test` held-out synthetic scenes (never drawn by training runs of the same seed).
+    pub fn synthetic(config: &SyntheticConfig, seed: u64, train: usize, test: usize) -> EvalSet {
+        let scenes = SyntheticScenes::new(config.clone(), seed);
+        let scene = |i: usize| EvalImage::from(scenes.scene(HELD_OUT_OFFSET + i as u64));
+        EvalSet {
+            bank: (0..train).map(scene).collect(),
+            queries: (train..train + test).map(scene).collect(),
+            classes: scenes.classes(),
+        }
+    }
+
+    /// Labelled images of a folder with class sub-folders, resized to `size` x `size`: every third
+    /// labelled image is a query, the others go to the bank, up to `train` and `test` of each.
+    /// `None` when the folder has fewer than two classes (nothing to classify).
+    pub fn folder(folder: &ImageFolder, size: u32, train: usize, test: usize) -> Option<EvalSet> {
+        if folder.classes.len() < 2 {
+            return None;
+        }
+        let mut set = EvalSet {
+            bank: Vec::new(),
+            queries: Vec::new(),
+            classes: folder.classes.len(),
+        };
+        let labelled = folder
+            .items
+            .iter()
+            .filter_map(|(path, label)| label.map(|l| (path, l)));
+        for (i, (path, label)) in labelled.enumerate() {
+            let (list, cap) = if i % 3 == 2 {
+                (&mut set.queries, test)
+            } else {
+                (&mut set.bank, train)
+            };
+            if list.len() >= cap {
+                if set.bank.len() >= train && set.queries.len() >= test {
+                    break;
+                }
+                continue;
+            }
+            // Unreadable images are left out (the training loader reports them).
+            if let Ok(rgb) = load_rgb(path) {
+                list.push(EvalImage {
+                    image: image::imageops::resize(
+                        &rgb,
+                        size,
+                        size,
+                        image::imageops::FilterType::Triangle,
+                    ),
+                    label,
+                    mask: None,
+                });
+            }
+        }
+        (!set.bank.is_empty() && !set.queries.is_empty()).then_some(set)
+    }
+}
+
+/// The held-out synthetic scene used as the attention probe of a run.
+pub fn probe_scene(config: &SyntheticConfig, seed: u64) -> Scene {
+    SyntheticScenes::new(config.clone(), seed).scene(PROBE_INDEX)
+}
+
+/// What [`evaluate`] measured.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EvalScores {
+    /// Top-1 accuracy of the k-NN classifier (k = 20, T = 0.07).
+    pub knn_accuracy: f64,
+    /// Mean IoU of the head-mean CLS attention mask (60 % of the mass) with the object masks, when
+    /// the queries have masks.
+    pub mask_iou: Option<f64>,
+}
+
+fn image_tensor(image: &RgbImage, device: &Device) -> Tensor<4> {
+    let (w, h) = (image.width() as usize, image.height() as usize);
     Tensor::from_data(
-        burn::tensor::TensorData::new(normalize(&scene.image), [1, 3, h, w]),
+        burn::tensor::TensorData::new(normalize(image), [1, 3, h, w]),
         device,
     )
 }
 
 /// The object mask on the patch grid: a patch is object when most of its pixels are.
-fn patch_mask(scene: &Scene, rows: usize, cols: usize, patch: usize) -> Vec<bool> {
+fn patch_mask(mask: &GrayImage, rows: usize, cols: usize, patch: usize) -> Vec<bool> {
     (0..rows * cols)
         .map(|i| {
             let (r, c) = (i / cols, i % cols);
             let mut inside = 0;
             for y in r * patch..(r + 1) * patch {
                 for x in c * patch..(c + 1) * patch {
-                    inside += usize::from(scene.mask.get_pixel(x as u32, y as u32).0[0] > 127);
+                    inside += usize::from(mask.get_pixel(x as u32, y as u32).0[0] > 127);
                 }
             }
             2 * inside > patch * patch
@@ -75,21 +182,61 @@ pub fn knn_predict(
     sims.sort_by(|a, b| b.0.total_cmp(&a.0));
     let mut votes = vec![0f64; classes];
     for (sim, label) in sims.into_iter().take(k) {
-        votes[label] += (sim / temperature).exp();
+        if let Some(v) = votes.get_mut(label) {
+            *v += (sim / temperature).exp();
+        }
     }
     (0..classes)
         .max_by(|&a, &b| votes[a].total_cmp(&votes[b]))
         .unwrap_or(0)
 }
 
-fn embedding(vit: &Vit, scene: &Scene, device: &Device) -> Vec<f32> {
+fn embedding(vit: &Vit, image: &RgbImage, device: &Device) -> Vec<f32> {
     let v = vit
-        .forward(image_tensor(scene, device))
+        .forward(image_tensor(image, device))
         .into_data()
         .try_into_vec::<f32>()
         .unwrap_or_default();
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
     v.into_iter().map(|x| x / norm).collect()
+}
+
+/// k-NN accuracy of `vit`'s final CLS embeddings on `set`, and the attention-mask IoU of the queries
+/// that have masks.
+pub fn evaluate(vit: &Vit, set: &EvalSet) -> EvalScores {
+    let device = vit.device();
+    let patch = vit.config().patch_size;
+    let last = vit.config().depth - 1;
+    let bank: Vec<(Vec<f32>, usize)> = set
+        .bank
+        .iter()
+        .map(|e| (embedding(vit, &e.image, &device), e.label))
+        .collect();
+    let (mut iou_sum, mut masks, mut correct) = (0.0, 0, 0);
+    for query in &set.queries {
+        if let Some(mask) = &query.mask {
+            let maps = attention_maps(
+                vit,
+                image_tensor(&query.image, &device),
+                last,
+                Query::Cls,
+                patch,
+            );
+            let predicted = mass_mask(&maps.head_mean(), 0.6);
+            iou_sum += iou(
+                &predicted,
+                &patch_mask(mask, maps.grid.rows, maps.grid.cols, patch),
+            );
+            masks += 1;
+        }
+        let features = embedding(vit, &query.image, &device);
+        let predicted = knn_predict(&bank, &features, set.classes, KNN_K, KNN_TEMPERATURE);
+        correct += usize::from(predicted == query.label);
+    }
+    EvalScores {
+        knn_accuracy: correct as f64 / set.queries.len().max(1) as f64,
+        mask_iou: (masks > 0).then(|| iou_sum / masks as f64),
+    }
 }
 
 /// Evaluates `vit` on `train + test` held-out scenes of the given configuration and seed.
@@ -100,32 +247,10 @@ pub fn evaluate_synthetic(
     train: usize,
     test: usize,
 ) -> EvalReport {
-    let device = vit.device();
-    let scenes = SyntheticScenes::new(config.clone(), seed);
-    let patch = vit.config().patch_size;
-    let last = vit.config().depth - 1;
-    let bank: Vec<(Vec<f32>, usize)> = (0..train as u64)
-        .map(|i| {
-            let scene = scenes.scene(HELD_OUT_OFFSET + i);
-            (embedding(vit, &scene, &device), scene.label)
-        })
-        .collect();
-    let (mut iou_sum, mut correct) = (0.0, 0);
-    for i in 0..test as u64 {
-        let scene = scenes.scene(HELD_OUT_OFFSET + train as u64 + i);
-        let maps = attention_maps(vit, image_tensor(&scene, &device), last, Query::Cls, patch);
-        let predicted = mass_mask(&maps.head_mean(), 0.6);
-        iou_sum += iou(
-            &predicted,
-            &patch_mask(&scene, maps.grid.rows, maps.grid.cols, patch),
-        );
-        let query = embedding(vit, &scene, &device);
-        correct +=
-            usize::from(knn_predict(&bank, &query, scenes.classes(), 20, 0.07) == scene.label);
-    }
+    let scores = evaluate(vit, &EvalSet::synthetic(config, seed, train, test));
     EvalReport {
-        mask_iou: iou_sum / test.max(1) as f64,
-        knn_accuracy: correct as f64 / test.max(1) as f64,
+        mask_iou: scores.mask_iou.unwrap_or(0.0),
+        knn_accuracy: scores.knn_accuracy,
         train_scenes: train,
         test_scenes: test,
     }
@@ -160,12 +285,7 @@ mod tests {
         for (x, y) in [(0, 0), (1, 0), (0, 1)] {
             mask.put_pixel(x, y, image::Luma([255]));
         }
-        let scene = Scene {
-            image: image::RgbImage::new(4, 2),
-            mask,
-            label: 0,
-        };
-        assert_eq!(patch_mask(&scene, 1, 2, 2), vec![true, false]);
+        assert_eq!(patch_mask(&mask, 1, 2, 2), vec![true, false]);
     }
 
     #[test]

@@ -5,11 +5,13 @@
 
 pub mod adamw;
 pub mod augment;
+pub mod control;
 pub mod data;
 pub mod ema;
 pub mod eval;
 pub mod head;
 pub mod loss;
+pub mod monitor;
 pub mod network;
 pub mod params;
 pub mod run;
@@ -20,12 +22,16 @@ pub mod synthetic;
 pub use crate::rng::Rng;
 pub use adamw::{AdamW, AdamWEntry, AdamWSettings};
 pub use augment::{AugmentConfig, DataAugmentationDino};
+pub use control::RunControl;
 pub use data::{Batch, BatchLoader, DataError, Dataset, ImageFolder};
 pub use ema::{EmaError, ema_update};
 pub use head::{DinoHead, DinoHeadConfig, HeadError};
 pub use loss::{DinoLoss, LossError};
+pub use monitor::Probe;
 pub use network::{DinoNetwork, NetworkError};
-pub use run::{RunError, RunOptions, RunSummary, TrainConfig, train};
+pub use run::{
+    RunError, RunEvent, RunOptions, RunPlan, RunSummary, TrainConfig, train, train_with,
+};
 pub use schedule::{ScheduleError, Schedules, cosine_scheduler, teacher_temp_schedule};
 pub use step::{StepError, StepOutcome, TrainStep};
 pub use synthetic::{Scene, Shape, SyntheticConfig, SyntheticScenes};

@@ -9,6 +9,9 @@
 //!
 //! Both checkpoints are written to a `.partial` file then renamed, so an interrupted save never leaves a
 //! truncated file behind.
+//!
+//! [`train_with`] lets a caller follow a run ([`RunEvent`]s: each iteration's [`Metrics`], with the periodic
+//! evaluation, and the attention probe) and pause, resume or stop it through a [`RunControl`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -20,17 +23,21 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use super::adamw::AdamWEntry;
 use super::augment::{AugmentConfig, AugmentError, DataAugmentationDino};
+use super::control::RunControl;
 use super::data::{BatchLoader, DataError, Dataset, ImageFolder};
+use super::eval::EvalScores;
 use super::head::DinoHeadConfig;
 use super::loss::{DinoLoss, LossError};
+use super::monitor::{Monitor, MonitorSettings, Probe};
 use super::network::{DinoNetwork, NetworkError};
 use super::params::replace_value;
 use super::schedule::{ScheduleError, Schedules, teacher_temp_schedule};
 use super::step::{StepError, StepOutcome, TrainStep};
 use super::synthetic::{SyntheticConfig, SyntheticScenes};
-use crate::model::checkpoint::{CheckpointError, RawTensor};
-use crate::model::config::Arch;
-use crate::model::save::{save_safetensors, serialize_safetensors};
+use crate::model::checkpoint::{CheckpointError, RawTensor, read_state_dict};
+use crate::model::config::{Arch, VitConfig};
+use crate::model::load::{LoadOptions, detect_config, load_model};
+use crate::model::save::{official_tensors, save_safetensors, serialize_safetensors};
 use crate::rng::Rng;
 
 /// The resume checkpoint. Tensors (all f32, little-endian):
@@ -108,6 +115,19 @@ pub struct TrainConfig {
     pub head: HeadShape,
     pub augment: AugmentConfig,
     pub synthetic: SyntheticConfig,
+    /// Fine-tune from this checkpoint (`.pth` / `.safetensors`, architecture detected; `arch` is then
+    /// ignored): student and teacher backbones start from its weights, the head starts fresh.
+    pub init: Option<PathBuf>,
+    /// Attention heads of the `init` backbone when its file does not say (official models: `dim / 64`).
+    pub init_heads: Option<usize>,
+    /// Evaluate the teacher (k-NN accuracy, attention-mask IoU) every this many iterations; 0: never.
+    pub eval_every: usize,
+    /// Send the teacher's last-block attention on the probe image every this many iterations; 0: never.
+    pub probe_every: usize,
+    /// Images in the evaluation's k-NN memory bank.
+    pub eval_bank: usize,
+    /// Images classified by the evaluation.
+    pub eval_queries: usize,
 }
 
 impl Default for TrainConfig {
@@ -134,6 +154,12 @@ impl Default for TrainConfig {
             head: HeadShape::default(),
             augment: AugmentConfig::default(),
             synthetic: SyntheticConfig::default(),
+            init: None,
+            init_heads: None,
+            eval_every: 100,
+            probe_every: 0,
+            eval_bank: 100,
+            eval_queries: 50,
         }
     }
 }
@@ -151,8 +177,19 @@ impl TrainConfig {
         })
     }
 
+    /// The backbone's configuration: the `init` checkpoint's (detected from the file) or `arch`'s.
+    pub fn backbone_config(&self) -> Result<VitConfig, RunError> {
+        match &self.init {
+            Some(path) => config_of_checkpoint(path, self.init_heads),
+            None => Ok(self.arch()?.config()),
+        }
+    }
+
     pub fn validate(&self) -> Result<(), RunError> {
-        let arch = self.arch()?;
+        self.validate_for(&self.backbone_config()?)
+    }
+
+    fn validate_for(&self, backbone: &VitConfig) -> Result<(), RunError> {
         if self.epochs == 0 || self.batch == 0 {
             return Err(RunError::Config("epochs and batch must be positive".into()));
         }
@@ -167,7 +204,7 @@ impl TrainConfig {
             return Err(RunError::Config("head sizes must be positive".into()));
         }
         self.augment.validate()?;
-        let patch = arch.config().patch_size as u32;
+        let patch = backbone.patch_size as u32;
         let a = &self.augment;
         if a.global_size < patch || (a.local_crops > 0 && a.local_size < patch) {
             return Err(RunError::Config(format!(
@@ -196,6 +233,17 @@ impl TrainConfig {
             )))
         } else {
             Ok(Dataset::Folder(ImageFolder::scan(Path::new(&self.data))?))
+        }
+    }
+
+    fn monitor_settings(&self) -> MonitorSettings {
+        MonitorSettings {
+            eval_every: self.eval_every,
+            probe_every: self.probe_every,
+            eval_bank: self.eval_bank,
+            eval_queries: self.eval_queries,
+            image_size: self.augment.global_size,
+            seed: self.seed,
         }
     }
 
@@ -238,6 +286,12 @@ pub enum RunError {
     Checkpoint(#[from] CheckpointError),
 }
 
+/// The configuration a checkpoint's backbone has (read from its metadata, or detected from its tensors).
+fn config_of_checkpoint(path: &Path, heads: Option<usize>) -> Result<VitConfig, RunError> {
+    let dict = read_state_dict(path)?;
+    Ok(detect_config(&dict, heads).map_err(|e| CheckpointError::new(path, e))?)
+}
+
 /// How to run (not part of the run's definition).
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -272,6 +326,47 @@ pub struct Metrics {
     pub data_s: f64,
     /// `uniform` or `one-hot` when the KL has vanished (see [`collapse`]).
     pub collapse: Option<String>,
+    /// The teacher's evaluation after this iteration (every `eval_every` iterations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval: Option<EvalScores>,
+    /// Seconds the evaluation took (not counted in `images_per_s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_s: Option<f64>,
+    /// Seconds the attention probe took (not counted in `images_per_s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_s: Option<f64>,
+}
+
+/// What [`train_with`] reports while it runs.
+#[derive(Clone, Debug)]
+pub enum RunEvent {
+    /// Before the first iteration: the run's config (the saved one when resuming), its backbone, and the
+    /// planned schedules, one value per iteration of the whole run.
+    Started(Box<RunPlan>),
+    /// An iteration is done (the same line goes to `metrics.jsonl`).
+    Iteration(Metrics),
+    /// The teacher's attention on the probe image (every `probe_every` iterations).
+    Probe(Probe),
+    /// Both checkpoints were written; the run continues (or resumes) at `next_step`.
+    Saved { next_step: usize },
+}
+
+/// A run as it starts.
+#[derive(Clone, Debug)]
+pub struct RunPlan {
+    pub config: TrainConfig,
+    pub backbone: VitConfig,
+    /// First iteration of this call (0, or where a resumed run continues).
+    pub start: usize,
+    /// Where this call stops (`max_steps` or the end of the schedules).
+    pub end: usize,
+    pub total: usize,
+    pub niter_per_ep: usize,
+    /// Whether the data allows evaluation (labels) and `eval_every > 0`.
+    pub evaluates: bool,
+    pub lr: Vec<f64>,
+    pub momentum: Vec<f64>,
+    pub teacher_temp: Vec<f64>,
 }
 
 /// DINO's two collapse modes, both with a vanishing KL between teacher and student: a uniform teacher
@@ -298,6 +393,8 @@ pub struct RunSummary {
     pub skipped_images: usize,
     pub teacher: PathBuf,
     pub resume: PathBuf,
+    /// Ended early by [`RunControl::stop`] (the checkpoints hold the last finished iteration).
+    pub stopped: bool,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -328,10 +425,11 @@ fn normal(rng: &mut Rng, std: f64) -> f32 {
 /// `last_layer.weight_v`.
 fn initial_tensors(
     config: &TrainConfig,
+    backbone: &VitConfig,
     head: &DinoHeadConfig,
     device: &Device,
 ) -> Result<BTreeMap<String, RawTensor>, RunError> {
-    let vit = crate::model::vit::Vit::init(config.arch()?.config(), device);
+    let vit = crate::model::vit::Vit::init(backbone.clone(), device);
     let network = DinoNetwork {
         backbone: vit,
         head: super::head::DinoHead::init(head, device),
@@ -357,15 +455,39 @@ fn initial_tensors(
         .collect())
 }
 
+/// Replaces the `backbone.*` tensors by those of the `init` checkpoint.
+fn load_init(
+    tensors: &mut BTreeMap<String, RawTensor>,
+    path: &Path,
+    backbone: &VitConfig,
+    device: &Device,
+) -> Result<(), RunError> {
+    let options = LoadOptions {
+        config: Some(backbone.clone()),
+        heads: None,
+    };
+    let loaded = load_model(path, &options, device)?;
+    tensors.retain(|name, _| !name.starts_with("backbone."));
+    tensors.extend(
+        official_tensors(&loaded.vit)
+            .into_iter()
+            .map(|(n, t)| (format!("backbone.{n}"), t)),
+    );
+    Ok(())
+}
+
 /// The run's [`TrainStep`] before its first iteration.
 fn fresh_state(
     config: &TrainConfig,
+    vit_config: VitConfig,
     niter_per_ep: usize,
     device: &Device,
 ) -> Result<TrainStep, RunError> {
-    let vit_config = config.arch()?.config();
     let head = config.head_config(vit_config.dim);
-    let tensors = initial_tensors(config, &head, device)?;
+    let mut tensors = initial_tensors(config, &vit_config, &head, device)?;
+    if let Some(path) = &config.init {
+        load_init(&mut tensors, path, &vit_config, device)?;
+    }
     let student =
         DinoNetwork::from_tensors(&tensors, vit_config, &head, &device.clone().autodiff())?;
     let epochs = config.epochs;
@@ -543,6 +665,7 @@ fn contiguous<M: Module>(module: M) -> M {
 /// Rebuilds the state saved by [`save_checkpoints`].
 fn resumed_state(
     config: &TrainConfig,
+    vit_config: VitConfig,
     niter_per_ep: usize,
     tensors: &BTreeMap<String, RawTensor>,
     steps: &BTreeMap<String, i32>,
@@ -553,8 +676,12 @@ fn resumed_state(
         path: path.to_path_buf(),
         detail,
     };
-    let mut state = fresh_state(config, niter_per_ep, device)?;
-    let vit_config = config.arch()?.config();
+    // The fresh state only provides the schedules and loss settings: no need to read `init` again.
+    let plain = TrainConfig {
+        init: None,
+        ..config.clone()
+    };
+    let mut state = fresh_state(&plain, vit_config.clone(), niter_per_ep, device)?;
     let head = config.head_config(vit_config.dim);
     state.student = DinoNetwork::from_tensors(
         &with_prefix(tensors, "student."),
@@ -628,31 +755,105 @@ fn progress_bar(total: usize, start: usize, show: bool) -> indicatif::ProgressBa
     bar
 }
 
+/// Prints a line above the progress bar, or on stderr when the bar is hidden but progress is wanted
+/// (not a terminal).
+fn say(bar: &indicatif::ProgressBar, show: bool, text: String) {
+    if !show {
+        return;
+    }
+    if bar.is_hidden() {
+        eprintln!("{text}");
+    } else {
+        bar.println(text);
+    }
+}
+
+/// The schedules of the whole run, one value per iteration.
+fn plan(
+    config: &TrainConfig,
+    backbone: &VitConfig,
+    state: &TrainStep,
+    (start, end): (usize, usize),
+    evaluates: bool,
+) -> RunPlan {
+    let niter = state.schedules.niter_per_ep.max(1);
+    let total = state.schedules.len();
+    RunPlan {
+        config: config.clone(),
+        backbone: backbone.clone(),
+        start,
+        end,
+        total,
+        niter_per_ep: niter,
+        evaluates,
+        lr: state.schedules.lr.clone(),
+        momentum: state.schedules.momentum.clone(),
+        teacher_temp: (0..total)
+            .map(|it| {
+                state
+                    .loss
+                    .teacher_temp
+                    .get(it / niter)
+                    .copied()
+                    .unwrap_or(0.0)
+            })
+            .collect(),
+    }
+}
+
 /// Trains (or continues training) with `config`; see the module documentation for the files written.
 pub fn train(config: TrainConfig, options: &RunOptions) -> Result<RunSummary, RunError> {
+    train_with(config, options, &RunControl::default(), &mut |_| {})
+}
+
+/// [`train`], reporting to `observer` and obeying `control` between iterations. A stop ends the run after
+/// the iteration under way and saves both checkpoints (atomically) before returning, so the run resumes
+/// exactly where it stopped.
+pub fn train_with(
+    config: TrainConfig,
+    options: &RunOptions,
+    control: &RunControl,
+    observer: &mut dyn FnMut(RunEvent),
+) -> Result<RunSummary, RunError> {
     let out = &options.out;
     std::fs::create_dir_all(out).map_err(io_err(out))?;
     let resume_path = out.join(RESUME_FILE);
     let (config, start, saved) = if options.resume {
-        let (config, next, tensors, steps) = load_resume(out)?;
+        let (saved_config, next, tensors, steps) = load_resume(out)?;
+        // The saved config defines the run; how it is monitored is the caller's choice.
+        let config = TrainConfig {
+            eval_every: config.eval_every,
+            probe_every: config.probe_every,
+            eval_bank: config.eval_bank,
+            eval_queries: config.eval_queries,
+            ..saved_config
+        };
         (config, next, Some((tensors, steps)))
     } else {
         (config, 0, None)
     };
-    config.validate()?;
+    // A resumed fine-tuning run takes its backbone's configuration from its own teacher checkpoint.
+    let backbone = match (&saved, &config.init) {
+        (Some(_), Some(_)) => config_of_checkpoint(&out.join(TEACHER_FILE), None)?,
+        _ => config.backbone_config()?,
+    };
+    config.validate_for(&backbone)?;
     let augment = DataAugmentationDino::new(config.augment.clone())?;
-    let loader = BatchLoader::new(config.dataset()?, augment, config.batch, config.seed)?;
+    let dataset = config.dataset()?;
+    let monitor = Monitor::new(config.monitor_settings(), &dataset, backbone.patch_size);
+    let loader = BatchLoader::new(dataset, augment, config.batch, config.seed)?;
     let niter = loader.niter_per_ep();
     let mut state = match &saved {
         Some((tensors, steps)) => resumed_state(
             &config,
+            backbone.clone(),
             niter,
             tensors,
             steps,
             &resume_path,
             &options.device,
         )?,
-        None => fresh_state(&config, niter, &options.device)?,
+        None => fresh_state(&config, backbone.clone(), niter, &options.device)?,
     };
     let config_json =
         serde_json::to_string_pretty(&config).map_err(|e| RunError::Config(e.to_string()))?;
@@ -671,11 +872,24 @@ pub fn train(config: TrainConfig, options: &RunOptions) -> Result<RunSummary, Ru
 
     let total = state.schedules.len();
     let end = options.max_steps.map_or(total, |m| m.min(total));
+    observer(RunEvent::Started(Box::new(plan(
+        &config,
+        &backbone,
+        &state,
+        (start, end),
+        monitor.evaluates(),
+    ))));
     let bar = progress_bar(total, start, options.progress);
     let began = Instant::now();
     let mut last_loss = None;
     let mut warned = false;
+    let mut next = start;
+    let mut stopped = false;
     for it in start..end {
+        if !control.wait_while_paused() {
+            stopped = true;
+            break;
+        }
         let t0 = Instant::now();
         let batch = loader.batch(it)?;
         let crops = batch.to_tensors(&options.device);
@@ -689,12 +903,33 @@ pub fn train(config: TrainConfig, options: &RunOptions) -> Result<RunSummary, Ru
             && !warned
         {
             warned = true;
-            bar.println(format!(
-                "warning: iteration {it}: teacher and student agree (KL {:.2e}, teacher entropy {:.3} nats): \
-                 possible {mode} collapse",
-                outcome.kl, outcome.teacher_entropy
-            ));
+            say(
+                &bar,
+                options.progress,
+                format!(
+                    "warning: iteration {it}: teacher and student agree (KL {:.2e}, teacher entropy {:.3} nats): \
+                     possible {mode} collapse",
+                    outcome.kl, outcome.teacher_entropy
+                ),
+            );
         }
+        let eval = monitor.eval_after(it, &state.teacher.backbone);
+        if let Some(e) = &eval {
+            say(
+                &bar,
+                options.progress,
+                format!(
+                    "eval after iteration {it}: k-NN accuracy {:.1} %{} ({:.2} s)",
+                    100.0 * e.value.knn_accuracy,
+                    e.value
+                        .mask_iou
+                        .map(|m| format!(", attention-mask IoU {m:.3}"))
+                        .unwrap_or_default(),
+                    e.seconds
+                ),
+            );
+        }
+        let probe = monitor.probe_after(it, &state.teacher.backbone);
         let line = Metrics {
             step: it,
             epoch: outcome.epoch,
@@ -708,6 +943,9 @@ pub fn train(config: TrainConfig, options: &RunOptions) -> Result<RunSummary, Ru
             images_per_s: config.batch as f64 / elapsed,
             data_s,
             collapse,
+            eval: eval.map(|e| e.value),
+            eval_s: eval.map(|e| e.seconds),
+            probe_s: probe.as_ref().map(|p| p.seconds),
         };
         let json = serde_json::to_string(&line).map_err(|e| RunError::Config(e.to_string()))?;
         writeln!(metrics, "{json}").map_err(io_err(&metrics_path))?;
@@ -717,22 +955,29 @@ pub fn train(config: TrainConfig, options: &RunOptions) -> Result<RunSummary, Ru
             "loss {:.4} H(t) {:.3} KL {:.3} {:.1} img/s",
             outcome.loss, outcome.teacher_entropy, outcome.kl, line.images_per_s
         ));
-        let next = it + 1;
+        observer(RunEvent::Iteration(line));
+        if let Some(p) = probe {
+            observer(RunEvent::Probe(p.value));
+        }
+        next = it + 1;
         if options.save_every > 0 && next % options.save_every == 0 && next < end {
             save_checkpoints(&state, &config, next, out)?;
+            observer(RunEvent::Saved { next_step: next });
         }
     }
-    save_checkpoints(&state, &config, end.max(start), out)?;
+    save_checkpoints(&state, &config, next, out)?;
+    observer(RunEvent::Saved { next_step: next });
     bar.finish();
-    let done = end.saturating_sub(start);
+    let done = next - start;
     Ok(RunSummary {
-        steps: end.max(start),
+        steps: next,
         total_steps: total,
         last_loss,
         images_per_s: (done * config.batch) as f64 / began.elapsed().as_secs_f64().max(1e-9),
         skipped_images: loader.skipped(),
         teacher: out.join(TEACHER_FILE),
         resume: resume_path,
+        stopped,
     })
 }
 

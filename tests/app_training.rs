@@ -1,0 +1,189 @@
+//! The Training tab, driven headless through egui_kittest: a tiny run started from the panel, its
+//! metrics and attention probe arriving, pause, stop, and its teacher loaded into the visualizer.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use dinoscope::app::state::ViewTab;
+use dinoscope::app::train_panel::Phase;
+use dinoscope::app::worker::ModelSource;
+use dinoscope::app::{App, AppOptions};
+use dinoscope::train::run::{HeadShape, TrainConfig};
+use dinoscope::train::{AugmentConfig, SyntheticConfig};
+use eframe::egui;
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+
+struct TestApp {
+    app: Option<App>,
+}
+
+impl TestApp {
+    fn app(&self) -> &App {
+        self.app
+            .as_ref()
+            .expect("the app is built on the first frame")
+    }
+}
+
+fn harness() -> Harness<'static, TestApp> {
+    Harness::builder()
+        .with_size([1400.0, 1000.0])
+        .build_ui_state(
+            |ui, state: &mut TestApp| {
+                let options = AppOptions {
+                    default_weights: None,
+                    samples: false,
+                    restore_session: false,
+                    checkpoint_dir: None,
+                };
+                state
+                    .app
+                    .get_or_insert_with(|| App::new(ui.ctx(), None, options))
+                    .show(ui);
+            },
+            TestApp { app: None },
+        )
+}
+
+fn wait_for(h: &mut Harness<'static, TestApp>, what: &str, done: impl Fn(&App) -> bool) {
+    let start = Instant::now();
+    while !done(h.state().app()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "timed out waiting for {what}"
+        );
+        h.step();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    h.step();
+}
+
+fn tiny_config() -> TrainConfig {
+    TrainConfig {
+        epochs: 50,
+        batch: 4,
+        head: HeadShape {
+            out_dim: 64,
+            hidden_dim: 32,
+            bottleneck_dim: 16,
+            ..HeadShape::default()
+        },
+        augment: AugmentConfig {
+            local_crops: 2,
+            ..AugmentConfig::default()
+        },
+        synthetic: SyntheticConfig {
+            size: 48,
+            images: 8,
+            ..SyntheticConfig::default()
+        },
+        eval_every: 2,
+        probe_every: 1,
+        eval_bank: 6,
+        eval_queries: 3,
+        ..TrainConfig::default()
+    }
+}
+
+fn start_tiny_run(h: &mut Harness<'static, TestApp>, out: &Path) {
+    wait_for(h, "the default model", |a| a.model().is_some());
+    h.key_press(egui::Key::Num5);
+    h.run_steps(2);
+    assert_eq!(h.state().app().tab(), ViewTab::Training);
+    {
+        let app = h.state_mut().app.as_mut().expect("app");
+        let form = &mut app.training_mut().form;
+        form.config = tiny_config();
+        form.out = out.to_path_buf();
+        form.save_every = 0;
+    }
+    h.run_steps(1);
+    h.get_by_label("Start").click();
+    h.run_steps(1);
+}
+
+#[test]
+fn a_run_started_from_the_panel_reports_pauses_stops_and_its_teacher_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let mut h = harness();
+    start_tiny_run(&mut h, &out);
+    assert_eq!(h.state().app().training().phase(), Phase::Running);
+    wait_for(&mut h, "metrics, an evaluation and a probe", |a| {
+        let t = a.training();
+        t.history().len() >= 3
+            && t.history().iter().any(|m| m.eval.is_some())
+            && t.probe_step().is_some()
+    });
+    let t = h.state().app().training();
+    assert_eq!(
+        t.plan().map(|p| p.total),
+        Some(100),
+        "8 scenes / 4 x 50 epochs"
+    );
+    assert_eq!(t.probe_heads(), 3, "vit-nano's heads");
+    h.get_by_label("probe head 2");
+    h.get_by_label("Loss, teacher entropy and KL (nats)");
+    h.get_by_label("Evaluation of the teacher");
+    let first_probe = t.probe_step();
+    wait_for(&mut h, "a newer probe", |a| {
+        a.training().probe_step() > first_probe
+    });
+
+    h.get_by_label("Pause").click();
+    h.run_steps(1);
+    assert_eq!(h.state().app().training().phase(), Phase::Paused);
+    // The iteration under way may still finish; after that nothing arrives.
+    std::thread::sleep(Duration::from_millis(800));
+    h.run_steps(1);
+    let paused_at = h.state().app().training().history().len();
+    std::thread::sleep(Duration::from_millis(500));
+    h.run_steps(2);
+    assert_eq!(
+        h.state().app().training().history().len(),
+        paused_at,
+        "paused"
+    );
+
+    h.get_by_label("Resume").click();
+    wait_for(&mut h, "iterations after resuming", |a| {
+        a.training().history().len() > paused_at
+    });
+    h.get_by_label("Stop").click();
+    wait_for(&mut h, "the run to stop", |a| {
+        a.training().phase() == Phase::Finished
+    });
+    let t = h.state().app().training();
+    let summary = t.summary().expect("a summary");
+    assert!(summary.stopped);
+    assert_eq!(
+        summary.steps,
+        t.history().len(),
+        "the stop saved the last iteration"
+    );
+    assert!(out.join("teacher.safetensors").is_file() && out.join("resume.safetensors").is_file());
+
+    h.get_by_label("View this teacher").click();
+    let teacher = out.join("teacher.safetensors");
+    wait_for(&mut h, "the teacher in the visualizer", |a| {
+        a.model()
+            .is_some_and(|m| m.source == ModelSource::File(teacher.clone()))
+    });
+}
+
+#[test]
+fn closing_the_app_stops_the_run_after_saving() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let mut h = harness();
+    start_tiny_run(&mut h, &out);
+    wait_for(&mut h, "a first iteration", |a| {
+        !a.training().history().is_empty()
+    });
+    drop(h);
+    // Dropping the app stopped the run, which saved before the drop returned.
+    let bytes = std::fs::read(out.join("resume.safetensors")).unwrap();
+    assert!(!bytes.is_empty());
+    assert!(!out.join("resume.safetensors.partial").exists());
+}
