@@ -31,8 +31,8 @@ use dinoscope::model::vit::Vit;
 use dinoscope::model::{DeviceChoice, Grid, LoadOptions, backend, load_model};
 use dinoscope::model::{Facet, Resize};
 use eframe::egui;
-use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
+use egui_kittest::{Harness, HarnessBuilder, SnapshotOptions};
 
 /// The harness builds the app on its first frame, with the harness's egui context.
 struct TestApp {
@@ -55,18 +55,23 @@ impl TestApp {
 }
 
 fn harness(options: AppOptions) -> Harness<'static, TestApp> {
-    Harness::builder()
-        .with_size([1400.0, 900.0])
-        .build_ui_state(
-            |ui, state: &mut TestApp| {
-                let options = state.options.clone();
-                state
-                    .app
-                    .get_or_insert_with(|| App::new(ui.ctx(), None, options))
-                    .show(ui);
-            },
-            TestApp { options, app: None },
-        )
+    build_harness(Harness::builder().with_size([1400.0, 900.0]), options)
+}
+
+fn build_harness(
+    builder: HarnessBuilder<TestApp>,
+    options: AppOptions,
+) -> Harness<'static, TestApp> {
+    builder.build_ui_state(
+        |ui, state: &mut TestApp| {
+            let options = state.options.clone();
+            state
+                .app
+                .get_or_insert_with(|| App::new(ui.ctx(), None, options))
+                .show(ui);
+        },
+        TestApp { options, app: None },
+    )
 }
 
 fn bare_options() -> AppOptions {
@@ -1108,4 +1113,115 @@ fn correspondence_drag_frame_time_with_vit_s8() {
             ui_ms[ui_ms.len() - 1],
         );
     }
+}
+
+// ----- snapshots -----
+
+/// Snapshot tests render the views with wgpu (Mesa lavapipe without a GPU) and compare them with
+/// the PNGs committed under `tests/snapshots/`; `UPDATE_SNAPSHOTS=1 cargo test --test app
+/// snapshot` rewrites them. The harness is small and drawn at 0.6 pixels per point to keep the
+/// images light.
+fn snapshot_harness() -> Harness<'static, TestApp> {
+    let builder = Harness::builder()
+        .with_size([1000.0, 640.0])
+        .with_pixels_per_point(0.6)
+        .with_render_cursor(false)
+        // Software rasterisers differ slightly between Mesa versions (antialiased edges, text):
+        // a small per-pixel tolerance and a few hundred stray pixels, far fewer than any change
+        // of colours or layout touches.
+        .with_options(SnapshotOptions::new().threshold(2.0).max_failed_pixels(400));
+    let mut h = build_harness(builder, bare_options());
+    if let Err(e) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.render()))
+        .unwrap_or_else(|_| Err("the wgpu renderer panicked while starting".into()))
+    {
+        panic!(
+            "snapshot tests need a wgpu renderer (a GPU, or Mesa's lavapipe: apt-get install \
+             mesa-vulkan-drivers): {e}"
+        );
+    }
+    {
+        let app = h.state_mut().app_mut();
+        app.settings_mut().show_model_panel = false;
+        app.settings_mut().input_size = InputSize::ShortSide(224);
+        app.settings_mut().tile_size = 150.0;
+        app.add_paths(vec![asset("chelsea.png"), asset("cat_amir.jpg")]);
+    }
+    wait_for(&mut h, "the images and the untrained model", |app| {
+        app.is_idle() && app.gallery().entries.len() == 2 && app.model().is_some()
+    });
+    h
+}
+
+/// Steps until the view settles (textures uploaded, no repaint pending), paints over the labels
+/// that contain any of `timings` (compute times differ between runs), and compares the image
+/// with `tests/snapshots/<name>.png`.
+fn settle_and_snapshot(h: &mut Harness<'static, TestApp>, name: &str, timings: &[&str]) {
+    // Park the pointer where no tooltip or hover highlight appears.
+    h.event(egui::Event::PointerGone);
+    for _ in 0..4 {
+        h.step();
+    }
+    let masked: Vec<egui::Rect> = timings
+        .iter()
+        .flat_map(|t| {
+            let rects: Vec<egui::Rect> =
+                h.query_all_by_label_contains(t).map(|n| n.rect()).collect();
+            assert!(!rects.is_empty(), "no label with {t:?} to mask");
+            rects
+        })
+        .collect();
+    let mut image = h.render().expect("the wgpu renderer draws the view");
+    let ppp = h.ctx.pixels_per_point();
+    for rect in masked {
+        let (x0, y0) = ((rect.min.x * ppp) as u32, (rect.min.y * ppp) as u32);
+        let (x1, y1) = (
+            (rect.max.x * ppp).ceil() as u32,
+            (rect.max.y * ppp).ceil() as u32,
+        );
+        for y in y0..y1.min(image.height()) {
+            for x in x0..x1.min(image.width()) {
+                image.put_pixel(x, y, image::Rgba([255, 0, 255, 255]));
+            }
+        }
+    }
+    egui_kittest::image_snapshot_options(&image, name, h.options());
+}
+
+#[test]
+fn snapshot_attention_view() {
+    let mut h = snapshot_harness();
+    wait_for(&mut h, "the attention", shows_current_result);
+    settle_and_snapshot(&mut h, "attention", &["computed in"]);
+}
+
+#[test]
+fn snapshot_pca_view() {
+    let mut h = snapshot_harness();
+    h.state_mut().app_mut().set_tab(ViewTab::Pca);
+    h.step();
+    wait_for(&mut h, "the PCA", shows_current_pca);
+    settle_and_snapshot(&mut h, "pca", &["computed in"]);
+}
+
+#[test]
+fn snapshot_coseg_view() {
+    let mut h = snapshot_harness();
+    h.state_mut().app_mut().set_tab(ViewTab::Coseg);
+    h.step();
+    h.state_mut().app_mut().run_coseg();
+    h.step();
+    wait_for(&mut h, "the co-segmentation", shows_current_coseg);
+    settle_and_snapshot(&mut h, "coseg", &["clusters (elbow)"]);
+}
+
+#[test]
+fn snapshot_correspondence_view() {
+    let mut h = snapshot_harness();
+    h.state_mut().app_mut().set_tab(ViewTab::Correspondence);
+    h.step();
+    wait_for(&mut h, "the descriptors", corr_ready);
+    h.state_mut().app_mut().set_corr_point((180.0, 160.0));
+    h.step();
+    wait_for(&mut h, "the point query", App::corr_query_current);
+    settle_and_snapshot(&mut h, "correspondence", &[]);
 }

@@ -482,7 +482,7 @@ impl WorkerState {
                     }
                 }
                 progress("Creating an untrained ViT-nano".into());
-                let vit = Vit::init(Arch::VitNano.config(), &self.device.device);
+                let vit = Vit::init_seeded(Arch::VitNano.config(), 0, &self.device.device);
                 Ok(Some(self.install(vit, ModelSource::Untrained, 0, start)))
             }
             Job::LoadCheckpoint(path) => {
