@@ -1031,6 +1031,104 @@ fn a_coseg_error_names_the_image() {
     assert!(h.state().app().current_coseg_result().is_none());
 }
 
+/// Drags with the primary button from 5 %, 20 % to 95 %, 80 % of `rect` over `frames` frames;
+/// the UI build time (`App::show`) and the whole harness step (also tessellation) of each frame,
+/// in milliseconds.
+fn drag_across(
+    h: &mut Harness<'static, TestApp>,
+    rect: egui::Rect,
+    frames: usize,
+) -> (Vec<f64>, Vec<f64>) {
+    let start = rect.min + rect.size() * egui::vec2(0.05, 0.2);
+    let end = rect.min + rect.size() * egui::vec2(0.95, 0.8);
+    pointer(h, start, Some(true));
+    h.step();
+    let (mut ui_ms, mut step_ms) = (Vec::new(), Vec::new());
+    for i in 1..=frames {
+        pointer(h, start + (end - start) * (i as f32 / frames as f32), None);
+        let begin = Instant::now();
+        h.step();
+        step_ms.push(begin.elapsed().as_secs_f64() * 1e3);
+        ui_ms.push(h.state().app().last_ui_ms() as f64);
+    }
+    pointer(h, end, Some(false));
+    h.step();
+    (ui_ms, step_ms)
+}
+
+fn mean_max(v: &[f64]) -> (f64, f64) {
+    let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
+    (mean, v.iter().copied().fold(0.0, f64::max))
+}
+
+/// The acceptance measurement of frame times (target < 16 ms) with a ViT-S/16-sized model (random
+/// weights) on 224-px images: moving the "Mass kept" slider of the attention view, and dragging a
+/// point in the correspondence view (two 14 x 14 x 384 maps). Run with
+/// `cargo test --test app -- --ignored --nocapture frame_times_with_vit_s16`.
+#[test]
+#[ignore = "a measurement (ViT-S/16 forwards on the CPU)"]
+fn frame_times_with_vit_s16() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("vits16.safetensors");
+    let device = backend::select(DeviceChoice::Auto).unwrap();
+    let vit = Vit::init_seeded(Arch::VitS16.config(), 0, &device.device);
+    save_safetensors(&vit, &weights).unwrap();
+    let mut h = harness(bare_options());
+    h.state_mut().app_mut().open_checkpoint(weights);
+    h.state_mut().app_mut().settings_mut().input_size = InputSize::ShortSide(224);
+    h.state_mut()
+        .app_mut()
+        .add_paths(vec![asset("chelsea.png"), asset("cat_amir.jpg")]);
+    wait_for(&mut h, "the first attention", |app| {
+        shows_current_result(app) && app.gallery().entries.len() == 2
+    });
+    let frames = 200;
+    let report = |what: &str, (ui_ms, step_ms): (Vec<f64>, Vec<f64>)| {
+        let ((ui_mean, ui_max), (step_mean, step_max)) = (mean_max(&ui_ms), mean_max(&step_ms));
+        eprintln!(
+            "ViT-S/16, {what}, {frames} frames: App::show {ui_mean:.2} ms mean, {ui_max:.2} max; \
+             whole harness step {step_mean:.2} ms mean, {step_max:.2} max"
+        );
+    };
+
+    let slider = h
+        .get_by_role_and_label(egui::accesskit::Role::Slider, "Mass kept")
+        .rect();
+    let before = h.state().app().settings().threshold;
+    let times = drag_across(&mut h, slider, frames);
+    assert_ne!(
+        h.state().app().settings().threshold,
+        before,
+        "the slider moved"
+    );
+    assert!(
+        h.state().app().is_idle(),
+        "moving the threshold starts no job"
+    );
+    report("moving \"Mass kept\"", times);
+
+    h.state_mut().app_mut().set_tab(ViewTab::Correspondence);
+    h.step();
+    wait_for(&mut h, "the descriptors", corr_ready);
+    let app = h.state().app();
+    let (_, rect) = app.corr_view().source_rect.unwrap();
+    let grid = app
+        .corr_image(app.corr_targets()[0])
+        .unwrap()
+        .descriptors
+        .grid();
+    assert_eq!(grid.rows, 14, "ViT-S/16 patches of a 224-px short side");
+    let times = drag_across(&mut h, rect, frames);
+    wait_for(&mut h, "the last point query", App::corr_query_current);
+    report(
+        &format!(
+            "dragging a point ({} x {} target patches)",
+            grid.rows, grid.cols
+        ),
+        times,
+    );
+}
+
 /// Frame times of a drag with a ViT-S/8-sized model (384-d descriptors, 12 blocks, random
 /// weights), without and with log-binning (17 x 384 channels): run with
 /// `cargo test --test app -- --ignored --nocapture drag_frame_time`.
@@ -1069,22 +1167,7 @@ fn correspondence_drag_frame_time_with_vit_s8() {
         let queries_before = app.corr_queries();
         let answered_before = app.corr_query_ms().len();
         let frames = 200;
-        let start = rect.min + rect.size() * egui::vec2(0.05, 0.2);
-        let end = rect.min + rect.size() * egui::vec2(0.95, 0.8);
-        pointer(&mut h, start, Some(true));
-        h.step();
-        let mut ui_ms = Vec::new();
-        for i in 1..=frames {
-            pointer(
-                &mut h,
-                start + (end - start) * (i as f32 / frames as f32),
-                None,
-            );
-            h.step();
-            ui_ms.push(h.state().app().last_ui_ms() as f64);
-        }
-        pointer(&mut h, end, Some(false));
-        h.step();
+        let mut ui_ms = drag_across(&mut h, rect, frames).0;
         wait_for(&mut h, "the last point query", App::corr_query_current);
         let app = h.state().app();
         let queries = app.corr_queries() - queries_before;
