@@ -14,18 +14,20 @@ use dinoscope::analysis::correspond::{
 use dinoscope::analysis::coseg::{CosegConfig, PartConfig, cosegment, part_cosegment};
 use dinoscope::analysis::features::{DescriptorSpec, extract};
 use dinoscope::analysis::features::{default_saliency_heads, saliency};
+use dinoscope::analysis::fusion::{FusionConfig, SecondSource, fuse_pair};
 use dinoscope::analysis::pca_rgb::{PcaColoring, pca_colors};
 use dinoscope::analysis::similarity::Score;
 use dinoscope::app::attention_panel::cell_rect;
 use dinoscope::app::correspond_panel::{from_screen, to_screen};
 use dinoscope::app::coseg_job::CosegMode;
 use dinoscope::app::downloads::DownloadRequest;
+use dinoscope::app::fusion_job::SecondChoice;
 use dinoscope::app::state::{InputSize, ViewTab};
 use dinoscope::app::worker::{ModelSource, patch_budget};
 use dinoscope::app::{App, AppOptions};
 use dinoscope::model::config::Arch;
 use dinoscope::model::download::{recorded_hash, sha256_file};
-use dinoscope::model::preprocess::{load_rgb, prepare};
+use dinoscope::model::preprocess::{DEFAULT_MAX_PATCHES, load_rgb, prepare};
 use dinoscope::model::save::save_safetensors;
 use dinoscope::model::vit::Vit;
 use dinoscope::model::{DeviceChoice, Grid, LoadOptions, backend, load_model};
@@ -897,6 +899,142 @@ fn correspondence_click_marks_the_library_best_match_and_a_drag_only_queries() {
     };
     assert_eq!(pairs(&found), pairs(&expected));
     assert!(found.pairs.len() <= settings.num_pairs);
+}
+
+/// The library's best match of `point` on chelsea.png in cat_amir.jpg with the primary model's
+/// block-2 key descriptors (stride 8) fused with `second`'s last-block tokens under `weight`.
+fn fused_match_by_library(
+    primary: &Path,
+    second: &Path,
+    weight: f32,
+    point: (f64, f64),
+) -> (usize, (f64, f64), Vec<f32>) {
+    let device = backend::select(DeviceChoice::Auto).unwrap();
+    let open = |p: &Path| {
+        load_model(p, &LoadOptions::default(), &device.device)
+            .unwrap()
+            .vit
+    };
+    let (vit, vit2) = (open(primary), open(second));
+    let spec = DescriptorSpec {
+        layer: 2,
+        facet: Facet::Key,
+        stride: Some(8),
+        log_bin: false,
+    };
+    let spec2 = DescriptorSpec {
+        layer: 3,
+        facet: Facet::Token,
+        stride: None,
+        log_bin: false,
+    };
+    let maps = ["chelsea.png", "cat_amir.jpg"].map(|name| {
+        let rgb = load_rgb(&asset(name)).unwrap();
+        let prepared = prepare(&rgb, Resize::ShortSide(224), 8, patch_budget(8, 8)).unwrap();
+        let second = prepare(&rgb, Resize::ShortSide(224), 8, DEFAULT_MAX_PATCHES).unwrap();
+        (
+            extract(&vit, &prepared, spec).unwrap(),
+            extract(&vit2, &second, spec2).unwrap(),
+            prepared,
+        )
+    });
+    let config = FusionConfig {
+        weights: [1.0 - weight, weight],
+        co_pca: None,
+    };
+    let fused = fuse_pair(
+        [&maps[0].0, &maps[1].0],
+        [
+            SecondSource::Model(&maps[0].1),
+            SecondSource::Model(&maps[1].1),
+        ],
+        &config,
+    )
+    .unwrap();
+    let described = |i: usize| {
+        ImageDescriptors::new(
+            &fused[i],
+            PixelMap::new(fused[i].grid, &maps[i].2),
+            Score::Cosine,
+        )
+    };
+    let found = query_point(&described(0), point, &[&described(1)]);
+    let best = &found.matches[0];
+    (best.best_patch, best.best_pixel, best.scores.clone())
+}
+
+#[test]
+fn correspondence_with_a_fused_second_checkpoint_matches_the_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = nano_weights(dir.path());
+    let second = dir.path().join("second.safetensors");
+    let device = backend::select(DeviceChoice::Auto).unwrap();
+    save_safetensors(
+        &Vit::init_seeded(Arch::VitNano.config(), 7, &device.device),
+        &second,
+    )
+    .unwrap();
+    let mut h = harness(bare_options());
+    h.state_mut().app_mut().open_checkpoint(weights.clone());
+    h.state_mut()
+        .app_mut()
+        .add_paths(vec![asset("chelsea.png"), asset("cat_amir.jpg")]);
+    wait_for(&mut h, "the images", |app| {
+        app.is_idle() && app.gallery().entries.len() == 2 && app.model().is_some()
+    });
+    let point = (150.0, 120.0);
+    {
+        let app = h.state_mut().app_mut();
+        app.settings_mut().input_size = InputSize::ShortSide(224);
+        app.settings_mut().correspondence.layer = Some(2);
+        app.settings_mut().correspondence.fusion_weight = 0.3;
+        app.set_corr_fusion(Some(SecondChoice::Checkpoint(second.clone())));
+        app.set_tab(ViewTab::Correspondence);
+        app.set_corr_point(point);
+    }
+    h.step();
+    h.get_by_label_contains("fused with the checkpoint second.safetensors");
+    let fused_ready =
+        |app: &App| corr_ready(app) && app.corr_matching(app.corr_spec().unwrap()).is_some();
+    let mut shown_scores = Vec::new();
+    for weight in [0.3, 0.9] {
+        h.state_mut()
+            .app_mut()
+            .settings_mut()
+            .correspondence
+            .fusion_weight = weight;
+        h.step();
+        wait_for(&mut h, "the fused descriptors", fused_ready);
+        wait_for(&mut h, "the point query", App::corr_query_current);
+        let app = h.state().app();
+        let (source, targets) = app.corr_matching(app.corr_spec().unwrap()).unwrap();
+        let model_dim = app.corr_image(source.id).unwrap().features.dim;
+        assert_eq!(
+            source.features.dim,
+            2 * model_dim,
+            "model and second-model channels"
+        );
+        assert_eq!(targets.len(), 1);
+        let shown = app.corr_point().unwrap().query().unwrap().clone();
+        let (patch, pixel, scores) = fused_match_by_library(&weights, &second, weight, point);
+        assert_eq!(shown.matches[0].best_patch, patch, "weight {weight}");
+        assert_eq!(shown.matches[0].best_pixel, pixel, "weight {weight}");
+        let max_err = shown.matches[0]
+            .scores
+            .iter()
+            .zip(&scores)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            max_err < 1e-4,
+            "weight {weight}: scores differ by {max_err}"
+        );
+        shown_scores.push(shown.matches[0].scores.clone());
+    }
+    assert_ne!(
+        shown_scores[0], shown_scores[1],
+        "the weight changes the scores"
+    );
 }
 
 fn shows_current_coseg(app: &App) -> bool {
