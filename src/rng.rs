@@ -58,6 +58,13 @@ impl Rng {
         self.uniform() < p
     }
 
+    /// Normal with mean 0 and standard deviation `std` (Box-Muller).
+    pub fn normal(&mut self, std: f64) -> f64 {
+        let u1 = self.uniform().max(1e-300);
+        let u2 = self.uniform();
+        std * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+
     /// Fisher-Yates shuffle.
     pub fn shuffle<T>(&mut self, items: &mut [T]) {
         for i in (1..items.len()).rev() {

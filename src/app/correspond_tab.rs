@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use super::correspond_job::{BuddiesKey, CorrImage, CorrSpec};
 use super::correspond_panel::{CorrPanel, Shown};
+use super::fusion_job::{FuseKey, SecondChoice};
 use super::pca_job::PcaInput;
 use super::pca_panel::stride_choices;
 use super::point_query::{PointQueries, QueryAnswer, QueryRequest};
@@ -21,14 +22,17 @@ use crate::model::Facet;
 /// Images with descriptors kept in memory.
 const CORR_CACHE_CAPACITY: usize = 16;
 
+/// What was asked last: spec, targets, source patch, the request's serial and the source's
+/// descriptors (fused ones change with the weight).
+type Requested = (CorrSpec, Vec<ImageId>, usize, u64, Arc<CorrImage>);
+
 /// The point on the source and its query.
 #[derive(Clone, Debug)]
 pub struct PointState {
     pub source: ImageId,
     /// Original-image pixel-index coordinates `(x, y)`.
     pub point: (f64, f64),
-    /// What was asked last: spec, targets, source patch and the request's serial.
-    requested: Option<(CorrSpec, Vec<ImageId>, usize, u64)>,
+    requested: Option<Requested>,
     /// The newest answer (for an earlier point while the next one is computed).
     pub answer: Option<QueryAnswer>,
     /// Counts up with every answer (the view re-colours only then).
@@ -55,7 +59,7 @@ impl PointState {
     pub fn is_current(&self) -> bool {
         matches!(
             (&self.requested, &self.answer),
-            (Some((_, _, _, serial)), Some(a)) if a.serial == *serial
+            (Some((_, _, _, serial, _)), Some(a)) if a.serial == *serial
         )
     }
 }
@@ -79,6 +83,10 @@ pub struct CorrState {
     pub query_ms: VecDeque<f32>,
     /// The point-query thread (started on the first query).
     thread: Option<PointQueries>,
+    /// The second source fused with the model's descriptors, if any.
+    pub fusion: Option<SecondChoice>,
+    fused: HashMap<FuseKey, [Arc<CorrImage>; 2]>,
+    pub fuse_skipped: HashSet<FuseKey>,
 }
 
 impl CorrState {
@@ -92,6 +100,18 @@ impl CorrState {
                 self.images.remove(&old);
             }
         }
+    }
+
+    pub fn insert_fused(&mut self, key: FuseKey, images: [Arc<CorrImage>; 2]) {
+        // Every weight step makes a new pair: keep the memory bounded.
+        if self.fused.len() >= 4 * CORR_CACHE_CAPACITY {
+            self.fused.clear();
+        }
+        self.fused.insert(key, images);
+    }
+
+    pub fn fused(&self, key: &FuseKey) -> Option<&[Arc<CorrImage>; 2]> {
+        self.fused.get(key)
     }
 
     pub fn insert_buddies(&mut self, key: BuddiesKey, result: Arc<BestBuddies>) {
@@ -139,6 +159,8 @@ impl CorrState {
         self.buddies.clear();
         self.buddies_skipped.clear();
         self.wanted.clear();
+        self.fused.clear();
+        self.fuse_skipped.clear();
         if let Some(p) = &mut self.point {
             *p = PointState::new(p.source, p.point, p.stamp);
         }
@@ -269,15 +291,22 @@ impl App {
 
     /// The point's query is answered for the current point, targets and settings.
     pub fn corr_query_current(&self) -> bool {
+        let matching = self.corr_spec().and_then(|s| self.corr_matching(s));
         self.corr.point.as_ref().is_some_and(|p| {
             p.is_current()
-                && p.requested.as_ref().is_some_and(|(spec, targets, _, _)| {
-                    Some(*spec) == self.corr_spec() && *targets == self.corr_targets()
-                })
+                && p.requested
+                    .as_ref()
+                    .is_some_and(|(spec, targets, _, _, source)| {
+                        Some(*spec) == self.corr_spec()
+                            && *targets == self.corr_targets()
+                            && matching
+                                .as_ref()
+                                .is_some_and(|(s, _)| Arc::ptr_eq(s, source))
+                    })
         })
     }
 
-    fn corr_input(&self, id: ImageId) -> Option<PcaInput> {
+    pub(super) fn corr_input(&self, id: ImageId) -> Option<PcaInput> {
         let e = self.gallery.entries.iter().find(|e| e.id == id)?;
         Some(PcaInput {
             id,
@@ -329,7 +358,10 @@ impl App {
         if self.tasks.values().any(|(k, _)| {
             matches!(
                 k,
-                TaskKind::Model | TaskKind::Descriptors(..) | TaskKind::Buddies(_)
+                TaskKind::Model
+                    | TaskKind::Descriptors(..)
+                    | TaskKind::Buddies(_)
+                    | TaskKind::Fuse(_)
             )
         }) {
             return;
@@ -345,6 +377,9 @@ impl App {
                 format!("Descriptors of {}", input.name),
                 Job::Descriptors { spec, input },
             );
+            return;
+        }
+        if self.request_fusion(spec) {
             return;
         }
         let wanted = self.buddies_keys().into_iter().find(|k| {
@@ -374,23 +409,17 @@ impl App {
         let Some(spec) = self.corr_spec() else {
             return;
         };
-        let targets_wanted = self.corr_targets();
-        let Some(state) = &self.corr.point else {
+        let Some((source, targets)) = self.corr_matching(spec) else {
             return;
         };
-        let Some(source) = self.corr.image(state.source, spec).cloned() else {
+        let Some(state) = self.corr.point.as_ref().filter(|p| p.source == source.id) else {
             return;
         };
-        let targets: Vec<Arc<CorrImage>> = targets_wanted
-            .iter()
-            .filter_map(|&id| self.corr.image(id, spec).cloned())
-            .collect();
         let ids: Vec<ImageId> = targets.iter().map(|t| t.id).collect();
         let patch = patch_at_pixel(&source.descriptors.pixels, state.point);
-        let asked = state
-            .requested
-            .as_ref()
-            .is_some_and(|(s, t, p, _)| *s == spec && *t == ids && *p == patch);
+        let asked = state.requested.as_ref().is_some_and(|(s, t, p, _, d)| {
+            *s == spec && *t == ids && *p == patch && Arc::ptr_eq(d, &source)
+        });
         if asked {
             return;
         }
@@ -398,7 +427,7 @@ impl App {
         self.corr.queries += 1;
         let serial = self.corr.queries;
         if let Some(state) = &mut self.corr.point {
-            state.requested = Some((spec, ids, patch, serial));
+            state.requested = Some((spec, ids, patch, serial, source.clone()));
         }
         let events = self.worker.sender();
         self.corr.send_query(
@@ -512,6 +541,8 @@ impl App {
         ui.add(egui::Slider::new(&mut self.settings.opacity, 0.0..=1.0).text("Opacity"));
         ui.add(egui::Slider::new(&mut self.settings.tile_size, 80.0..=600.0).text("Tile size"));
         ui.separator();
+        self.fusion_controls(ui);
+        ui.separator();
         ui.heading("Best buddies");
         let c = &mut self.settings.correspondence;
         ui.add(egui::Slider::new(&mut c.num_pairs, 1..=50).text("Pairs"));
@@ -618,10 +649,14 @@ impl App {
         if target_ids.is_empty() {
             ui.label("Add a second image to match against.");
         }
-        let targets: Vec<Arc<CorrImage>> = target_ids
-            .iter()
-            .filter_map(|&id| self.corr.image(id, spec).cloned())
-            .collect();
+        // While a fusion is computed, the model's own descriptors are shown.
+        let (source, targets) = self.corr_matching(spec).unwrap_or_else(|| {
+            let targets = target_ids
+                .iter()
+                .filter_map(|&id| self.corr.image(id, spec).cloned())
+                .collect();
+            (source, targets)
+        });
         let buddies = self.current_buddies();
         let point = self.corr.point.clone();
         let answer = point

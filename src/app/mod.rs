@@ -8,6 +8,7 @@
 
 pub mod attention_panel;
 mod attention_tab;
+mod correspond_fusion;
 pub mod correspond_job;
 pub mod correspond_panel;
 mod correspond_tab;
@@ -16,6 +17,7 @@ pub mod coseg_panel;
 mod coseg_tab;
 pub mod downloads;
 pub mod export;
+pub mod fusion_job;
 pub mod gallery;
 pub mod help;
 pub mod model_panel;
@@ -105,6 +107,7 @@ enum TaskKind {
     Descriptors(ImageId, CorrSpec),
     Buddies(BuddiesKey),
     Coseg(CosegKey),
+    Fuse(fusion_job::FuseKey),
     Images,
     /// A checkpoint download (catalogue id).
     Download(String),
@@ -444,6 +447,9 @@ impl App {
                 TaskKind::Buddies(key) => {
                     self.corr.buddies_skipped.insert(key);
                 }
+                TaskKind::Fuse(key) => {
+                    self.corr.fuse_skipped.insert(key);
+                }
                 TaskKind::Download(_) => self.downloads.ended(task, None),
                 TaskKind::Model | TaskKind::Images | TaskKind::Coseg(_) => {}
             }
@@ -496,6 +502,9 @@ impl App {
                         Some(TaskKind::Buddies(key)) => {
                             self.corr.buddies_skipped.insert(*key);
                         }
+                        Some(TaskKind::Fuse(key)) => {
+                            self.corr.fuse_skipped.insert(key.clone());
+                        }
                         Some(TaskKind::Download(_)) => {
                             self.downloads.ended(task, Some(Err(error.to_string())));
                         }
@@ -543,6 +552,7 @@ impl App {
                 Event::Descriptors { spec, image } => self.corr.insert(spec, image),
                 Event::Buddies { key, result } => self.corr.insert_buddies(key, result),
                 Event::Coseg { key, result } => self.coseg.insert(key, result),
+                Event::Fused { key, images } => self.corr.insert_fused(key, images),
                 Event::PointAnswer(answer) => self.corr.answered(answer),
                 Event::Downloaded {
                     task,
@@ -593,6 +603,7 @@ impl App {
                 }
             }
             Picked::Checkpoint(path) => self.open_checkpoint(path),
+            Picked::Fusion(second) => self.set_corr_fusion(Some(second)),
             Picked::ExportPng(path) => {
                 if let Some(result) = self.current_result().cloned() {
                     match export::export_png(&path, &result, &self.settings) {
@@ -649,6 +660,15 @@ impl App {
                         .add_filter("Checkpoints", &["pth", "pt", "safetensors"])
                         .pick_file()
                         .map(Picked::Checkpoint),
+                    DialogKind::FusionCheckpoint => rfd::FileDialog::new()
+                        .set_title("Fuse with a second checkpoint")
+                        .add_filter("Checkpoints", &["pth", "pt", "safetensors"])
+                        .pick_file()
+                        .map(|p| Picked::Fusion(fusion_job::SecondChoice::Checkpoint(p))),
+                    DialogKind::FusionFolder => rfd::FileDialog::new()
+                        .set_title("Fuse with the feature maps in a folder (<image stem>.npy)")
+                        .pick_folder()
+                        .map(|p| Picked::Fusion(fusion_job::SecondChoice::Folder(p))),
                     DialogKind::ExportPng => rfd::FileDialog::new()
                         .set_title("Export the head-mean view")
                         .set_file_name(format!("{suggested}.png"))
@@ -1069,6 +1089,8 @@ enum DialogKind {
     Images,
     Folder,
     Checkpoint,
+    FusionCheckpoint,
+    FusionFolder,
     ExportPng,
     ExportNpy,
     ExportPca,

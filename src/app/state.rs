@@ -132,6 +132,8 @@ pub struct CorrSettings {
     pub num_pairs: usize,
     /// Saliency above this is foreground for best buddies (dino-vit-features: 0.05).
     pub saliency_threshold: f32,
+    /// Weight of a fused second source; the model's descriptors get `1 - weight`.
+    pub fusion_weight: f32,
 }
 
 impl Default for CorrSettings {
@@ -144,6 +146,7 @@ impl Default for CorrSettings {
             log_bin: false,
             num_pairs: 10,
             saliency_threshold: 0.05,
+            fusion_weight: 0.5,
         }
     }
 }

@@ -15,6 +15,7 @@ use image::RgbImage;
 
 use super::correspond_job::{self, BuddiesKey, CorrImage, CorrSpec};
 use super::coseg_job::{self, CosegKey, CosegResult};
+use super::fusion_job::{self, FuseKey, SecondCache};
 use super::gallery::DecodedImage;
 use super::notifications::AppError;
 use super::pca_job::{self, PcaInput, PcaKey, PcaResult};
@@ -157,6 +158,12 @@ pub enum Job {
         key: CosegKey,
         inputs: Vec<PcaInput>,
     },
+    /// A source and a target's descriptors fused with a second source.
+    Fuse {
+        key: FuseKey,
+        images: [Arc<CorrImage>; 2],
+        inputs: [PcaInput; 2],
+    },
 }
 
 /// Files picked in a native dialog (which runs on its own thread).
@@ -164,6 +171,8 @@ pub enum Job {
 pub enum Picked {
     Images(Vec<PathBuf>),
     Checkpoint(PathBuf),
+    /// A second source to fuse the correspondence descriptors with.
+    Fusion(fusion_job::SecondChoice),
     ExportPng(PathBuf),
     ExportNpy(PathBuf),
     /// A folder for the PCA colourings of the shown images.
@@ -207,6 +216,10 @@ pub enum Event {
     Coseg {
         key: CosegKey,
         result: Arc<CosegResult>,
+    },
+    Fused {
+        key: FuseKey,
+        images: [Arc<CorrImage>; 2],
     },
     /// An answer of the correspondence point-query thread.
     PointAnswer(QueryAnswer),
@@ -398,6 +411,7 @@ pub(super) struct WorkerState {
     /// Prepared images of the current model, per image, input size and patch budget.
     prepared: HashMap<(ImageId, InputSize, usize), Arc<PreparedImage>>,
     features: FeatureCache,
+    pub(super) second: SecondCache,
 }
 
 fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
@@ -420,6 +434,7 @@ fn worker_loop(jobs: Receiver<Message>, events: EventSender) {
         generation: 0,
         prepared: HashMap::new(),
         features: FeatureCache::default(),
+        second: SecondCache::default(),
     };
     while let Ok(Message { task, token, job }) = jobs.recv() {
         if token.is_cancelled() {
@@ -482,7 +497,7 @@ impl WorkerState {
                     }
                 }
                 progress("Creating an untrained ViT-nano".into());
-                let vit = Vit::init(Arch::VitNano.config(), &self.device.device);
+                let vit = Vit::init_seeded(Arch::VitNano.config(), 0, &self.device.device);
                 Ok(Some(self.install(vit, ModelSource::Untrained, 0, start)))
             }
             Job::LoadCheckpoint(path) => {
@@ -625,6 +640,26 @@ impl WorkerState {
                     }),
                 )
             }
+            Job::Fuse {
+                key,
+                images,
+                inputs,
+            } => {
+                if key.spec.generation != self.generation {
+                    return Ok(None);
+                }
+                progress(format!("Fusing with the {}", key.second.label()));
+                let [a, b] = fusion_job::fuse(
+                    self,
+                    &key,
+                    [&images[0], &images[1]],
+                    [&inputs[0], &inputs[1]],
+                )?;
+                Ok(Some(Event::Fused {
+                    key,
+                    images: [Arc::new(a), Arc::new(b)],
+                }))
+            }
         }
     }
 
@@ -715,6 +750,10 @@ impl WorkerState {
             max_patches,
             &|_| {},
         )
+    }
+
+    pub(super) fn device(&self) -> &burn::tensor::Device {
+        &self.device.device
     }
 
     pub(super) fn vit(&self) -> Option<&Vit> {

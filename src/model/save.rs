@@ -163,4 +163,26 @@ mod tests {
         v2.pos_grid = 4;
         round_trip(v2);
     }
+
+    #[test]
+    fn seeded_models_are_the_same_every_time_and_differ_between_seeds() {
+        let device = Device::flex();
+        let config = Arch::VitNano.config();
+        let tensors = |seed| official_tensors(&Vit::init_seeded(config.clone(), seed, &device));
+        let (a, b, c) = (tensors(0), tensors(0), tensors(1));
+        let data =
+            |t: &[(String, RawTensor)]| t.iter().map(|(_, t)| t.data.clone()).collect::<Vec<_>>();
+        assert_eq!(data(&a), data(&b));
+        assert_ne!(data(&a), data(&c));
+        let std = {
+            let w = &a
+                .iter()
+                .find(|(n, _)| n == "blocks.0.attn.qkv.weight")
+                .unwrap()
+                .1
+                .data;
+            (w.iter().map(|v| v * v).sum::<f32>() / w.len() as f32).sqrt()
+        };
+        assert!((std - 0.02).abs() < 0.002, "std {std}");
+    }
 }

@@ -14,6 +14,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use super::config::{FfnKind, VitConfig};
 use super::pos_embed::{axis_matrix, keeps_stored_table};
+use crate::rng::Rng;
 
 /// The patch grid an image produced: `rows x cols` patches taken every `stride` pixels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -294,8 +295,27 @@ pub struct BlockParts {
     pub ls2: Option<Tensor<1>>,
 }
 
-fn normal<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
-    Tensor::random(shape, burn::tensor::Distribution::Normal(0.0, 0.02), device)
+/// Draws the N(0, 0.02) initial weights: from burn's global RNG, or from a seeded stream.
+struct InitNormal<'a> {
+    device: &'a Device,
+    rng: Option<Rng>,
+}
+
+impl InitNormal<'_> {
+    fn draw<const D: usize>(&mut self, shape: [usize; D]) -> Tensor<D> {
+        match &mut self.rng {
+            None => Tensor::random(
+                shape,
+                burn::tensor::Distribution::Normal(0.0, 0.02),
+                self.device,
+            ),
+            Some(rng) => {
+                let n = shape.iter().product();
+                let values: Vec<f32> = (0..n).map(|_| rng.normal(0.02) as f32).collect();
+                Tensor::from_data(TensorData::new(values, shape), self.device)
+            }
+        }
+    }
 }
 
 fn linear(weight: Tensor<2>, bias: Tensor<1>) -> Linear {
@@ -356,11 +376,22 @@ impl Vit {
 
     /// A freshly initialised model (normal std 0.02 weights, zero biases, unit norms; LayerScale 1e-5).
     pub fn init(config: VitConfig, device: &Device) -> Self {
+        Self::init_with(config, InitNormal { device, rng: None })
+    }
+
+    /// [`Vit::init`] with weights drawn from `seed` instead of burn's global RNG: the same model
+    /// every time, whatever else draws random numbers meanwhile.
+    pub fn init_seeded(config: VitConfig, seed: u64, device: &Device) -> Self {
+        let rng = Some(Rng::derive(seed, &[0x5EED]));
+        Self::init_with(config, InitNormal { device, rng })
+    }
+
+    fn init_with(config: VitConfig, mut normal: InitNormal) -> Self {
+        let device = normal.device;
         let d = config.dim;
         let p = config.patch_size;
         let zeros = |n: usize| Tensor::<1>::zeros([n], device);
         let ones = |n: usize| Tensor::<1>::ones([n], device);
-        let lin = |i: usize, o: usize| (normal([i, o], device), zeros(o));
         let ffn_widths = match config.ffn {
             FfnKind::Mlp { hidden } => (hidden, hidden),
             FfnKind::SwiGlu { hidden } => (2 * hidden, hidden),
@@ -373,23 +404,22 @@ impl Vit {
         let blocks = (0..config.depth)
             .map(|_| BlockParts {
                 norm1: (ones(d), zeros(d)),
-                qkv: lin(d, 3 * d),
-                proj: lin(d, d),
+                qkv: (normal.draw([d, 3 * d]), zeros(3 * d)),
+                proj: (normal.draw([d, d]), zeros(d)),
                 ls1: gamma(),
                 norm2: (ones(d), zeros(d)),
-                ffn_in: lin(d, ffn_widths.0),
-                ffn_out: lin(ffn_widths.1, d),
+                ffn_in: (normal.draw([d, ffn_widths.0]), zeros(ffn_widths.0)),
+                ffn_out: (normal.draw([ffn_widths.1, d]), zeros(d)),
                 ls2: gamma(),
             })
             .collect();
         let grid = config.pos_grid;
         let parts = VitParts {
-            cls_token: normal([1, 1, d], device),
-            pos_embed: normal([1, 1 + grid * grid, d], device),
-            register_tokens: (config.registers > 0)
-                .then(|| normal([1, config.registers, d], device)),
+            cls_token: normal.draw([1, 1, d]),
+            pos_embed: normal.draw([1, 1 + grid * grid, d]),
+            register_tokens: (config.registers > 0).then(|| normal.draw([1, config.registers, d])),
             mask_token: None,
-            patch_weight: normal([d, 3, p, p], device),
+            patch_weight: normal.draw([d, 3, p, p]),
             patch_bias: zeros(d),
             blocks,
             norm: (ones(d), zeros(d)),

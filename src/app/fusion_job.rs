@@ -1,0 +1,213 @@
+//! Feature fusion for the correspondence view (sd-dino, `analysis::fusion`): the second source's
+//! map of each image (a second checkpoint's last-block tokens, or an external map file) is computed
+//! once and cached by the worker; a fusion job then only re-weights, normalises and concatenates
+//! rows, so moving the weight slider runs no forward pass.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::correspond_job::{CorrImage, CorrSpec};
+use super::notifications::AppError;
+use super::pca_job::PcaInput;
+use super::state::InputSize;
+use super::worker::{ImageId, WorkerState};
+use crate::analysis::coords::PixelMap;
+use crate::analysis::correspond::ImageDescriptors;
+use crate::analysis::features::{DescriptorSpec, FeatureMap, extract};
+use crate::analysis::fusion::{ExternalMap, FusionConfig, SecondSource, fuse_pair, load_external};
+use crate::analysis::similarity::Score;
+use crate::model::preprocess::{DEFAULT_MAX_PATCHES, prepare};
+use crate::model::vit::Vit;
+use crate::model::{Facet, LoadOptions, load_model};
+
+/// Where the second source of a fusion comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum SecondChoice {
+    /// A second checkpoint: its last block's output tokens at stride = patch (sd-dino's choice).
+    Checkpoint(PathBuf),
+    /// A folder of external maps, `<image stem>.npy` or `<image stem>.safetensors` per image
+    /// (`[C, h, w]` or `[1, C, h, w]`).
+    Folder(PathBuf),
+}
+
+impl SecondChoice {
+    pub fn label(&self) -> String {
+        let (kind, path) = match self {
+            SecondChoice::Checkpoint(p) => ("checkpoint", p),
+            SecondChoice::Folder(p) => ("feature maps in", p),
+        };
+        format!("{kind} {}", super::worker::file_label(path))
+    }
+}
+
+/// A fused pair under a spec, a second source and a weight.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct FuseKey {
+    pub source: ImageId,
+    pub target: ImageId,
+    pub spec: CorrSpec,
+    pub second: SecondChoice,
+    /// Weight of the second source in thousandths; the primary gets the rest.
+    pub weight_milli: u16,
+}
+
+impl FuseKey {
+    /// (primary, second) weights after per-source normalisation.
+    pub fn weights(&self) -> [f32; 2] {
+        let w = f32::from(self.weight_milli.min(1000)) / 1000.0;
+        [1.0 - w, w]
+    }
+}
+
+/// The second source's map of one image.
+pub enum SecondMap {
+    Model(FeatureMap),
+    External(ExternalMap),
+}
+
+impl SecondMap {
+    fn source(&self) -> SecondSource<'_> {
+        match self {
+            SecondMap::Model(m) => SecondSource::Model(m),
+            SecondMap::External(e) => SecondSource::External(e),
+        }
+    }
+}
+
+/// The worker's cache of second-source maps and the second model.
+#[derive(Default)]
+pub struct SecondCache {
+    model: Option<(PathBuf, Vit)>,
+    maps: HashMap<(ImageId, SecondChoice, InputSize), Arc<SecondMap>>,
+}
+
+impl SecondCache {
+    pub fn clear(&mut self) {
+        self.maps.clear();
+    }
+}
+
+/// The fused descriptors of a source and a target (second-source maps from the cache).
+pub(super) fn fuse(
+    state: &mut WorkerState,
+    key: &FuseKey,
+    images: [&Arc<CorrImage>; 2],
+    inputs: [&PcaInput; 2],
+) -> Result<[CorrImage; 2], AppError> {
+    let start = Instant::now();
+    let [a, b] = inputs.map(|input| second_map(state, &key.second, key.spec.input_size, input));
+    let (a, b) = (a?, b?);
+    let config = FusionConfig {
+        weights: key.weights(),
+        co_pca: None,
+    };
+    let fused = fuse_pair(
+        [&images[0].features, &images[1].features],
+        [a.source(), b.source()],
+        &config,
+    )
+    .map_err(|e| AppError::Compute {
+        what: "feature fusion".into(),
+        detail: e.to_string(),
+    })?;
+    let [fa, fb] = fused;
+    let describe = |image: &CorrImage, features: FeatureMap| {
+        let pixels = PixelMap::new(features.grid, &image.prepared);
+        CorrImage {
+            id: image.id,
+            name: image.name.clone(),
+            prepared: image.prepared.clone(),
+            descriptors: ImageDescriptors::new(&features, pixels, Score::Cosine),
+            features: Arc::new(features),
+            elapsed: start.elapsed(),
+        }
+    };
+    Ok([describe(images[0], fa), describe(images[1], fb)])
+}
+
+fn second_map(
+    state: &mut WorkerState,
+    choice: &SecondChoice,
+    input_size: InputSize,
+    input: &PcaInput,
+) -> Result<Arc<SecondMap>, AppError> {
+    let key = (input.id, choice.clone(), input_size);
+    if let Some(found) = state.second.maps.get(&key) {
+        return Ok(found.clone());
+    }
+    let map = match choice {
+        SecondChoice::Checkpoint(path) => {
+            SecondMap::Model(second_model_map(state, path, input_size, input)?)
+        }
+        SecondChoice::Folder(dir) => SecondMap::External(external_map(dir, &input.name)?),
+    };
+    let map = Arc::new(map);
+    state.second.maps.insert(key, map.clone());
+    Ok(map)
+}
+
+fn second_model_map(
+    state: &mut WorkerState,
+    path: &Path,
+    input_size: InputSize,
+    input: &PcaInput,
+) -> Result<FeatureMap, AppError> {
+    let (loaded_path, vit) = match state.second.model.take() {
+        Some((p, vit)) if p == path => (p, vit),
+        _ => {
+            state.second.maps.clear();
+            let loaded = load_model(path, &LoadOptions::default(), state.device())?;
+            (path.to_path_buf(), loaded.vit)
+        }
+    };
+    let map = model_map(&vit, input_size, input);
+    state.second.model = Some((loaded_path, vit));
+    map
+}
+
+fn model_map(vit: &Vit, input_size: InputSize, input: &PcaInput) -> Result<FeatureMap, AppError> {
+    let patch = vit.config().patch_size;
+    let prepared =
+        prepare(&input.rgb, input_size.resize(), patch, DEFAULT_MAX_PATCHES).map_err(|source| {
+            AppError::Prepare {
+                path: input.name.clone(),
+                source,
+            }
+        })?;
+    let spec = DescriptorSpec {
+        layer: vit.config().depth - 1,
+        facet: Facet::Token,
+        stride: None,
+        log_bin: false,
+    };
+    extract(vit, &prepared, spec).map_err(|source| AppError::Features {
+        what: format!("{} (second model)", input.name),
+        source,
+    })
+}
+
+/// `<dir>/<stem>.npy`, else `<dir>/<stem>.safetensors`.
+fn external_map(dir: &Path, image_name: &str) -> Result<ExternalMap, AppError> {
+    let stem = Path::new(image_name).file_stem().map_or_else(
+        || image_name.to_string(),
+        |s| s.to_string_lossy().into_owned(),
+    );
+    let candidates = ["npy", "safetensors"].map(|ext| dir.join(format!("{stem}.{ext}")));
+    let Some(path) = candidates.iter().find(|p| p.is_file()) else {
+        return Err(AppError::Compute {
+            what: format!("feature fusion of {image_name}"),
+            detail: format!(
+                "no {} or {} in {}",
+                candidates[0].display(),
+                candidates[1].display(),
+                dir.display()
+            ),
+        });
+    };
+    load_external(path, None).map_err(|e| AppError::Compute {
+        what: "reading an external feature map".into(),
+        detail: e.to_string(),
+    })
+}
