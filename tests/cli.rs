@@ -315,3 +315,56 @@ fn pca_colours_a_folder_jointly() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(stderr(&bad).contains("missing.png"), "{}", stderr(&bad));
 }
+
+#[test]
+fn eval_synthetic_scores_a_seeded_baseline_on_the_scenes_of_a_run_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let eval = |extra: &[&str]| {
+        let mut args = vec![
+            "eval-synthetic",
+            "--size",
+            "32",
+            "--train",
+            "10",
+            "--test",
+            "6",
+            "--device",
+            "cpu",
+        ];
+        args.extend_from_slice(extra);
+        dinoscope(&args)
+    };
+    let plain = eval(&[]);
+    assert!(plain.status.success(), "{}", stderr(&plain));
+    let report: serde_json::Value = serde_json::from_slice(&plain.stdout).unwrap();
+    assert_eq!(report["test_scenes"], 6);
+    assert_eq!(
+        eval(&[]).stdout,
+        plain.stdout,
+        "seeded baseline is repeatable"
+    );
+
+    let config = dir.path().join("config.json");
+    std::fs::write(
+        &config,
+        r#"{"synthetic": {"object_scale": [0.4, 0.45], "background_contrast": 0.0}}"#,
+    )
+    .unwrap();
+    let run_scenes = eval(&["--scenes-from", config.to_str().unwrap()]);
+    assert!(run_scenes.status.success(), "{}", stderr(&run_scenes));
+    assert_ne!(
+        run_scenes.stdout, plain.stdout,
+        "other scenes, other scores"
+    );
+
+    let missing = eval(&[
+        "--scenes-from",
+        dir.path().join("nope.json").to_str().unwrap(),
+    ]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr(&missing).contains("nope.json"),
+        "{}",
+        stderr(&missing)
+    );
+}

@@ -166,6 +166,13 @@ pub struct EvalArgs {
     /// Scene side in pixels (a multiple of the patch size).
     #[arg(long, default_value_t = 96)]
     pub size: u32,
+    /// A training run's `config.json` (or any `--config` file): score on scenes drawn like its
+    /// `synthetic` section (object sizes, background contrast); `--size` still sets the side.
+    #[arg(long)]
+    pub scenes_from: Option<PathBuf>,
+    /// Seed of the untrained baseline's weights (without `--weights`).
+    #[arg(long, default_value_t = 0)]
+    pub init_seed: u64,
     /// Scenes in the k-NN memory bank.
     #[arg(long, default_value_t = 200)]
     pub train: usize,
@@ -182,11 +189,15 @@ pub fn run_eval(args: &EvalArgs) -> Result<()> {
     let device = backend::select(args.device)?;
     let vit = match &args.weights {
         Some(path) => crate::model::load_model(path, &Default::default(), &device.device)?.vit,
-        None => crate::model::Vit::init(args.arch.config(), &device.device),
+        None => crate::model::Vit::init_seeded(args.arch.config(), args.init_seed, &device.device),
+    };
+    let scenes = match &args.scenes_from {
+        Some(path) => TrainConfig::from_json_file(path)?.synthetic,
+        None => Default::default(),
     };
     let config = crate::train::synthetic::SyntheticConfig {
         size: args.size,
-        ..Default::default()
+        ..scenes
     };
     let report =
         crate::train::eval::evaluate_synthetic(&vit, &config, args.seed, args.train, args.test);
