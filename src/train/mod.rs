@@ -11,6 +11,8 @@ pub mod eval;
 pub mod head;
 pub mod loss;
 pub mod network;
+pub mod official_checkpoint;
+pub mod official_names;
 pub mod params;
 pub mod run;
 pub mod schedule;
