@@ -64,7 +64,7 @@ pub fn run(args: &BenchTrainArgs) -> Result<()> {
     let (images_per_s, step_images_per_s, data_share) = throughput(timed, config.batch);
     let a = &config.augment;
     println!(
-        "arch={} batch={} crops=2x{}+{}x{} out_dim={} iters={} device=\"{}\" images_per_s={images_per_s:.2} \
+        "arch={} batch={} crops=2x{}+{}x{} out_dim={} iters={} device=\"{}\" rayon_threads={} images_per_s={images_per_s:.2} \
          step_images_per_s={step_images_per_s:.2} data_share={data_share:.3}",
         config.arch,
         config.batch,
@@ -73,7 +73,8 @@ pub fn run(args: &BenchTrainArgs) -> Result<()> {
         a.local_size,
         config.head.out_dim,
         timed.len(),
-        compute.description
+        compute.description,
+        rayon::current_num_threads()
     );
     Ok(())
 }
