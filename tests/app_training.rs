@@ -8,7 +8,7 @@ use dinoscope::app::state::ViewTab;
 use dinoscope::app::train_panel::Phase;
 use dinoscope::app::worker::ModelSource;
 use dinoscope::app::{App, AppOptions};
-use dinoscope::train::run::{HeadShape, TrainConfig};
+use dinoscope::train::run::{HeadShape, RESUME_FILE, TrainConfig};
 use dinoscope::train::{AugmentConfig, SyntheticConfig};
 use eframe::egui;
 use egui_kittest::Harness;
@@ -162,7 +162,7 @@ fn a_run_started_from_the_panel_reports_pauses_stops_and_its_teacher_loads() {
         t.history().len(),
         "the stop saved the last iteration"
     );
-    assert!(out.join("teacher.safetensors").is_file() && out.join("resume.safetensors").is_file());
+    assert!(out.join("teacher.safetensors").is_file() && out.join(RESUME_FILE).is_file());
 
     h.get_by_label("View this teacher").click();
     let teacher = out.join("teacher.safetensors");
@@ -183,7 +183,7 @@ fn closing_the_app_stops_the_run_after_saving() {
     });
     drop(h);
     // Dropping the app stopped the run, which saved before the drop returned.
-    let bytes = std::fs::read(out.join("resume.safetensors")).unwrap();
+    let bytes = std::fs::read(out.join(RESUME_FILE)).unwrap();
     assert!(!bytes.is_empty());
-    assert!(!out.join("resume.safetensors.partial").exists());
+    assert!(!out.join(format!("{RESUME_FILE}.partial")).exists());
 }

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
+use burn::store::pytorch_reader::PytorchReader;
 use burn::tensor::{Device, Distribution, Tensor};
+use dinoscope::model::checkpoint::read_state_dict;
 use dinoscope::model::config::Arch;
 use dinoscope::model::save::official_tensors;
 use dinoscope::model::vit::Vit;
@@ -67,12 +69,13 @@ fn options(out: &Path, resume: bool, max_steps: usize) -> RunOptions {
     }
 }
 
+/// Every tensor of a `.pth` file, by flattened name, as raw bytes.
 fn tensors(path: &Path) -> BTreeMap<String, Vec<u8>> {
-    let bytes = std::fs::read(path).unwrap();
-    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    file.tensors()
-        .into_iter()
-        .map(|(n, v)| (n, v.data().to_vec()))
+    let reader = PytorchReader::new(path).unwrap();
+    reader
+        .tensors()
+        .iter()
+        .map(|(n, t)| (n.clone(), t.read().unwrap()))
         .collect()
 }
 
@@ -114,7 +117,7 @@ fn a_three_step_run_writes_a_loadable_teacher_and_metrics() {
     assert_eq!(lines[0].lr, 0.0, "the lr warm-up starts at 0");
     assert!(lines[1].momentum > 0.996 && lines[1].momentum < 1.0);
     assert!(dir.path().join(RESUME_FILE).exists());
-    assert!(!dir.path().join("resume.safetensors.partial").exists());
+    assert!(!dir.path().join("checkpoint.pth.partial").exists());
 }
 
 #[test]
@@ -152,8 +155,17 @@ fn stopping_and_resuming_gives_the_same_parameters_as_running_straight() {
         "no iteration after the stop, then a save"
     );
     assert!(no_partial_files(split.path()));
-    // The config given on resume is ignored: the saved one is used.
-    let summary = train(TrainConfig::default(), &options(split.path(), true, 4)).unwrap();
+    // The training part of the config given on resume is ignored (the saved one is used); the
+    // monitoring settings come from the call.
+    let given = small_config();
+    let ignored = TrainConfig {
+        eval_every: given.eval_every,
+        probe_every: given.probe_every,
+        eval_bank: given.eval_bank,
+        eval_queries: given.eval_queries,
+        ..TrainConfig::default()
+    };
+    let summary = train(ignored, &options(split.path(), true, 4)).unwrap();
     assert_eq!(summary.steps, 4);
 
     let metrics = |d: &Path| std::fs::read_to_string(d.join("metrics.jsonl")).unwrap();
@@ -169,7 +181,14 @@ fn stopping_and_resuming_gives_the_same_parameters_as_running_straight() {
     let a = tensors(&straight.path().join(RESUME_FILE));
     let b = tensors(&split.path().join(RESUME_FILE));
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
-    for group in ["student.", "teacher.", "loss.center", "optimizer."] {
+    for group in [
+        "student.module.backbone.",
+        "student.module.head.last_layer.weight_v",
+        "teacher.backbone.",
+        "teacher.head.",
+        "dino_loss.center",
+        "optimizer.state.0.exp_avg_sq",
+    ] {
         assert!(a.keys().any(|k| k.starts_with(group)), "{group} saved");
     }
     for (name, value) in &a {
@@ -178,6 +197,49 @@ fn stopping_and_resuming_gives_the_same_parameters_as_running_straight() {
     assert_eq!(
         std::fs::read(straight.path().join("teacher.safetensors")).unwrap(),
         std::fs::read(split.path().join("teacher.safetensors")).unwrap()
+    );
+    assert_eq!(
+        std::fs::read(straight.path().join(RESUME_FILE)).unwrap(),
+        std::fs::read(split.path().join(RESUME_FILE)).unwrap(),
+        "the whole checkpoint is byte-identical"
+    );
+}
+
+#[test]
+fn the_training_checkpoint_loads_as_its_teacher_in_the_visualizer() {
+    let dir = tempfile::tempdir().unwrap();
+    train(small_config(), &options(dir.path(), false, 3)).unwrap();
+    let checkpoint = dir.path().join(RESUME_FILE);
+    let from_pth = read_state_dict(&checkpoint).unwrap();
+    let from_safetensors = read_state_dict(&dir.path().join("teacher.safetensors")).unwrap();
+    assert_eq!(
+        from_pth.tensors.keys().collect::<Vec<_>>(),
+        from_safetensors.tensors.keys().collect::<Vec<_>>()
+    );
+    assert!(from_pth.tensors.contains_key("blocks.0.attn.qkv.weight"));
+    for (name, t) in &from_safetensors.tensors {
+        assert_eq!(
+            &from_pth.tensors[name], t,
+            "{name}: the teacher, prefixes stripped"
+        );
+    }
+    let student = tensors(&checkpoint);
+    assert_ne!(
+        student["student.module.backbone.blocks.0.attn.qkv.weight"],
+        student["teacher.backbone.blocks.0.attn.qkv.weight"],
+        "after 3 steps the student differs from the teacher, so the test can tell them apart"
+    );
+    let device = Device::flex();
+    // Weights do not tell the head count; vit-nano has 3 heads of 32 channels, not 64-channel ones.
+    let options = LoadOptions {
+        heads: Some(3),
+        ..LoadOptions::default()
+    };
+    let model = load_model(&checkpoint, &options, &device).unwrap();
+    assert_eq!(model.config, Arch::VitNano.config());
+    assert!(
+        model.ignored > 0,
+        "student, heads and optimizer are skipped"
     );
 }
 
@@ -461,7 +523,7 @@ fn fine_tuning_starts_both_backbones_from_the_checkpoint() {
         let saved = tensors(&dir.path().join(RESUME_FILE));
         for (name, t) in official_tensors(&expected.vit) {
             let bytes: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
-            for network in ["student", "teacher"] {
+            for network in ["student.module", "teacher"] {
                 assert!(
                     saved[&format!("{network}.backbone.{name}")] == bytes,
                     "{file}: {network} {name} starts from the checkpoint"

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_analysis;
+mod bench_train;
 mod correspond;
 pub mod coseg;
 mod pca;
@@ -96,6 +97,8 @@ pub enum Command {
     /// Times point query, best buddies and co-segmentation on ViT-S/8 stride-4 features (random
     /// weights) and writes the features for tools/bench_analysis_torch.py.
     BenchAnalysis(bench_analysis::BenchAnalysisArgs),
+    /// Training images/s of the default recipe (vit-nano, synthetic scenes), warm-up excluded.
+    BenchTrain(bench_train::BenchTrainArgs),
     /// Self-supervised DINO training (synthetic scenes or an image folder); writes the teacher backbone,
     /// a resume checkpoint and metrics.
     Train(train::TrainArgs),
@@ -422,6 +425,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Partseg(args) => coseg::run_partseg(&args)?,
         Command::Bench(args) => bench::run(&args)?,
         Command::BenchAnalysis(args) => bench_analysis::run(&args)?,
+        Command::BenchTrain(args) => bench_train::run(&args)?,
         Command::Train(args) => train::run(&args)?,
         Command::EvalSynthetic(args) => train::run_eval(&args)?,
         Command::Correspond(args) => correspond::run_correspond(&args)?,

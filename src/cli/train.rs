@@ -21,7 +21,7 @@ pub struct TrainArgs {
     /// Images per iteration.
     #[arg(long)]
     pub batch: Option<usize>,
-    /// Output directory: config.json, metrics.jsonl, teacher.safetensors, resume.safetensors.
+    /// Output directory: config.json, metrics.jsonl, teacher.safetensors, checkpoint.pth (official DINO layout).
     #[arg(long)]
     pub out: PathBuf,
     /// JSON file with any `TrainConfig` fields (flags given on the command line win).

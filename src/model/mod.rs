@@ -7,6 +7,7 @@ pub mod download;
 pub mod load;
 pub mod pos_embed;
 pub mod preprocess;
+pub mod pth_writer;
 pub mod save;
 pub mod vit;
 

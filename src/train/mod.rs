@@ -13,6 +13,8 @@ pub mod head;
 pub mod loss;
 pub mod monitor;
 pub mod network;
+pub mod official_checkpoint;
+pub mod official_names;
 pub mod params;
 pub mod run;
 pub mod schedule;

@@ -5,7 +5,8 @@
 //! - `metrics.jsonl`: one JSON object per iteration (see [`Metrics`]).
 //! - `teacher.safetensors`: the teacher backbone under the official DINO names, with its configuration in the
 //!   metadata ([`crate::model::save::save_safetensors`]); `dinoscope attention --weights` reads it.
-//! - `resume.safetensors`: everything needed to continue exactly (see [`RESUME_FILE`]).
+//! - `checkpoint.pth`: everything needed to continue exactly, in the layout of `main_dino.py`'s
+//!   `checkpoint.pth` (see [`RESUME_FILE`] and [`super::official_checkpoint`]).
 //!
 //! Both checkpoints are written to a `.partial` file then renamed, so an interrupted save never leaves a
 //! truncated file behind.
@@ -13,7 +14,7 @@
 //! [`train_with`] lets a caller follow a run ([`RunEvent`]s: each iteration's [`Metrics`], with the periodic
 //! evaluation, and the attention probe) and pause, resume or stop it through a [`RunControl`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -30,6 +31,7 @@ use super::head::DinoHeadConfig;
 use super::loss::{DinoLoss, LossError};
 use super::monitor::{Monitor, MonitorSettings, Probe};
 use super::network::{DinoNetwork, NetworkError};
+use super::official_checkpoint;
 use super::params::replace_value;
 use super::schedule::{ScheduleError, Schedules, teacher_temp_schedule};
 use super::step::{StepError, StepOutcome, TrainStep};
@@ -37,27 +39,15 @@ use super::synthetic::{SyntheticConfig, SyntheticScenes};
 use crate::model::checkpoint::{CheckpointError, RawTensor, read_state_dict};
 use crate::model::config::{Arch, VitConfig};
 use crate::model::load::{LoadOptions, detect_config, load_model};
-use crate::model::save::{official_tensors, save_safetensors, serialize_safetensors};
+use crate::model::save::{official_tensors, save_safetensors};
 use crate::rng::Rng;
 
-/// The resume checkpoint. Tensors (all f32, little-endian):
-/// - `student.backbone.<name>`, `student.head.<name>`: the student under the official DINO names and
-///   PyTorch layouts (`backbone.blocks.0.attn.qkv.weight`, `head.mlp.0.weight`,
-///   `head.last_layer.weight_v`, ... as in a DINO training checkpoint);
-/// - `teacher.backbone.<name>`, `teacher.head.<name>`: the teacher, same names;
-/// - `loss.center`: the DINO loss center `[1, out_dim]`;
-/// - `optimizer.<module path>.exp_avg`, `optimizer.<module path>.exp_avg_sq`: AdamW moments of each student
-///   parameter that has been updated, flattened in burn's layout, keyed by burn module path
-///   (`backbone.blocks.0.attn.qkv.weight`, `head.last_layer_v`, ...).
-///
-/// Metadata key [`RESUME_METADATA_KEY`]: JSON `{format, next_step, config, optimizer_steps}` with the next
-/// global iteration, the [`TrainConfig`] and AdamW's step count per module path.
-pub const RESUME_FILE: &str = "resume.safetensors";
-pub const RESUME_METADATA_KEY: &str = "dinoscope.train";
+/// The training checkpoint, read by `--resume`: `torch.load`-able, in the official DINO layout
+/// ([`super::official_checkpoint`]), with the next iteration and the config for exact resuming.
+pub const RESUME_FILE: &str = "checkpoint.pth";
 pub const TEACHER_FILE: &str = "teacher.safetensors";
 pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const CONFIG_FILE: &str = "config.json";
-const RESUME_FORMAT: u32 = 1;
 
 /// The DINO head's shape; `in_dim` comes from the backbone.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -296,7 +286,7 @@ fn config_of_checkpoint(path: &Path, heads: Option<usize>) -> Result<VitConfig, 
 #[derive(Clone, Debug)]
 pub struct RunOptions {
     pub out: PathBuf,
-    /// Continue from `out/resume.safetensors` (its config wins over the one given).
+    /// Continue from `out/checkpoint.pth` (its config wins over the one given).
     pub resume: bool,
     /// Stop once this many iterations (counted from the start of the run) are done.
     pub max_steps: Option<usize>,
@@ -397,26 +387,11 @@ pub struct RunSummary {
     pub stopped: bool,
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
-struct ResumeMeta {
-    format: u32,
-    next_step: usize,
-    config: TrainConfig,
-    optimizer_steps: BTreeMap<String, i32>,
-}
-
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
     move |source| RunError::Io {
         path: path.to_path_buf(),
         source,
     }
-}
-
-fn normal(rng: &mut Rng, std: f64) -> f32 {
-    // Box-Muller.
-    let u1 = rng.uniform().max(1e-300);
-    let u2 = rng.uniform();
-    (std * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
 }
 
 /// Initial student tensors drawn from the run's seed (so the start does not depend on burn's global
@@ -446,7 +421,7 @@ fn initial_tensors(
                     *v = if name == "head.last_layer.weight_v" {
                         rng.range(-bound, bound) as f32
                     } else {
-                        normal(&mut rng, 0.02)
+                        rng.normal(0.02) as f32
                     };
                 }
             }
@@ -515,13 +490,6 @@ fn fresh_state(
     Ok(step)
 }
 
-fn host(t: Tensor<1>) -> RawTensor {
-    RawTensor {
-        shape: t.dims().to_vec(),
-        data: t.into_data().try_into_vec::<f32>().unwrap_or_default(),
-    }
-}
-
 /// Writes `bytes` to `path` atomically.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
     crate::model::save::write_atomic(path, bytes).map_err(io_err(path))
@@ -535,52 +503,7 @@ pub fn save_checkpoints(
     out: &Path,
 ) -> Result<(), RunError> {
     save_safetensors(&state.teacher.backbone, &out.join(TEACHER_FILE))?;
-    let mut tensors: Vec<(String, RawTensor)> = Vec::new();
-    for (prefix, network) in [("student", &state.student), ("teacher", &state.teacher)] {
-        tensors.extend(
-            network
-                .official_tensors()
-                .into_iter()
-                .map(|(n, t)| (format!("{prefix}.{n}"), t)),
-        );
-    }
-    let center = state.loss.center.clone();
-    let dims = center.dims();
-    tensors.push((
-        "loss.center".into(),
-        RawTensor {
-            shape: dims.to_vec(),
-            data: center.into_data().try_into_vec::<f32>().unwrap_or_default(),
-        },
-    ));
-    let mut optimizer_steps = BTreeMap::new();
-    for AdamWEntry {
-        path,
-        exp_avg,
-        exp_avg_sq,
-        step,
-    } in state.optimizer.export(&state.student)
-    {
-        tensors.push((format!("optimizer.{path}.exp_avg"), host(exp_avg)));
-        tensors.push((format!("optimizer.{path}.exp_avg_sq"), host(exp_avg_sq)));
-        optimizer_steps.insert(path, step);
-    }
-    let meta = ResumeMeta {
-        format: RESUME_FORMAT,
-        next_step,
-        config: config.clone(),
-        optimizer_steps,
-    };
-    let path = out.join(RESUME_FILE);
-    let corrupt = |detail: String| RunError::Resume {
-        path: path.clone(),
-        detail,
-    };
-    let meta = serde_json::to_string(&meta).map_err(|e| corrupt(e.to_string()))?;
-    let metadata = HashMap::from([(RESUME_METADATA_KEY.to_string(), meta)]);
-    let serialized =
-        serialize_safetensors(&tensors, metadata).map_err(|e| corrupt(e.to_string()))?;
-    write_atomic(&path, &serialized)
+    official_checkpoint::save(state, config, next_step, &out.join(RESUME_FILE))
 }
 
 /// Reads the resume checkpoint: its config, next iteration and the state to continue from.
@@ -593,46 +516,13 @@ type Saved = (
 );
 
 fn load_resume(out: &Path) -> Result<Saved, RunError> {
-    let path = out.join(RESUME_FILE);
-    let bytes = std::fs::read(&path).map_err(io_err(&path))?;
-    let corrupt = |detail: String| RunError::Resume {
-        path: path.clone(),
-        detail,
-    };
-    let (_, metadata) =
-        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(e.to_string()))?;
-    let meta = metadata
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get(RESUME_METADATA_KEY))
-        .ok_or_else(|| corrupt(format!("no `{RESUME_METADATA_KEY}` metadata")))?;
-    let meta: ResumeMeta = serde_json::from_str(meta).map_err(|e| corrupt(e.to_string()))?;
-    if meta.format != RESUME_FORMAT {
-        return Err(corrupt(format!("unknown format {}", meta.format)));
-    }
-    let file = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
-    let mut tensors = BTreeMap::new();
-    for (name, view) in file.tensors() {
-        if view.dtype() != safetensors::Dtype::F32 {
-            return Err(corrupt(format!(
-                "{name}: dtype {:?}, expected F32",
-                view.dtype()
-            )));
-        }
-        let data = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        tensors.insert(
-            name,
-            RawTensor {
-                shape: view.shape().to_vec(),
-                data,
-            },
-        );
-    }
-    Ok((meta.config, meta.next_step, tensors, meta.optimizer_steps))
+    let saved = official_checkpoint::load(&out.join(RESUME_FILE))?;
+    Ok((
+        saved.config,
+        saved.next_step,
+        saved.tensors,
+        saved.optimizer_steps,
+    ))
 }
 
 fn with_prefix(tensors: &BTreeMap<String, RawTensor>, prefix: &str) -> BTreeMap<String, RawTensor> {
