@@ -7,11 +7,21 @@ use eframe::egui;
 pub const UNTRAINED_LABEL: &str =
     "untrained ViT-nano (random weights) - open a checkpoint in the Model menu";
 
+/// Status-bar text for the bundled model (its card: `weights/README.md`).
+pub const DEFAULT_LABEL: &str = "bundled default model (a toy ViT-nano trained by dinoscope on synthetic shapes; \
+     open an official checkpoint for real photos)";
+
 /// One-line model label for the status bar.
 pub fn short_label(model: Option<&ModelInfo>) -> String {
     match model {
         None => "loading model...".into(),
         Some(m) if m.is_untrained() => UNTRAINED_LABEL.into(),
+        Some(
+            m @ ModelInfo {
+                source: ModelSource::Default(_),
+                ..
+            },
+        ) => format!("{DEFAULT_LABEL} - {}", m.config.describe()),
         Some(m) => format!("{} - {}", m.file_name(), m.config.describe()),
     }
 }
@@ -76,4 +86,36 @@ pub fn ui(ui: &mut egui::Ui, model: Option<&ModelInfo>, backend: Option<&str>) {
         "Backend",
         backend.unwrap_or("(choosing...)").to_string(),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::config::Arch;
+    use std::time::Duration;
+
+    fn info(source: ModelSource) -> ModelInfo {
+        ModelInfo {
+            config: Arch::VitNano.config(),
+            source,
+            ignored: 0,
+            generation: 0,
+            load_time: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn the_status_label_says_which_kind_of_model_is_loaded() {
+        assert_eq!(short_label(None), "loading model...");
+        assert_eq!(
+            short_label(Some(&info(ModelSource::Untrained))),
+            UNTRAINED_LABEL
+        );
+        let bundled = short_label(Some(&info(ModelSource::Default(
+            "w/default.safetensors".into(),
+        ))));
+        assert!(bundled.starts_with(DEFAULT_LABEL), "{bundled}");
+        let opened = short_label(Some(&info(ModelSource::File("/x/dino.pth".into()))));
+        assert!(opened.starts_with("dino.pth - "), "{opened}");
+    }
 }
