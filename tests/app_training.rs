@@ -1,6 +1,8 @@
 //! The Training tab, driven headless through egui_kittest: a tiny run started from the panel, its
 //! metrics and attention probe arriving, pause, stop, and its teacher loaded into the visualizer.
 
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -8,8 +10,7 @@ use dinoscope::app::state::ViewTab;
 use dinoscope::app::train_panel::Phase;
 use dinoscope::app::worker::ModelSource;
 use dinoscope::app::{App, AppOptions};
-use dinoscope::train::run::{HeadShape, RESUME_FILE, TrainConfig};
-use dinoscope::train::{AugmentConfig, SyntheticConfig};
+use dinoscope::train::run::{RESUME_FILE, TrainConfig};
 use eframe::egui;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
@@ -62,27 +63,11 @@ fn wait_for(h: &mut Harness<'static, TestApp>, what: &str, done: impl Fn(&App) -
 fn tiny_config() -> TrainConfig {
     TrainConfig {
         epochs: 50,
-        batch: 4,
-        head: HeadShape {
-            out_dim: 64,
-            hidden_dim: 32,
-            bottleneck_dim: 16,
-            ..HeadShape::default()
-        },
-        augment: AugmentConfig {
-            local_crops: 2,
-            ..AugmentConfig::default()
-        },
-        synthetic: SyntheticConfig {
-            size: 48,
-            images: 8,
-            ..SyntheticConfig::default()
-        },
         eval_every: 2,
         probe_every: 1,
         eval_bank: 6,
         eval_queries: 3,
-        ..TrainConfig::default()
+        ..common::tiny_train_config(48)
     }
 }
 

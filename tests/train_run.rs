@@ -1,5 +1,7 @@
 //! End-to-end training runs: checkpoints that load, exact resuming, drop-path, the `train` command.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
@@ -11,33 +13,16 @@ use dinoscope::model::config::Arch;
 use dinoscope::model::save::official_tensors;
 use dinoscope::model::vit::Vit;
 use dinoscope::model::{LoadOptions, load_model};
+use dinoscope::train::RunControl;
 use dinoscope::train::run::{
-    HeadShape, Metrics, RESUME_FILE, RunEvent, RunOptions, TrainConfig, train, train_with,
+    Metrics, RESUME_FILE, RunEvent, RunOptions, TrainConfig, train, train_with,
 };
-use dinoscope::train::{AugmentConfig, RunControl, SyntheticConfig};
 
 fn small_config() -> TrainConfig {
     TrainConfig {
         epochs: 2,
-        batch: 4,
         seed: 17,
-        head: HeadShape {
-            out_dim: 64,
-            hidden_dim: 32,
-            bottleneck_dim: 16,
-            ..HeadShape::default()
-        },
-        augment: AugmentConfig {
-            local_crops: 2,
-            ..AugmentConfig::default()
-        },
-        synthetic: SyntheticConfig {
-            size: 72,
-            images: 8,
-            ..SyntheticConfig::default()
-        },
-        eval_every: 0,
-        ..TrainConfig::default()
+        ..common::tiny_train_config(72)
     }
 }
 

@@ -9,6 +9,33 @@ use std::path::PathBuf;
 
 use burn::tensor::{Tensor, TensorData};
 
+/// A DINO run small enough for a test: batch 4, a 64-prototype head, 2 local crops, 8 synthetic
+/// scenes of `scene_size` pixels, no periodic evaluation.
+pub fn tiny_train_config(scene_size: u32) -> dinoscope::train::TrainConfig {
+    use dinoscope::train::run::HeadShape;
+    use dinoscope::train::{AugmentConfig, SyntheticConfig, TrainConfig};
+    TrainConfig {
+        batch: 4,
+        head: HeadShape {
+            out_dim: 64,
+            hidden_dim: 32,
+            bottleneck_dim: 16,
+            ..HeadShape::default()
+        },
+        augment: AugmentConfig {
+            local_crops: 2,
+            ..AugmentConfig::default()
+        },
+        synthetic: SyntheticConfig {
+            size: scene_size,
+            images: 8,
+            ..SyntheticConfig::default()
+        },
+        eval_every: 0,
+        ..TrainConfig::default()
+    }
+}
+
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
