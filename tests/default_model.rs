@@ -27,7 +27,7 @@ fn the_default_model_attends_to_objects_better_than_untrained_models() {
     )
     .expect("weights/default.safetensors loads");
     assert_eq!(*model.vit.config(), Arch::VitNano.config());
-    let config = TrainConfig::from_json_file(&weights("default-model.json")).unwrap();
+    let config = TrainConfig::from_file(&weights("default-model.json")).unwrap();
     let scenes = config.synthetic;
     let trained = evaluate_synthetic(&model.vit, &scenes, 0, 60, 60);
     for seed in 0..3 {

@@ -552,3 +552,29 @@ fn a_missing_init_checkpoint_is_an_error_naming_it() {
     let err = train(config, &options(dir.path(), false, 1)).unwrap_err();
     assert!(err.to_string().contains("nope.pth"), "{err}");
 }
+
+#[test]
+fn toml_and_json_configs_read_the_same_and_unknown_keys_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("run.toml");
+    std::fs::write(
+        &toml,
+        "epochs = 7\nlr = 0.008\n\n[head]\nout_dim = 256\n\n[synthetic]\nobject_scale = [0.25, 0.45]\nbackground_contrast = 0.3\n",
+    )
+    .unwrap();
+    let json = dir.path().join("run.json");
+    std::fs::write(
+        &json,
+        r#"{"epochs": 7, "lr": 0.008, "head": {"out_dim": 256},
+            "synthetic": {"object_scale": [0.25, 0.45], "background_contrast": 0.3}}"#,
+    )
+    .unwrap();
+    let from_toml = TrainConfig::from_file(&toml).unwrap();
+    assert_eq!(from_toml, TrainConfig::from_file(&json).unwrap());
+    assert_eq!((from_toml.epochs, from_toml.head.out_dim), (7, 256));
+    assert_eq!(from_toml.synthetic.object_scale, (0.25, 0.45));
+
+    std::fs::write(&toml, "epochs = 7\nepoch = 8\n").unwrap();
+    let err = TrainConfig::from_file(&toml).unwrap_err().to_string();
+    assert!(err.contains("run.toml") && err.contains("epoch"), "{err}");
+}

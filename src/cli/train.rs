@@ -24,7 +24,7 @@ pub struct TrainArgs {
     /// Output directory: config.json, metrics.jsonl, teacher.safetensors, checkpoint.pth (official DINO layout).
     #[arg(long)]
     pub out: PathBuf,
-    /// JSON file with any `TrainConfig` fields (flags given on the command line win).
+    /// TOML (`*.toml`) or JSON file with any `TrainConfig` fields (flags given on the command line win).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Continue the run saved in `--out` exactly (its saved config is used).
@@ -76,7 +76,7 @@ impl TrainArgs {
     /// The config file (or the defaults) with the command-line flags applied.
     pub fn config(&self) -> Result<TrainConfig> {
         let mut c = match &self.config {
-            Some(path) => TrainConfig::from_json_file(path)?,
+            Some(path) => TrainConfig::from_file(path)?,
             None => TrainConfig::default(),
         };
         if let Some(v) = &self.data {
@@ -192,7 +192,7 @@ pub fn run_eval(args: &EvalArgs) -> Result<()> {
         None => crate::model::Vit::init_seeded(args.arch.config(), args.init_seed, &device.device),
     };
     let scenes = match &args.scenes_from {
-        Some(path) => TrainConfig::from_json_file(path)?.synthetic,
+        Some(path) => TrainConfig::from_file(path)?.synthetic,
         None => Default::default(),
     };
     let config = crate::train::synthetic::SyntheticConfig {

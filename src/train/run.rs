@@ -205,14 +205,22 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// Reads a JSON config (unknown keys are errors).
-    pub fn from_json_file(path: &Path) -> Result<Self, RunError> {
+    /// Reads a config file: TOML when its name ends in `.toml`, JSON otherwise (unknown keys are
+    /// errors in both).
+    pub fn from_file(path: &Path) -> Result<Self, RunError> {
         let text = std::fs::read_to_string(path).map_err(|source| RunError::Io {
             path: path.to_path_buf(),
             source,
         })?;
-        serde_json::from_str(&text)
-            .map_err(|e| RunError::Config(format!("{}: {e}", path.display())))
+        let toml = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("toml"));
+        let parsed = if toml {
+            toml::from_str(&text).map_err(|e| e.to_string())
+        } else {
+            serde_json::from_str(&text).map_err(|e| e.to_string())
+        };
+        parsed.map_err(|e| RunError::Config(format!("{}: {e}", path.display())))
     }
 
     pub fn dataset(&self) -> Result<Dataset, RunError> {
