@@ -177,6 +177,10 @@ pub enum Picked {
     ExportNpy(PathBuf),
     /// A folder for the PCA colourings of the shown images.
     ExportPca(PathBuf),
+    /// A folder for the co-segmentation view's images, labels and legend.
+    ExportCoseg(PathBuf),
+    /// A folder for the correspondence view's image, report and heatmaps.
+    ExportCorrespondence(PathBuf),
 }
 
 pub enum Event {
@@ -232,6 +236,11 @@ pub enum Event {
     },
     ImageDecoded(DecodedImage),
     Picked(Picked),
+    /// An export finished: the files written, or the error naming the file.
+    Exported {
+        task: TaskId,
+        result: Result<Vec<PathBuf>, AppError>,
+    },
 }
 
 struct Message {
