@@ -4,6 +4,7 @@ mod bench;
 mod bench_analysis;
 mod correspond;
 pub mod coseg;
+mod download;
 mod pca;
 pub mod train;
 
@@ -106,6 +107,9 @@ pub enum Command {
     Correspond(correspond::CorrespondArgs),
     /// PCK of nearest-neighbour matching on SPair-71k or a stereo pair with disparity (JSON on stdout).
     EvalPck(correspond::EvalPckArgs),
+    /// Download official checkpoints (by id, `--list` shows them) or any `--url` into the
+    /// checkpoint folder: resumable, SHA-256 recorded and optionally verified.
+    Download(download::DownloadArgs),
 }
 
 /// Which checkpoint to load and where to run it.
@@ -426,6 +430,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::EvalSynthetic(args) => train::run_eval(&args)?,
         Command::Correspond(args) => correspond::run_correspond(&args)?,
         Command::EvalPck(args) => correspond::run_eval(&args)?,
+        Command::Download(args) => download::run(&args)?,
     }
     Ok(())
 }
