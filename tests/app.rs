@@ -351,6 +351,34 @@ fn exports_write_the_head_mean_png_and_the_attention_npy() {
     assert!(err.to_string().contains("mean.png"), "{err}");
 }
 
+#[test]
+fn a_pasted_image_joins_the_gallery_as_pasted_n_png() {
+    let mut h = harness(bare_options());
+    wait_for(&mut h, "the model", |app| {
+        app.is_idle() && app.model().is_some()
+    });
+    let (w, ht) = (40usize, 24usize);
+    let pixels: Vec<u8> = (0..w * ht)
+        .flat_map(|i| [(i % w * 6) as u8, (i / w * 10) as u8, 200])
+        .collect();
+    let pasted = egui::ColorImage::from_rgb([w, ht], &pixels);
+    h.event(egui::Event::PasteImage(std::sync::Arc::new(pasted)));
+    h.step();
+    wait_for(&mut h, "the pasted image", |app| {
+        app.is_idle() && app.gallery().entries.len() == 1
+    });
+    let app = h.state().app();
+    assert_eq!(app.notifications().errors().count(), 0);
+    let entry = &app.gallery().entries[0];
+    assert_eq!(entry.name, "pasted-1.png");
+    assert!(entry.path.is_file(), "{}", entry.path.display());
+    assert_eq!(
+        (entry.rgb.width(), entry.rgb.height()),
+        (w as u32, ht as u32)
+    );
+    assert_eq!(entry.rgb.as_raw(), &pixels);
+}
+
 /// A ViT-nano with random weights saved as safetensors (loads without options).
 fn nano_weights(dir: &Path) -> PathBuf {
     let weights = dir.join("nano.safetensors");

@@ -863,6 +863,23 @@ impl App {
         }
     }
 
+    /// Ctrl+V with an image on the clipboard: stored and loaded like a dropped file, off the UI
+    /// thread.
+    fn handle_pasted_images(&mut self, ctx: &egui::Context) {
+        let pasted: Vec<Source> = ctx.input(|i| {
+            i.events
+                .iter()
+                .filter_map(|e| match e {
+                    egui::Event::PasteImage(image) => Some(Source::Pasted(image.clone())),
+                    _ => None,
+                })
+                .collect()
+        });
+        if !pasted.is_empty() {
+            self.add_sources(pasted);
+        }
+    }
+
     fn menu_bar(&mut self, ui: &mut egui::Ui) {
         egui::MenuBar::new().ui(ui, |ui| {
             ui.menu_button("File", |ui| {
@@ -1031,6 +1048,7 @@ impl App {
         self.poll_training(&ctx);
         self.handle_keys(&ctx);
         self.handle_dropped_files(&ctx);
+        self.handle_pasted_images(&ctx);
 
         egui::Panel::top("menu").show(ui, |ui| {
             self.menu_bar(ui);
