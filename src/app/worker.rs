@@ -479,13 +479,14 @@ impl WorkerState {
         token: &CancelToken,
         events: &EventSender,
     ) -> Result<Option<Event>, AppError> {
-        let progress = |label: String| {
+        let report = |label: String, fraction: Option<f32>| {
             events.send(Event::Progress {
                 task,
                 label,
-                fraction: None,
+                fraction,
             })
         };
+        let progress = |label: String| report(label, None);
         match job {
             Job::LoadDefault { default_path } => {
                 let start = Instant::now();
@@ -524,7 +525,7 @@ impl WorkerState {
                 )))
             }
             Job::Attention { key, rgb, name } => {
-                if self.model.is_none() || key.generation != self.generation {
+                if self.is_stale(key.generation) {
                     return Ok(None);
                 }
                 let start = Instant::now();
@@ -577,16 +578,9 @@ impl WorkerState {
                 }))
             }
             Job::Pca { key, inputs } => {
-                if self.model.is_none() || key.generation != self.generation {
+                if self.is_stale(key.generation) {
                     return Ok(None);
                 }
-                let report = |label: String, fraction: Option<f32>| {
-                    events.send(Event::Progress {
-                        task,
-                        label,
-                        fraction,
-                    })
-                };
                 Ok(
                     pca_job::run(self, &key, inputs, token, &report)?.map(|result| Event::Pca {
                         key,
@@ -595,7 +589,7 @@ impl WorkerState {
                 )
             }
             Job::Descriptors { spec, input } => {
-                if self.model.is_none() || spec.generation != self.generation {
+                if self.is_stale(spec.generation) {
                     return Ok(None);
                 }
                 progress(format!("Descriptors of {}", input.name));
@@ -610,16 +604,9 @@ impl WorkerState {
                 source,
                 target,
             } => {
-                if self.model.is_none() || key.spec.generation != self.generation {
+                if self.is_stale(key.spec.generation) {
                     return Ok(None);
                 }
-                let report = |label: String, fraction: Option<f32>| {
-                    events.send(Event::Progress {
-                        task,
-                        label,
-                        fraction,
-                    })
-                };
                 Ok(
                     correspond_job::best_buddies(self, key, &source, &target, token, &report)?.map(
                         |result| Event::Buddies {
@@ -630,16 +617,9 @@ impl WorkerState {
                 )
             }
             Job::Coseg { key, inputs } => {
-                if self.model.is_none() || key.generation != self.generation {
+                if self.is_stale(key.generation) {
                     return Ok(None);
                 }
-                let report = |label: String, fraction: Option<f32>| {
-                    events.send(Event::Progress {
-                        task,
-                        label,
-                        fraction,
-                    })
-                };
                 Ok(
                     coseg_job::run(self, &key, inputs, token, &report)?.map(|result| {
                         Event::Coseg {
@@ -654,7 +634,7 @@ impl WorkerState {
                 images,
                 inputs,
             } => {
-                if key.spec.generation != self.generation {
+                if self.is_stale(key.spec.generation) {
                     return Ok(None);
                 }
                 progress(format!("Fusing with the {}", key.second.label()));
@@ -670,6 +650,11 @@ impl WorkerState {
                 }))
             }
         }
+    }
+
+    /// A job asked for under another model (or before any) than the one loaded: dropped.
+    fn is_stale(&self, generation: u64) -> bool {
+        self.model.is_none() || generation != self.generation
     }
 
     /// The image as the model sees it under an input size and patch budget (cached).
