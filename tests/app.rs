@@ -106,6 +106,14 @@ fn wait_for(h: &mut Harness<'static, TestApp>, what: &str, done: impl Fn(&App) -
     h.step();
 }
 
+/// The texts of the error notifications shown.
+fn error_texts(app: &App) -> Vec<String> {
+    app.notifications()
+        .errors()
+        .map(|n| n.text.clone())
+        .collect()
+}
+
 fn shows_current_result(app: &App) -> bool {
     app.is_idle() && app.current_result().is_some()
 }
@@ -264,13 +272,7 @@ fn a_corrupt_image_gives_an_error_naming_the_file() {
     wait_for(&mut h, "the loader", |app| {
         app.is_idle() && app.gallery().entries.len() == 1
     });
-    let errors: Vec<String> = h
-        .state()
-        .app()
-        .notifications()
-        .errors()
-        .map(|n| n.text.clone())
-        .collect();
+    let errors = error_texts(h.state().app());
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].contains("broken-cat.png"), "{}", errors[0]);
     // The good image still loaded, and the error can be dismissed.
@@ -695,13 +697,7 @@ fn download_manager_lists_the_official_checkpoints_and_loads_a_download() {
             expected_sha256: None,
         });
     wait_for(&mut h, "the failed download", |app| app.is_idle());
-    let errors: Vec<String> = h
-        .state()
-        .app()
-        .notifications()
-        .errors()
-        .map(|n| n.text.clone())
-        .collect();
+    let errors = error_texts(h.state().app());
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(
         errors[0].contains(&missing) && errors[0].contains("404"),
@@ -1000,13 +996,7 @@ fn export_correspondence_matches_the_view(h: &mut Harness<'static, TestApp>) {
         .app_mut()
         .export_correspondence_to(blocked.join("corr"));
     wait_for(h, "the failed export", App::is_idle);
-    let errors: Vec<String> = h
-        .state()
-        .app()
-        .notifications()
-        .errors()
-        .map(|n| n.text.clone())
-        .collect();
+    let errors = error_texts(h.state().app());
     assert_eq!(errors.len(), 1);
     assert!(errors[0].contains("file/corr"), "{}", errors[0]);
 }
@@ -1323,13 +1313,7 @@ fn a_coseg_error_names_the_image() {
     h.state_mut().app_mut().set_tab(ViewTab::Coseg);
     h.state_mut().app_mut().run_coseg();
     wait_for(&mut h, "the failure", |app| app.is_idle());
-    let errors: Vec<String> = h
-        .state()
-        .app()
-        .notifications()
-        .errors()
-        .map(|n| n.text.clone())
-        .collect();
+    let errors = error_texts(h.state().app());
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].contains("tiny-cat.png"), "{}", errors[0]);
     assert!(h.state().app().current_coseg_result().is_none());

@@ -159,13 +159,6 @@ pub fn spawn_export(
             thread_events.send(Event::Finished { task });
         });
     if let Err(e) = spawned {
-        events.send(Event::Failed {
-            task,
-            error: AppError::Compute {
-                what: "starting the export".into(),
-                detail: e.to_string(),
-            },
-        });
-        events.send(Event::Finished { task });
+        events.not_started(task, "starting the export", &e);
     }
 }

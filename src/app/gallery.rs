@@ -429,14 +429,7 @@ pub fn spawn_loader(sources: Vec<Source>, task: TaskId, token: CancelToken, even
             events.send(Event::Finished { task });
         });
     if let Err(e) = spawned {
-        events.send(Event::Failed {
-            task,
-            error: AppError::Compute {
-                what: "starting the image loader".into(),
-                detail: e.to_string(),
-            },
-        });
-        events.send(Event::Finished { task });
+        events.not_started(task, "starting the image loader", &e);
     }
 }
 

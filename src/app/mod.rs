@@ -901,62 +901,47 @@ impl App {
                 {
                     self.open_dialog(kind);
                 }
-                let has_coseg = self.current_coseg_result().is_some();
-                if ui
-                    .add_enabled(
-                        has_coseg,
-                        egui::Button::new("Export co-segmentation (PNG + .npy + JSON)..."),
-                    )
-                    .on_hover_text(
+                let items = [
+                    (
+                        self.current_coseg_result().is_some(),
+                        "Export co-segmentation (PNG + .npy + JSON)...",
                         "Per image <name>_coseg.png, <name>_labels.npy, <name>_foreground.npy; \
                          coseg_legend.json",
-                    )
-                    .clicked()
-                {
-                    self.open_dialog(DialogKind::ExportCoseg);
-                }
-                let has_corr = self.corr_export().is_some();
-                if ui
-                    .add_enabled(
-                        has_corr,
-                        egui::Button::new("Export correspondence (PNG + JSON + .npy)..."),
-                    )
-                    .on_hover_text(
+                        DialogKind::ExportCoseg,
+                    ),
+                    (
+                        self.corr_export().is_some(),
+                        "Export correspondence (PNG + JSON + .npy)...",
                         "correspondence.png, correspondence.json and <target>_similarity.npy",
-                    )
-                    .clicked()
-                {
-                    self.open_dialog(DialogKind::ExportCorrespondence);
-                }
-                let has_pca = self.current_pca_result().is_some();
-                if ui
-                    .add_enabled(
-                        has_pca,
-                        egui::Button::new("Export PCA colourings (PNG + .npy)..."),
-                    )
-                    .on_hover_text("The PCA tab's images: <name>_pca.png and <name>_pca.npy each")
-                    .clicked()
-                {
-                    self.open_dialog(DialogKind::ExportPca);
-                }
-                let has_result = self.current_result().is_some();
-                if ui
-                    .add_enabled(
-                        has_result,
-                        egui::Button::new("Export head-mean view (PNG)..."),
-                    )
-                    .clicked()
-                {
-                    self.open_dialog(DialogKind::ExportPng);
-                }
-                if ui
-                    .add_enabled(
-                        has_result,
-                        egui::Button::new("Export attention values (.npy)..."),
-                    )
-                    .clicked()
-                {
-                    self.open_dialog(DialogKind::ExportNpy);
+                        DialogKind::ExportCorrespondence,
+                    ),
+                    (
+                        self.current_pca_result().is_some(),
+                        "Export PCA colourings (PNG + .npy)...",
+                        "The PCA tab's images: <name>_pca.png and <name>_pca.npy each",
+                        DialogKind::ExportPca,
+                    ),
+                    (
+                        self.current_result().is_some(),
+                        "Export head-mean view (PNG)...",
+                        "The attention tab's head mean over the image",
+                        DialogKind::ExportPng,
+                    ),
+                    (
+                        self.current_result().is_some(),
+                        "Export attention values (.npy)...",
+                        "[heads, rows, cols] float32",
+                        DialogKind::ExportNpy,
+                    ),
+                ];
+                for (enabled, label, hover, kind) in items {
+                    if ui
+                        .add_enabled(enabled, egui::Button::new(label))
+                        .on_hover_text(hover)
+                        .clicked()
+                    {
+                        self.open_dialog(kind);
+                    }
                 }
                 ui.separator();
                 if ui.button("Quit").clicked() {

@@ -271,6 +271,18 @@ impl EventSender {
         let _ = self.tx.send(event);
         self.ctx.request_repaint();
     }
+
+    /// The thread of a task could not start: the task failed (`what`: e.g. "starting the export").
+    pub fn not_started(&self, task: TaskId, what: &str, error: &std::io::Error) {
+        self.send(Event::Failed {
+            task,
+            error: AppError::Compute {
+                what: what.into(),
+                detail: error.to_string(),
+            },
+        });
+        self.send(Event::Finished { task });
+    }
 }
 
 impl Worker {
