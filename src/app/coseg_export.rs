@@ -102,3 +102,16 @@ pub fn export_coseg(
 fn file_name(path: &Path) -> String {
     super::worker::file_label(path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::label_values;
+
+    #[test]
+    fn patches_without_a_label_are_nan() {
+        let values = label_values(&[Some(2), None, Some(0)]);
+        assert_eq!(values[0], 2.0);
+        assert!(values[1].is_nan());
+        assert_eq!(values[2], 0.0);
+    }
+}
