@@ -106,6 +106,14 @@ fn wait_for(h: &mut Harness<'static, TestApp>, what: &str, done: impl Fn(&App) -
     h.step();
 }
 
+/// The texts of the error notifications shown.
+fn error_texts(app: &App) -> Vec<String> {
+    app.notifications()
+        .errors()
+        .map(|n| n.text.clone())
+        .collect()
+}
+
 fn shows_current_result(app: &App) -> bool {
     app.is_idle() && app.current_result().is_some()
 }
@@ -264,13 +272,7 @@ fn a_corrupt_image_gives_an_error_naming_the_file() {
     wait_for(&mut h, "the loader", |app| {
         app.is_idle() && app.gallery().entries.len() == 1
     });
-    let errors: Vec<String> = h
-        .state()
-        .app()
-        .notifications()
-        .errors()
-        .map(|n| n.text.clone())
-        .collect();
+    let errors = error_texts(h.state().app());
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].contains("broken-cat.png"), "{}", errors[0]);
     // The good image still loaded, and the error can be dismissed.
@@ -349,6 +351,34 @@ fn exports_write_the_head_mean_png_and_the_attention_npy() {
     let bad = dir.path().join("no/such/dir/mean.png");
     let err = dinoscope::app::export::export_png(&bad, result, app.settings()).unwrap_err();
     assert!(err.to_string().contains("mean.png"), "{err}");
+}
+
+#[test]
+fn a_pasted_image_joins_the_gallery_as_pasted_n_png() {
+    let mut h = harness(bare_options());
+    wait_for(&mut h, "the model", |app| {
+        app.is_idle() && app.model().is_some()
+    });
+    let (w, ht) = (40usize, 24usize);
+    let pixels: Vec<u8> = (0..w * ht)
+        .flat_map(|i| [(i % w * 6) as u8, (i / w * 10) as u8, 200])
+        .collect();
+    let pasted = egui::ColorImage::from_rgb([w, ht], &pixels);
+    h.event(egui::Event::PasteImage(std::sync::Arc::new(pasted)));
+    h.step();
+    wait_for(&mut h, "the pasted image", |app| {
+        app.is_idle() && app.gallery().entries.len() == 1
+    });
+    let app = h.state().app();
+    assert_eq!(app.notifications().errors().count(), 0);
+    let entry = &app.gallery().entries[0];
+    assert_eq!(entry.name, "pasted-1.png");
+    assert!(entry.path.is_file(), "{}", entry.path.display());
+    assert_eq!(
+        (entry.rgb.width(), entry.rgb.height()),
+        (w as u32, ht as u32)
+    );
+    assert_eq!(entry.rgb.as_raw(), &pixels);
 }
 
 /// A ViT-nano with random weights saved as safetensors (loads without options).
@@ -667,13 +697,7 @@ fn download_manager_lists_the_official_checkpoints_and_loads_a_download() {
             expected_sha256: None,
         });
     wait_for(&mut h, "the failed download", |app| app.is_idle());
-    let errors: Vec<String> = h
-        .state()
-        .app()
-        .notifications()
-        .errors()
-        .map(|n| n.text.clone())
-        .collect();
+    let errors = error_texts(h.state().app());
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(
         errors[0].contains(&missing) && errors[0].contains("404"),
@@ -899,6 +923,82 @@ fn correspondence_click_marks_the_library_best_match_and_a_drag_only_queries() {
     };
     assert_eq!(pairs(&found), pairs(&expected));
     assert!(found.pairs.len() <= settings.num_pairs);
+    export_correspondence_matches_the_view(&mut h);
+}
+
+/// Exports the correspondence view (off the UI thread) and reads the files back: the JSON holds
+/// the shown query, best matches and pairs; the `.npy` holds the target's scores.
+fn export_correspondence_matches_the_view(h: &mut Harness<'static, TestApp>) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("corr");
+    h.state_mut()
+        .app_mut()
+        .export_correspondence_to(out.clone());
+    wait_for(h, "the export", App::is_idle);
+    let app = h.state().app();
+    assert_eq!(app.notifications().errors().count(), 0);
+    let state = app.corr_point().unwrap();
+    let answer = state.answer.as_ref().unwrap();
+    let (_, buddies) = app.current_buddies()[0].clone();
+    let text = std::fs::read_to_string(out.join("correspondence.json")).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let query = &report["query"];
+    assert_eq!(query["image"], "chelsea.png");
+    assert_eq!(query["point"][0].as_f64(), Some(answer.point.0));
+    assert_eq!(query["point"][1].as_f64(), Some(answer.point.1));
+    assert_eq!(
+        query["patch"].as_u64(),
+        Some(answer.query.source_patch as u64)
+    );
+    let found = &answer.query.matches[0];
+    let target = &report["targets"][0];
+    assert_eq!(target["image"], "cat_amir.jpg");
+    assert_eq!(target["best_patch"].as_u64(), Some(found.best_patch as u64));
+    assert_eq!(
+        target["best_patch_row_col"],
+        serde_json::json!([
+            found.best_patch / found.grid.cols,
+            found.best_patch % found.grid.cols
+        ])
+    );
+    assert_eq!(target["best_pixel"][0].as_f64(), Some(found.best_pixel.0));
+    assert_eq!(target["best_pixel"][1].as_f64(), Some(found.best_pixel.1));
+    assert_eq!(
+        target["best_score"].as_f64().map(|s| s as f32),
+        Some(found.best_score)
+    );
+    let pairs = target["best_buddies"]["pairs"].as_array().unwrap();
+    assert_eq!(pairs.len(), buddies.pairs.len());
+    for (written, shown) in pairs.iter().zip(&buddies.pairs) {
+        assert_eq!(written["patch_a"].as_u64(), Some(shown.patch_a as u64));
+        assert_eq!(written["patch_b"].as_u64(), Some(shown.patch_b as u64));
+    }
+    let heatmap = out.join(target["heatmap"].as_str().unwrap());
+    assert_eq!(heatmap, out.join("cat_amir_similarity.npy"));
+    let (shape, values) = dinoscope::arrays::read_npy(&heatmap).unwrap();
+    assert_eq!(shape, vec![found.grid.rows, found.grid.cols]);
+    assert_eq!(values, found.scores);
+    // Source and target side by side at the model images' size.
+    let png = image::open(out.join("correspondence.png")).unwrap();
+    let (source, target) = (
+        app.corr_image(state.source).unwrap(),
+        app.corr_image(answer.targets[0]).unwrap(),
+    );
+    assert_eq!(
+        png.width() as usize,
+        source.prepared.width() + target.prepared.width()
+    );
+
+    // A folder that cannot be created is an error naming it.
+    let blocked = dir.path().join("file");
+    std::fs::write(&blocked, b"").unwrap();
+    h.state_mut()
+        .app_mut()
+        .export_correspondence_to(blocked.join("corr"));
+    wait_for(h, "the failed export", App::is_idle);
+    let errors = error_texts(h.state().app());
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].contains("file/corr"), "{}", errors[0]);
 }
 
 /// The library's best match of `point` on chelsea.png in cat_amir.jpg with the primary model's
@@ -1101,6 +1201,7 @@ fn coseg_runs_on_the_checked_images_and_matches_the_library() {
         assert_eq!(shown.labels, labels);
         assert_eq!(shown.foreground, want.grid_mask);
     }
+    export_coseg_matches_the_view(&mut h);
     // Legend and k on screen; switching to the cut-out foreground recomputes nothing.
     h.get_by_label_contains(&format!("k = {} clusters", expected.k));
     h.get_by_label_contains("cluster 0");
@@ -1138,6 +1239,60 @@ fn coseg_runs_on_the_checked_images_and_matches_the_library() {
     if expected.num_parts > 0 {
         h.get_by_label_contains("part 0");
     }
+    // Background patches (if any: the weights are random) have no part, NaN in the export.
+    export_coseg_matches_the_view(&mut h);
+}
+
+/// Exports the co-segmentation shown (off the UI thread) and reads the files back: labels and
+/// foreground per image equal the result's, the legend names every cluster.
+fn export_coseg_matches_the_view(h: &mut Harness<'static, TestApp>) {
+    let dir = tempfile::tempdir().unwrap();
+    h.state_mut()
+        .app_mut()
+        .export_coseg_to(dir.path().to_path_buf());
+    wait_for(h, "the export", App::is_idle);
+    let app = h.state().app();
+    assert_eq!(app.notifications().errors().count(), 0);
+    let result = app.current_coseg_result().unwrap();
+    for (image, stem) in result.images.iter().zip(["chelsea", "cat_amir"]) {
+        let shape = vec![image.grid.rows, image.grid.cols];
+        let (s, labels) =
+            dinoscope::arrays::read_npy(&dir.path().join(format!("{stem}_labels.npy"))).unwrap();
+        assert_eq!(s, shape);
+        let labels: Vec<Option<usize>> = labels
+            .iter()
+            .map(|&l| (!l.is_nan()).then_some(l as usize))
+            .collect();
+        assert_eq!(labels, image.labels);
+        let (s, mask) =
+            dinoscope::arrays::read_npy(&dir.path().join(format!("{stem}_foreground.npy")))
+                .unwrap();
+        assert_eq!(s, shape);
+        let mask: Vec<bool> = mask.iter().map(|&m| m == 1.0).collect();
+        assert_eq!(mask, image.foreground);
+        let png = image::open(dir.path().join(format!("{stem}_coseg.png")))
+            .unwrap()
+            .to_rgb8();
+        let shown = match app.settings().coseg.show {
+            dinoscope::app::state::CosegShow::Labels => &image.overlay,
+            dinoscope::app::state::CosegShow::Foreground => &image.cutout,
+        };
+        assert_eq!(&png, shown);
+    }
+    let text = std::fs::read_to_string(dir.path().join("coseg_legend.json")).unwrap();
+    let legend: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(legend["k"].as_u64(), Some(result.k as u64));
+    let entries = legend["legend"].as_array().unwrap();
+    assert_eq!(entries.len(), result.legend.len());
+    for (written, shown) in entries.iter().zip(&result.legend) {
+        assert_eq!(
+            written["name"],
+            dinoscope::app::coseg_panel::label_name(result.mode, shown.label)
+        );
+        assert_eq!(written["foreground"].as_bool(), Some(shown.foreground));
+        assert_eq!(written["votes"].as_u64(), shown.votes.map(|v| v as u64));
+        assert_eq!(written["patches"].as_u64(), Some(shown.patches as u64));
+    }
 }
 
 #[test]
@@ -1157,13 +1312,7 @@ fn a_coseg_error_names_the_image() {
     h.state_mut().app_mut().set_tab(ViewTab::Coseg);
     h.state_mut().app_mut().run_coseg();
     wait_for(&mut h, "the failure", |app| app.is_idle());
-    let errors: Vec<String> = h
-        .state()
-        .app()
-        .notifications()
-        .errors()
-        .map(|n| n.text.clone())
-        .collect();
+    let errors = error_texts(h.state().app());
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].contains("tiny-cat.png"), "{}", errors[0]);
     assert!(h.state().app().current_coseg_result().is_none());

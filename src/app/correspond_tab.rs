@@ -306,6 +306,23 @@ impl App {
         })
     }
 
+    /// The images the view shows: the matched descriptors (fused ones when a second source is
+    /// chosen), or the model's own while a fusion is computed; `None` before the source's.
+    pub(super) fn corr_shown_images(
+        &self,
+        spec: CorrSpec,
+    ) -> Option<(Arc<CorrImage>, Vec<Arc<CorrImage>>)> {
+        let source = self.corr.image(self.corr_source()?, spec)?.clone();
+        Some(self.corr_matching(spec).unwrap_or_else(|| {
+            let targets = self
+                .corr_targets()
+                .iter()
+                .filter_map(|&id| self.corr.image(id, spec).cloned())
+                .collect();
+            (source, targets)
+        }))
+    }
+
     pub(super) fn corr_input(&self, id: ImageId) -> Option<PcaInput> {
         let e = self.gallery.entries.iter().find(|e| e.id == id)?;
         Some(PcaInput {
@@ -645,18 +662,12 @@ impl App {
             });
             return;
         };
-        let target_ids = self.corr_targets();
-        if target_ids.is_empty() {
+        if self.corr_targets().is_empty() {
             ui.label("Add a second image to match against.");
         }
-        // While a fusion is computed, the model's own descriptors are shown.
-        let (source, targets) = self.corr_matching(spec).unwrap_or_else(|| {
-            let targets = target_ids
-                .iter()
-                .filter_map(|&id| self.corr.image(id, spec).cloned())
-                .collect();
-            (source, targets)
-        });
+        let (source, targets) = self
+            .corr_shown_images(spec)
+            .unwrap_or_else(|| (source, Vec::new()));
         let buddies = self.current_buddies();
         let point = self.corr.point.clone();
         let answer = point

@@ -397,13 +397,6 @@ pub fn spawn_download(
             events.send(Event::Finished { task });
         });
     if let Err(e) = spawned {
-        events.send(Event::Failed {
-            task,
-            error: AppError::Compute {
-                what: "starting the download".into(),
-                detail: e.to_string(),
-            },
-        });
-        events.send(Event::Finished { task });
+        events.not_started(task, "starting the download", &e);
     }
 }

@@ -1,7 +1,9 @@
 //! Exports of the current view: the head-mean overlay as PNG, the attention values as `.npy`,
-//! the PCA colourings as PNG + `.npy` per image.
+//! the PCA colourings as PNG + `.npy` per image, and the helpers the co-segmentation and
+//! correspondence exports share; exports run on their own thread ([`spawn_export`]).
 
 use std::collections::HashSet;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
 use image::RgbImage;
@@ -9,7 +11,7 @@ use image::RgbImage;
 use super::notifications::AppError;
 use super::pca_job::{PcaImage, PcaResult};
 use super::state::Settings;
-use super::worker::AttentionResult;
+use super::worker::{AttentionResult, Event, EventSender, TaskId};
 use crate::analysis::attention::mass_mask;
 use crate::analysis::colormap::{overlay_mask, render_map};
 use crate::arrays::write_npy;
@@ -44,12 +46,7 @@ pub fn export_png(
     result: &AttentionResult,
     settings: &Settings,
 ) -> Result<(), AppError> {
-    head_mean_image(result, settings)
-        .save(path)
-        .map_err(|e| AppError::Export {
-            path: path.to_path_buf(),
-            detail: e.to_string(),
-        })
+    save_png(path, &head_mean_image(result, settings))
 }
 
 /// `[heads, rows, cols]` float32.
@@ -65,10 +62,7 @@ pub fn export_npy(path: &Path, result: &AttentionResult) -> Result<(), AppError>
 
 /// One image's PCA colouring as the screen shows it (model image size, background black).
 pub fn export_pca_png(path: &Path, image: &PcaImage) -> Result<(), AppError> {
-    image.colored.save(path).map_err(|e| AppError::Export {
-        path: path.to_path_buf(),
-        detail: e.to_string(),
-    })
+    save_png(path, &image.colored)
 }
 
 /// One image's PCA projections, `[rows, cols, 3]` float32 (as `dinoscope pca` writes them).
@@ -81,26 +75,60 @@ pub fn export_pca_npy(path: &Path, image: &PcaImage) -> Result<(), AppError> {
     Ok(())
 }
 
-/// `<stem>_pca.png` and `<stem>_pca.npy` for every image of the result into `dir` (created if
-/// missing; images with the same name get `-2`, `-3`... appended). Returns the files written.
-pub fn export_pca(dir: &Path, result: &PcaResult) -> Result<Vec<PathBuf>, AppError> {
+/// A file-name stem per image name, unique within one export (`-2`, `-3`... appended to repeats).
+pub fn unique_stems<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut used = HashSet::new();
+    names
+        .into_iter()
+        .map(|name| {
+            let base = Path::new(name)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "image".into());
+            let mut stem = base.clone();
+            let mut n = 1;
+            while !used.insert(stem.clone()) {
+                n += 1;
+                stem = format!("{base}-{n}");
+            }
+            stem
+        })
+        .collect()
+}
+
+/// Creates the export folder (and its parents).
+pub fn create_dir(dir: &Path) -> Result<(), AppError> {
     std::fs::create_dir_all(dir).map_err(|e| AppError::Export {
         path: dir.to_path_buf(),
         detail: e.to_string(),
-    })?;
-    let mut used = HashSet::new();
+    })
+}
+
+/// Saves a PNG, naming the file on failure.
+pub fn save_png(path: &Path, image: &RgbImage) -> Result<(), AppError> {
+    image.save(path).map_err(|e| AppError::Export {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })
+}
+
+/// Writes a JSON file (pretty-printed), naming the file on failure.
+pub fn save_json(path: &Path, value: &serde_json::Value) -> Result<(), AppError> {
+    let error = |detail: String| AppError::Export {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let text = serde_json::to_string_pretty(value).map_err(|e| error(e.to_string()))?;
+    std::fs::write(path, text).map_err(|e| error(e.to_string()))
+}
+
+/// `<stem>_pca.png` and `<stem>_pca.npy` for every image of the result into `dir` (created if
+/// missing; images with the same name get `-2`, `-3`... appended). Returns the files written.
+pub fn export_pca(dir: &Path, result: &PcaResult) -> Result<Vec<PathBuf>, AppError> {
+    create_dir(dir)?;
+    let stems = unique_stems(result.images.iter().map(|i| i.name.as_str()));
     let mut written = Vec::new();
-    for image in &result.images {
-        let base = Path::new(&image.name)
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "image".into());
-        let mut stem = base.clone();
-        let mut n = 1;
-        while !used.insert(stem.clone()) {
-            n += 1;
-            stem = format!("{base}-{n}");
-        }
+    for (image, stem) in result.images.iter().zip(stems) {
         let png = dir.join(format!("{stem}_pca.png"));
         let npy = dir.join(format!("{stem}_pca.npy"));
         export_pca_png(&png, image)?;
@@ -108,4 +136,29 @@ pub fn export_pca(dir: &Path, result: &PcaResult) -> Result<Vec<PathBuf>, AppErr
         written.extend([png, npy]);
     }
     Ok(written)
+}
+
+/// Runs an export on its own thread (encoding and writing never block the UI); the files
+/// written, or the error naming the file, come back as [`Event::Exported`].
+pub fn spawn_export(
+    task: TaskId,
+    events: EventSender,
+    export: impl FnOnce() -> Result<Vec<PathBuf>, AppError> + Send + 'static,
+) {
+    let thread_events = events.clone();
+    let spawned = std::thread::Builder::new()
+        .name("dinoscope-export".into())
+        .spawn(move || {
+            let result = catch_unwind(AssertUnwindSafe(export)).unwrap_or_else(|_| {
+                Err(AppError::Compute {
+                    what: "the export".into(),
+                    detail: "internal error".into(),
+                })
+            });
+            thread_events.send(Event::Exported { task, result });
+            thread_events.send(Event::Finished { task });
+        });
+    if let Err(e) = spawned {
+        events.not_started(task, "starting the export", &e);
+    }
 }

@@ -55,6 +55,8 @@ pub enum Source {
     Path(PathBuf),
     /// One of the bundled [`SAMPLES`].
     Sample(&'static str, &'static [u8]),
+    /// An image pasted from the clipboard (stored as `pasted-N.png`, then loaded as a file).
+    Pasted(Arc<egui::ColorImage>),
 }
 
 /// An image decoded by the loader thread.
@@ -299,6 +301,49 @@ fn materialize_sample(name: &str, bytes: &[u8]) -> Result<PathBuf, AppError> {
     Ok(path)
 }
 
+/// Where pasted images are stored (one folder per process, so that apps never share a name).
+fn pasted_dir() -> PathBuf {
+    sample_dir().join(format!("pasted-{}", std::process::id()))
+}
+
+/// Writes a pasted image as the first free `pasted-N.png` (N from 1) and returns its path.
+fn store_pasted(image: &egui::ColorImage) -> Result<PathBuf, AppError> {
+    let dir = pasted_dir();
+    let error = |path: &Path, e: String| AppError::Export {
+        path: path.to_path_buf(),
+        detail: e,
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| error(&dir, e.to_string()))?;
+    let [w, h] = image.size;
+    let bytes: Vec<u8> = image
+        .pixels
+        .iter()
+        .flat_map(|c| c.to_srgba_unmultiplied())
+        .collect();
+    let rgba = image::RgbaImage::from_raw(w as u32, h as u32, bytes)
+        .filter(|_| w > 0 && h > 0)
+        .ok_or_else(|| error(&dir, format!("the pasted image ({w}x{h}) is empty")))?;
+    for n in 1.. {
+        let path = dir.join(format!("pasted-{n}.png"));
+        // Reserve the name atomically, then write the image into it.
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(file) => {
+                let mut out = std::io::BufWriter::new(file);
+                rgba.write_to(&mut out, image::ImageFormat::Png)
+                    .map_err(|e| error(&path, e.to_string()))?;
+                return Ok(path);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(error(&path, e.to_string())),
+        }
+    }
+    Err(error(&dir, "no free file name".into()))
+}
+
 fn decode(path: &Path, name: String, bundled: bool) -> Result<DecodedImage, AppError> {
     let rgb = load_rgb(path)?;
     // Longest side 2 x THUMBNAIL_SIDE (sharp on high-DPI screens), aspect ratio kept.
@@ -349,6 +394,10 @@ pub fn spawn_loader(sources: Vec<Source>, task: TaskId, token: CancelToken, even
                         Ok(path) => files.push((path, true)),
                         Err(error) => events.send(Event::Failed { task, error }),
                     },
+                    Source::Pasted(image) => match store_pasted(&image) {
+                        Ok(path) => files.push((path, false)),
+                        Err(error) => events.send(Event::Failed { task, error }),
+                    },
                 }
             }
             let n = files.len();
@@ -380,14 +429,7 @@ pub fn spawn_loader(sources: Vec<Source>, task: TaskId, token: CancelToken, even
             events.send(Event::Finished { task });
         });
     if let Err(e) = spawned {
-        events.send(Event::Failed {
-            task,
-            error: AppError::Compute {
-                what: "starting the image loader".into(),
-                detail: e.to_string(),
-            },
-        });
-        events.send(Event::Finished { task });
+        events.not_started(task, "starting the image loader", &e);
     }
 }
 

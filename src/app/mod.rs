@@ -8,10 +8,12 @@
 
 pub mod attention_panel;
 mod attention_tab;
+pub mod corr_export;
 mod correspond_fusion;
 pub mod correspond_job;
 pub mod correspond_panel;
 mod correspond_tab;
+pub mod coseg_export;
 pub mod coseg_job;
 pub mod coseg_panel;
 mod coseg_tab;
@@ -111,6 +113,8 @@ enum TaskKind {
     Images,
     /// A checkpoint download (catalogue id).
     Download(String),
+    /// Files being written.
+    Export,
 }
 
 pub struct App {
@@ -451,7 +455,7 @@ impl App {
                     self.corr.fuse_skipped.insert(key);
                 }
                 TaskKind::Download(_) => self.downloads.ended(task, None),
-                TaskKind::Model | TaskKind::Images | TaskKind::Coseg(_) => {}
+                TaskKind::Model | TaskKind::Images | TaskKind::Coseg(_) | TaskKind::Export => {}
             }
         }
     }
@@ -591,6 +595,20 @@ impl App {
                     self.dialog_open = false;
                     self.on_picked(picked);
                 }
+                Event::Exported { result, .. } => match result {
+                    Ok(files) => self.notifications.info(match files.as_slice() {
+                        [one] => format!("Saved {}", one.display()),
+                        _ => format!(
+                            "Saved {} files to {}",
+                            files.len(),
+                            files
+                                .first()
+                                .and_then(|f| f.parent())
+                                .map_or(String::new(), |d| d.display().to_string())
+                        ),
+                    }),
+                    Err(e) => self.notifications.error(&e),
+                },
             }
         }
     }
@@ -606,33 +624,63 @@ impl App {
             Picked::Fusion(second) => self.set_corr_fusion(Some(second)),
             Picked::ExportPng(path) => {
                 if let Some(result) = self.current_result().cloned() {
-                    match export::export_png(&path, &result, &self.settings) {
-                        Ok(()) => self.notifications.info(format!("Saved {}", path.display())),
-                        Err(e) => self.notifications.error(&e),
-                    }
+                    let settings = self.settings.clone();
+                    self.start_export(move || {
+                        export::export_png(&path, &result, &settings).map(|()| vec![path])
+                    });
                 }
             }
             Picked::ExportNpy(path) => {
                 if let Some(result) = self.current_result().cloned() {
-                    match export::export_npy(&path, &result) {
-                        Ok(()) => self.notifications.info(format!("Saved {}", path.display())),
-                        Err(e) => self.notifications.error(&e),
-                    }
+                    self.start_export(move || {
+                        export::export_npy(&path, &result).map(|()| vec![path])
+                    });
                 }
             }
             Picked::ExportPca(dir) => {
                 if let Some(result) = self.current_pca_result().cloned() {
-                    match export::export_pca(&dir, &result) {
-                        Ok(files) => self.notifications.info(format!(
-                            "Saved {} files to {}",
-                            files.len(),
-                            dir.display()
-                        )),
-                        Err(e) => self.notifications.error(&e),
-                    }
+                    self.start_export(move || export::export_pca(&dir, &result));
                 }
             }
+            Picked::ExportCoseg(dir) => self.export_coseg_to(dir),
+            Picked::ExportCorrespondence(dir) => self.export_correspondence_to(dir),
         }
+    }
+
+    /// Writes the co-segmentation view shown (images, labels, legend) into `dir`, off the UI
+    /// thread.
+    pub fn export_coseg_to(&mut self, dir: PathBuf) {
+        if let Some(result) = self.current_coseg_result().cloned() {
+            let show = self.settings.coseg.show;
+            self.start_export(move || coseg_export::export_coseg(&dir, &result, show));
+        }
+    }
+
+    /// Writes the correspondence view shown (image, report, heatmaps) into `dir`, off the UI
+    /// thread.
+    pub fn export_correspondence_to(&mut self, dir: PathBuf) {
+        if let Some(shown) = self.corr_export() {
+            self.start_export(move || corr_export::export_correspondence(&dir, &shown));
+        }
+    }
+
+    fn start_export(
+        &mut self,
+        export: impl FnOnce() -> Result<Vec<PathBuf>, AppError> + Send + 'static,
+    ) {
+        let (task, token) = self.worker.new_task();
+        self.tasks.insert(
+            task,
+            (
+                TaskKind::Export,
+                Task {
+                    label: "Exporting".into(),
+                    fraction: None,
+                    token,
+                },
+            ),
+        );
+        export::spawn_export(task, self.worker.sender(), export);
     }
 
     /// Opens a native file dialog on its own thread; the answer comes back as an event.
@@ -685,6 +733,18 @@ impl App {
                         .set_title("Export the PCA colourings (PNG + .npy per image) to a folder")
                         .pick_folder()
                         .map(Picked::ExportPca),
+                    DialogKind::ExportCoseg => rfd::FileDialog::new()
+                        .set_title(
+                            "Export the co-segmentation (PNG + .npy per image, legend) to a folder",
+                        )
+                        .pick_folder()
+                        .map(Picked::ExportCoseg),
+                    DialogKind::ExportCorrespondence => rfd::FileDialog::new()
+                        .set_title(
+                            "Export the correspondence view (PNG, JSON, heatmaps) to a folder",
+                        )
+                        .pick_folder()
+                        .map(Picked::ExportCorrespondence),
                 };
                 // A closed dialog still reports back, so the app knows no dialog is open.
                 sender.send(Event::Picked(picked.unwrap_or(Picked::Images(Vec::new()))));
@@ -695,6 +755,17 @@ impl App {
                 what: "opening a file dialog".into(),
                 detail: e.to_string(),
             }),
+        }
+    }
+
+    /// The export of the tab shown, when it has something to export.
+    fn view_export(&self) -> Option<DialogKind> {
+        match self.settings.tab {
+            ViewTab::Attention => self.current_result().map(|_| DialogKind::ExportPng),
+            ViewTab::Pca => self.current_pca_result().map(|_| DialogKind::ExportPca),
+            ViewTab::Coseg => self.current_coseg_result().map(|_| DialogKind::ExportCoseg),
+            ViewTab::Correspondence => self.corr_export().map(|_| DialogKind::ExportCorrespondence),
+            ViewTab::Training => None,
         }
     }
 
@@ -714,6 +785,11 @@ impl App {
     fn handle_keys(&mut self, ctx: &egui::Context) {
         if ctx.input_mut(|i| i.consume_key(Modifiers::COMMAND, Key::O)) {
             self.open_dialog(DialogKind::Images);
+        }
+        if ctx.input_mut(|i| i.consume_key(Modifiers::COMMAND, Key::E))
+            && let Some(kind) = self.view_export()
+        {
+            self.open_dialog(kind);
         }
         if ctx.input_mut(|i| i.consume_key(Modifiers::NONE, Key::F12)) {
             self.settings.debug_overlay = !self.settings.debug_overlay;
@@ -787,6 +863,23 @@ impl App {
         }
     }
 
+    /// Ctrl+V with an image on the clipboard: stored and loaded like a dropped file, off the UI
+    /// thread.
+    fn handle_pasted_images(&mut self, ctx: &egui::Context) {
+        let pasted: Vec<Source> = ctx.input(|i| {
+            i.events
+                .iter()
+                .filter_map(|e| match e {
+                    egui::Event::PasteImage(image) => Some(Source::Pasted(image.clone())),
+                    _ => None,
+                })
+                .collect()
+        });
+        if !pasted.is_empty() {
+            self.add_sources(pasted);
+        }
+    }
+
     fn menu_bar(&mut self, ui: &mut egui::Ui) {
         egui::MenuBar::new().ui(ui, |ui| {
             ui.menu_button("File", |ui| {
@@ -797,35 +890,58 @@ impl App {
                     self.open_dialog(DialogKind::Folder);
                 }
                 ui.separator();
-                let has_pca = self.current_pca_result().is_some();
+                let shown = self.view_export();
                 if ui
                     .add_enabled(
-                        has_pca,
-                        egui::Button::new("Export PCA colourings (PNG + .npy)..."),
+                        shown.is_some(),
+                        egui::Button::new("Export the view shown...  (Ctrl+E)"),
                     )
-                    .on_hover_text("The PCA tab's images: <name>_pca.png and <name>_pca.npy each")
                     .clicked()
+                    && let Some(kind) = shown
                 {
-                    self.open_dialog(DialogKind::ExportPca);
+                    self.open_dialog(kind);
                 }
-                let has_result = self.current_result().is_some();
-                if ui
-                    .add_enabled(
-                        has_result,
-                        egui::Button::new("Export head-mean view (PNG)..."),
-                    )
-                    .clicked()
-                {
-                    self.open_dialog(DialogKind::ExportPng);
-                }
-                if ui
-                    .add_enabled(
-                        has_result,
-                        egui::Button::new("Export attention values (.npy)..."),
-                    )
-                    .clicked()
-                {
-                    self.open_dialog(DialogKind::ExportNpy);
+                let items = [
+                    (
+                        self.current_coseg_result().is_some(),
+                        "Export co-segmentation (PNG + .npy + JSON)...",
+                        "Per image <name>_coseg.png, <name>_labels.npy, <name>_foreground.npy; \
+                         coseg_legend.json",
+                        DialogKind::ExportCoseg,
+                    ),
+                    (
+                        self.corr_export().is_some(),
+                        "Export correspondence (PNG + JSON + .npy)...",
+                        "correspondence.png, correspondence.json and <target>_similarity.npy",
+                        DialogKind::ExportCorrespondence,
+                    ),
+                    (
+                        self.current_pca_result().is_some(),
+                        "Export PCA colourings (PNG + .npy)...",
+                        "The PCA tab's images: <name>_pca.png and <name>_pca.npy each",
+                        DialogKind::ExportPca,
+                    ),
+                    (
+                        self.current_result().is_some(),
+                        "Export head-mean view (PNG)...",
+                        "The attention tab's head mean over the image",
+                        DialogKind::ExportPng,
+                    ),
+                    (
+                        self.current_result().is_some(),
+                        "Export attention values (.npy)...",
+                        "[heads, rows, cols] float32",
+                        DialogKind::ExportNpy,
+                    ),
+                ];
+                for (enabled, label, hover, kind) in items {
+                    if ui
+                        .add_enabled(enabled, egui::Button::new(label))
+                        .on_hover_text(hover)
+                        .clicked()
+                    {
+                        self.open_dialog(kind);
+                    }
                 }
                 ui.separator();
                 if ui.button("Quit").clicked() {
@@ -917,6 +1033,7 @@ impl App {
         self.poll_training(&ctx);
         self.handle_keys(&ctx);
         self.handle_dropped_files(&ctx);
+        self.handle_pasted_images(&ctx);
 
         egui::Panel::top("menu").show(ui, |ui| {
             self.menu_bar(ui);
@@ -1094,6 +1211,8 @@ enum DialogKind {
     ExportPng,
     ExportNpy,
     ExportPca,
+    ExportCoseg,
+    ExportCorrespondence,
 }
 
 impl eframe::App for App {

@@ -177,6 +177,10 @@ pub enum Picked {
     ExportNpy(PathBuf),
     /// A folder for the PCA colourings of the shown images.
     ExportPca(PathBuf),
+    /// A folder for the co-segmentation view's images, labels and legend.
+    ExportCoseg(PathBuf),
+    /// A folder for the correspondence view's image, report and heatmaps.
+    ExportCorrespondence(PathBuf),
 }
 
 pub enum Event {
@@ -232,6 +236,11 @@ pub enum Event {
     },
     ImageDecoded(DecodedImage),
     Picked(Picked),
+    /// An export finished: the files written, or the error naming the file.
+    Exported {
+        task: TaskId,
+        result: Result<Vec<PathBuf>, AppError>,
+    },
 }
 
 struct Message {
@@ -261,6 +270,18 @@ impl EventSender {
         // The receiver only goes away when the app closes; nothing to do then.
         let _ = self.tx.send(event);
         self.ctx.request_repaint();
+    }
+
+    /// The thread of a task could not start: the task failed (`what`: e.g. "starting the export").
+    pub fn not_started(&self, task: TaskId, what: &str, error: &std::io::Error) {
+        self.send(Event::Failed {
+            task,
+            error: AppError::Compute {
+                what: what.into(),
+                detail: error.to_string(),
+            },
+        });
+        self.send(Event::Finished { task });
     }
 }
 
@@ -470,13 +491,14 @@ impl WorkerState {
         token: &CancelToken,
         events: &EventSender,
     ) -> Result<Option<Event>, AppError> {
-        let progress = |label: String| {
+        let report = |label: String, fraction: Option<f32>| {
             events.send(Event::Progress {
                 task,
                 label,
-                fraction: None,
+                fraction,
             })
         };
+        let progress = |label: String| report(label, None);
         match job {
             Job::LoadDefault { default_path } => {
                 let start = Instant::now();
@@ -515,7 +537,7 @@ impl WorkerState {
                 )))
             }
             Job::Attention { key, rgb, name } => {
-                if self.model.is_none() || key.generation != self.generation {
+                if self.is_stale(key.generation) {
                     return Ok(None);
                 }
                 let start = Instant::now();
@@ -568,16 +590,9 @@ impl WorkerState {
                 }))
             }
             Job::Pca { key, inputs } => {
-                if self.model.is_none() || key.generation != self.generation {
+                if self.is_stale(key.generation) {
                     return Ok(None);
                 }
-                let report = |label: String, fraction: Option<f32>| {
-                    events.send(Event::Progress {
-                        task,
-                        label,
-                        fraction,
-                    })
-                };
                 Ok(
                     pca_job::run(self, &key, inputs, token, &report)?.map(|result| Event::Pca {
                         key,
@@ -586,7 +601,7 @@ impl WorkerState {
                 )
             }
             Job::Descriptors { spec, input } => {
-                if self.model.is_none() || spec.generation != self.generation {
+                if self.is_stale(spec.generation) {
                     return Ok(None);
                 }
                 progress(format!("Descriptors of {}", input.name));
@@ -601,16 +616,9 @@ impl WorkerState {
                 source,
                 target,
             } => {
-                if self.model.is_none() || key.spec.generation != self.generation {
+                if self.is_stale(key.spec.generation) {
                     return Ok(None);
                 }
-                let report = |label: String, fraction: Option<f32>| {
-                    events.send(Event::Progress {
-                        task,
-                        label,
-                        fraction,
-                    })
-                };
                 Ok(
                     correspond_job::best_buddies(self, key, &source, &target, token, &report)?.map(
                         |result| Event::Buddies {
@@ -621,16 +629,9 @@ impl WorkerState {
                 )
             }
             Job::Coseg { key, inputs } => {
-                if self.model.is_none() || key.generation != self.generation {
+                if self.is_stale(key.generation) {
                     return Ok(None);
                 }
-                let report = |label: String, fraction: Option<f32>| {
-                    events.send(Event::Progress {
-                        task,
-                        label,
-                        fraction,
-                    })
-                };
                 Ok(
                     coseg_job::run(self, &key, inputs, token, &report)?.map(|result| {
                         Event::Coseg {
@@ -645,7 +646,7 @@ impl WorkerState {
                 images,
                 inputs,
             } => {
-                if key.spec.generation != self.generation {
+                if self.is_stale(key.spec.generation) {
                     return Ok(None);
                 }
                 progress(format!("Fusing with the {}", key.second.label()));
@@ -661,6 +662,11 @@ impl WorkerState {
                 }))
             }
         }
+    }
+
+    /// A job asked for under another model (or before any) than the one loaded: dropped.
+    fn is_stale(&self, generation: u64) -> bool {
+        self.model.is_none() || generation != self.generation
     }
 
     /// The image as the model sees it under an input size and patch budget (cached).

@@ -5,6 +5,7 @@ mod bench_analysis;
 mod bench_train;
 mod correspond;
 pub mod coseg;
+mod download;
 mod pca;
 pub mod train;
 
@@ -109,6 +110,9 @@ pub enum Command {
     Correspond(correspond::CorrespondArgs),
     /// PCK of nearest-neighbour matching on SPair-71k or a stereo pair with disparity (JSON on stdout).
     EvalPck(correspond::EvalPckArgs),
+    /// Download official checkpoints (by id, `--list` shows them) or any `--url` into the
+    /// checkpoint folder: resumable, SHA-256 recorded and optionally verified.
+    Download(download::DownloadArgs),
 }
 
 /// Which checkpoint to load and where to run it.
@@ -430,6 +434,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::EvalSynthetic(args) => train::run_eval(&args)?,
         Command::Correspond(args) => correspond::run_correspond(&args)?,
         Command::EvalPck(args) => correspond::run_eval(&args)?,
+        Command::Download(args) => download::run(&args)?,
     }
     Ok(())
 }
