@@ -11,7 +11,7 @@ use super::correspond_job::{BuddiesKey, CorrImage, CorrSpec};
 use super::correspond_panel::{CorrPanel, Shown};
 use super::fusion_job::{FuseKey, SecondChoice};
 use super::pca_job::PcaInput;
-use super::pca_panel::stride_choices;
+use super::pca_panel::stride_combo;
 use super::point_query::{PointQueries, QueryAnswer, QueryRequest};
 use super::worker::{EventSender, ImageId, Job, facet_index};
 use super::{App, TaskKind, input_size_combo};
@@ -527,23 +527,7 @@ impl App {
                     ui.selectable_value(&mut c.facet, facet, label);
                 }
             });
-        let stride = c
-            .stride
-            .filter(|s| patch.is_multiple_of(*s))
-            .unwrap_or(patch);
-        egui::ComboBox::from_label("Stride")
-            .selected_text(format!("{stride} px"))
-            .show_ui(ui, |ui| {
-                for s in stride_choices(patch) {
-                    if ui
-                        .selectable_label(s == stride, format!("{s} px"))
-                        .clicked()
-                    {
-                        c.stride = (s != patch).then_some(s);
-                    }
-                }
-            })
-            .response
+        stride_combo(ui, &mut c.stride, patch, patch)
             .on_hover_text("A smaller stride gives denser matches (dino-vit-features: 4)");
         ui.checkbox(&mut c.log_bin, "Log-binning descriptor")
             .on_hover_text("Adds each patch's neighbourhood at two scales (17x longer descriptors; dino-vit-features' choice)");

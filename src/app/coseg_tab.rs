@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::coseg_job::{CosegKey, CosegMode, CosegResult};
 use super::coseg_panel::{CosegPanel, label_name};
 use super::pca_job::PcaInput;
-use super::pca_panel::stride_choices;
+use super::pca_panel::stride_combo;
 use super::state::CosegShow;
 use super::worker::{ImageId, Job};
 use super::{App, TaskKind, input_size_combo};
@@ -167,22 +167,7 @@ impl App {
         } else {
             patch
         };
-        let stride = c
-            .stride
-            .filter(|s| patch.is_multiple_of(*s))
-            .unwrap_or(default_stride);
-        egui::ComboBox::from_label("Stride")
-            .selected_text(format!("{stride} px"))
-            .show_ui(ui, |ui| {
-                for s in stride_choices(patch) {
-                    if ui
-                        .selectable_label(s == stride, format!("{s} px"))
-                        .clicked()
-                    {
-                        c.stride = (s != default_stride).then_some(s);
-                    }
-                }
-            });
+        stride_combo(ui, &mut c.stride, patch, default_stride);
         ui.add(
             egui::Slider::new(&mut c.saliency_threshold, 0.0..=0.5)
                 .step_by(0.005)

@@ -223,6 +223,33 @@ pub fn hover_at(image: &PcaImage, rect: Rect, pos: Pos2) -> Option<PcaHover> {
 }
 
 /// Strides the model allows: the divisors of its patch size, largest first.
+/// The stride combo box: `stride` is `None` for `default`, the strides offered divide `patch`.
+pub fn stride_combo(
+    ui: &mut egui::Ui,
+    stride: &mut Option<usize>,
+    patch: usize,
+    default: usize,
+) -> egui::Response {
+    let shown = stride
+        .filter(|s| patch.is_multiple_of(*s))
+        .unwrap_or(default);
+    egui::ComboBox::from_label("Stride")
+        .selected_text(format!("{shown} px"))
+        .show_ui(ui, |ui| {
+            for s in stride_choices(patch) {
+                let label = if s == patch {
+                    format!("{s} px (no overlap)")
+                } else {
+                    format!("{s} px")
+                };
+                if ui.selectable_label(s == shown, label).clicked() {
+                    *stride = (s != default).then_some(s);
+                }
+            }
+        })
+        .response
+}
+
 pub fn stride_choices(patch: usize) -> Vec<usize> {
     (1..=patch.max(1))
         .rev()
@@ -285,29 +312,10 @@ pub fn controls(
         })
         .response
         .on_hover_text("Which features of the block: its attention keys (the usual choice), queries, values or output tokens");
-    let stride = pca
-        .stride
-        .filter(|s| patch.is_multiple_of(*s))
-        .unwrap_or(patch);
-    egui::ComboBox::from_label("Stride")
-        .selected_text(format!("{stride} px"))
-        .show_ui(ui, |ui| {
-            for s in stride_choices(patch) {
-                let label = if s == patch {
-                    format!("{s} px (no overlap)")
-                } else {
-                    format!("{s} px")
-                };
-                if ui.selectable_label(s == stride, label).clicked() {
-                    pca.stride = (s != patch).then_some(s);
-                }
-            }
-        })
-        .response
-        .on_hover_text(
-            "Step between patches: a smaller stride gives a finer map (overlapping patches) but \
+    stride_combo(ui, &mut pca.stride, patch, patch).on_hover_text(
+        "Step between patches: a smaller stride gives a finer map (overlapping patches) but \
              costs more; large images are scaled down to keep the token count",
-        );
+    );
     ui.checkbox(&mut pca.foreground, "Foreground only")
         .on_hover_text("Colour only the patches whose first component is above the threshold (the rest black); the colour PCA is fitted on them");
     ui.add_enabled(
