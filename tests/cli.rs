@@ -3,24 +3,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use burn::tensor::Device;
-use common::fixture;
+use common::{dinoscope, fixture, stderr};
 use dinoscope::arrays::read_npy;
 use dinoscope::model::preprocess::normalize;
 use dinoscope::model::{LoadOptions, load_model};
-
-fn dinoscope(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dinoscope"))
-        .args(args)
-        .output()
-        .expect("run dinoscope")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// A 40 x 32 (w x h) test picture, sides multiples of the fixture's patch size 8.
 fn write_picture(dir: &Path) -> (std::path::PathBuf, image::RgbImage) {

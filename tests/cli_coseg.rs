@@ -3,21 +3,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-use common::fixture;
+use common::{dinoscope, fixture, stderr};
 use dinoscope::arrays::read_npy;
-
-fn dinoscope(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dinoscope"))
-        .args(args)
-        .output()
-        .expect("run dinoscope")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use std::process::Output;
 
 /// Three 48x48 pictures of a bright square on a dark background in `dir/images`.
 fn write_scenes(dir: &Path) -> PathBuf {

@@ -36,6 +36,18 @@ pub fn tiny_train_config(scene_size: u32) -> dinoscope::train::TrainConfig {
     }
 }
 
+/// Runs the crate's binary with `args` and waits for it.
+pub fn dinoscope(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_dinoscope"))
+        .args(args)
+        .output()
+        .expect("run dinoscope")
+}
+
+pub fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
