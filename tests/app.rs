@@ -85,6 +85,21 @@ fn bare_options() -> AppOptions {
     }
 }
 
+/// A bare app with `weights` opened and the named sample images added, once all is loaded.
+fn with_model_and_images(weights: &Path, names: &[&str]) -> Harness<'static, TestApp> {
+    let mut h = harness(bare_options());
+    h.state_mut()
+        .app_mut()
+        .open_checkpoint(weights.to_path_buf());
+    h.state_mut()
+        .app_mut()
+        .add_paths(names.iter().map(|n| asset(n)).collect());
+    wait_for(&mut h, "the images", |app| {
+        app.is_idle() && app.gallery().entries.len() == names.len() && app.model().is_some()
+    });
+    h
+}
+
 fn asset(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("assets/images")
@@ -446,14 +461,7 @@ fn pca_view_shows_the_library_colouring_of_every_image() {
     let dir = tempfile::tempdir().unwrap();
     let weights = nano_weights(dir.path());
     let names = ["chelsea.png", "cartoon_cat.png"];
-    let mut h = harness(bare_options());
-    h.state_mut().app_mut().open_checkpoint(weights.clone());
-    h.state_mut()
-        .app_mut()
-        .add_paths(names.iter().map(|n| asset(n)).collect());
-    wait_for(&mut h, "the images", |app| {
-        app.is_idle() && app.gallery().entries.len() == 2 && app.model().is_some()
-    });
+    let mut h = with_model_and_images(&weights, &names);
     {
         let app = h.state_mut().app_mut();
         app.set_tab(ViewTab::Pca);
@@ -735,14 +743,7 @@ fn correspondence_click_marks_the_library_best_match_and_a_drag_only_queries() {
     let dir = tempfile::tempdir().unwrap();
     let weights = nano_weights(dir.path());
     let names = ["chelsea.png", "cat_amir.jpg"];
-    let mut h = harness(bare_options());
-    h.state_mut().app_mut().open_checkpoint(weights.clone());
-    h.state_mut()
-        .app_mut()
-        .add_paths(names.iter().map(|n| asset(n)).collect());
-    wait_for(&mut h, "the images", |app| {
-        app.is_idle() && app.gallery().entries.len() == 2 && app.model().is_some()
-    });
+    let mut h = with_model_and_images(&weights, &names);
     let (layer, stride) = (2, 4);
     {
         let app = h.state_mut().app_mut();
@@ -1074,14 +1075,7 @@ fn correspondence_with_a_fused_second_checkpoint_matches_the_library() {
         &second,
     )
     .unwrap();
-    let mut h = harness(bare_options());
-    h.state_mut().app_mut().open_checkpoint(weights.clone());
-    h.state_mut()
-        .app_mut()
-        .add_paths(vec![asset("chelsea.png"), asset("cat_amir.jpg")]);
-    wait_for(&mut h, "the images", |app| {
-        app.is_idle() && app.gallery().entries.len() == 2 && app.model().is_some()
-    });
+    let mut h = with_model_and_images(&weights, &["chelsea.png", "cat_amir.jpg"]);
     let point = (150.0, 120.0);
     {
         let app = h.state_mut().app_mut();
@@ -1146,14 +1140,7 @@ fn coseg_runs_on_the_checked_images_and_matches_the_library() {
     let dir = tempfile::tempdir().unwrap();
     let weights = nano_weights(dir.path());
     let names = ["chelsea.png", "cat_amir.jpg", "guitar_cat.jpg"];
-    let mut h = harness(bare_options());
-    h.state_mut().app_mut().open_checkpoint(weights.clone());
-    h.state_mut()
-        .app_mut()
-        .add_paths(names.iter().map(|n| asset(n)).collect());
-    wait_for(&mut h, "the images", |app| {
-        app.is_idle() && app.gallery().entries.len() == 3 && app.model().is_some()
-    });
+    let mut h = with_model_and_images(&weights, &names);
     h.state_mut().app_mut().settings_mut().input_size = InputSize::ShortSide(224);
     h.key_press(egui::Key::Num3);
     h.step();
@@ -1426,14 +1413,7 @@ fn correspondence_drag_frame_time_with_vit_s8() {
     let weights = dir.path().join("vits8.safetensors");
     let device = backend::select(DeviceChoice::Auto).unwrap();
     save_safetensors(&Vit::init(Arch::VitS8.config(), &device.device), &weights).unwrap();
-    let mut h = harness(bare_options());
-    h.state_mut().app_mut().open_checkpoint(weights);
-    h.state_mut()
-        .app_mut()
-        .add_paths(vec![asset("chelsea.png"), asset("cat_amir.jpg")]);
-    wait_for(&mut h, "the images", |app| {
-        app.is_idle() && app.gallery().entries.len() == 2 && app.model().is_some()
-    });
+    let mut h = with_model_and_images(&weights, &["chelsea.png", "cat_amir.jpg"]);
     {
         let app = h.state_mut().app_mut();
         app.settings_mut().input_size = InputSize::ShortSide(224);
