@@ -22,11 +22,11 @@ use crate::analysis::features::default_saliency_heads;
 use crate::analysis::overlay::{cutout, parts_overlay};
 use crate::analysis::progress::Progress;
 use crate::arrays::write_npy;
-use crate::model::{Facet, PreparedImage, Resize, Vit};
+use crate::model::{Facet, LoadedModel, PreparedImage, Resize, Vit};
 
-/// Extensions of the files taken from a directory (the decoders built in).
+/// The model and the image set, shared by both commands.
 #[derive(Args, Debug)]
-pub struct CosegArgs {
+pub struct ImageSetArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Image files, or directories (their image files, sorted by name).
@@ -35,6 +35,23 @@ pub struct CosegArgs {
     /// `none` (keep size), a short side like `224` (the reference's default), or `WxH`.
     #[arg(long, default_value = "224")]
     pub resize: Resize,
+}
+
+impl ImageSetArgs {
+    /// Opens the model and the images; also returns the seconds that took.
+    fn open(&self) -> Result<(LoadedModel, ImageSet, f64)> {
+        let paths = expand_image_paths(&self.images)?;
+        let started = Instant::now();
+        let (model, _) = self.model.open()?;
+        let set = load_images(paths, self.resize, model.config.patch_size)?;
+        Ok((model, set, started.elapsed().as_secs_f64()))
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct CosegArgs {
+    #[command(flatten)]
+    pub set: ImageSetArgs,
     #[command(flatten)]
     pub options: ForegroundArgs,
     /// Leave out images whose CLS descriptor is far from the set's mean (empty masks).
@@ -51,13 +68,7 @@ pub struct CosegArgs {
 #[derive(Args, Debug)]
 pub struct PartsegArgs {
     #[command(flatten)]
-    pub model: ModelArgs,
-    /// Image files, or directories (their image files, sorted by name).
-    #[arg(required = true)]
-    pub images: Vec<PathBuf>,
-    /// `none` (keep size), a short side like `224` (the reference's default), or `WxH`.
-    #[arg(long, default_value = "224")]
-    pub resize: Resize,
+    pub set: ImageSetArgs,
     #[command(flatten)]
     pub options: ForegroundArgs,
     #[arg(long, default_value_t = 4)]
@@ -140,11 +151,7 @@ struct ImageSet {
 }
 
 pub fn run_coseg(args: &CosegArgs) -> Result<()> {
-    let paths = expand_image_paths(&args.images)?;
-    let started = Instant::now();
-    let (model, _) = args.model.open()?;
-    let set = load_images(paths, args.resize, model.config.patch_size)?;
-    let load_s = started.elapsed().as_secs_f64();
+    let (model, set, load_s) = args.set.open()?;
     let config = CosegConfig {
         remove_outliers: args.remove_outliers,
         outliers_threshold: args.outliers_thresh,
@@ -177,18 +184,14 @@ pub fn run_coseg(args: &CosegArgs) -> Result<()> {
 }
 
 pub fn run_partseg(args: &PartsegArgs) -> Result<()> {
-    let paths = expand_image_paths(&args.images)?;
-    let started = Instant::now();
-    let (model, _) = args.model.open()?;
-    let set = load_images(paths, args.resize, model.config.patch_size)?;
-    let load_s = started.elapsed().as_secs_f64();
+    let (model, set, load_s) = args.set.open()?;
     let config = PartConfig {
         coseg: args.options.config(),
         num_parts: args.num_parts,
         num_crop_augmentations: args.crop_augmentations,
         three_stages: args.three_stages,
         elbow_second_stage: args.elbow_second_stage,
-        augmentation_resize: args.resize,
+        augmentation_resize: args.set.resize,
     };
     let result =
         with_progress_bar(|progress| part_cosegment(&model.vit, &set.images, &config, progress))?;
