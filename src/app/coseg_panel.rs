@@ -6,11 +6,11 @@
 use eframe::egui;
 use std::sync::Arc;
 
-use egui::{Color32, Pos2, Rect, Sense, TextureHandle, TextureOptions, Vec2};
+use egui::{Color32, Pos2, Rect, Sense, TextureOptions, Vec2};
 
 use super::coseg_job::{CosegImage, CosegMode, CosegResult};
 use super::state::CosegShow;
-use super::textures::rgb_texture;
+use super::textures::{PerResult, refresh_per_result, rgb_texture};
 use super::worker::ImageId;
 use crate::analysis::coords::PixelMap;
 use crate::analysis::overlay::part_color;
@@ -29,7 +29,7 @@ pub struct CosegHover {
 #[derive(Default)]
 pub struct CosegPanel {
     /// Overlay and cutout textures of the shown result (keyed by its address).
-    textures: Option<(usize, Vec<(TextureHandle, TextureHandle)>)>,
+    textures: PerResult,
     pub hover: Option<CosegHover>,
     /// Screen rectangles of the image tiles of the last frame, for tests and tools.
     pub tiles: Vec<(ImageId, Rect)>,
@@ -51,32 +51,29 @@ pub fn label_name(mode: CosegMode, label: usize) -> String {
 
 impl CosegPanel {
     fn ensure_textures(&mut self, ctx: &egui::Context, result: &Arc<CosegResult>) {
-        let id = Arc::as_ptr(result) as usize;
-        if self.textures.as_ref().is_some_and(|(k, _)| *k == id) {
-            return;
-        }
-        let textures = result
-            .images
-            .iter()
-            .enumerate()
-            .map(|(i, image)| {
-                (
-                    rgb_texture(
-                        ctx,
-                        format!("coseg-overlay-{i}"),
-                        &image.overlay,
-                        TextureOptions::LINEAR,
-                    ),
-                    rgb_texture(
-                        ctx,
-                        format!("coseg-cutout-{i}"),
-                        &image.cutout,
-                        TextureOptions::LINEAR,
-                    ),
-                )
-            })
-            .collect();
-        self.textures = Some((id, textures));
+        refresh_per_result(&mut self.textures, result, |result| {
+            result
+                .images
+                .iter()
+                .enumerate()
+                .map(|(i, image)| {
+                    (
+                        rgb_texture(
+                            ctx,
+                            format!("coseg-overlay-{i}"),
+                            &image.overlay,
+                            TextureOptions::LINEAR,
+                        ),
+                        rgb_texture(
+                            ctx,
+                            format!("coseg-cutout-{i}"),
+                            &image.cutout,
+                            TextureOptions::LINEAR,
+                        ),
+                    )
+                })
+                .collect()
+        });
     }
 
     /// The legend: one swatch per cluster or part, foreground clusters marked.

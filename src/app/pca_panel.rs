@@ -8,11 +8,11 @@
 use eframe::egui;
 use std::sync::Arc;
 
-use egui::{Color32, Pos2, Rect, Sense, Stroke, TextureHandle, TextureOptions, Vec2};
+use egui::{Color32, Pos2, Rect, Sense, Stroke, TextureOptions, Vec2};
 
 use super::pca_job::{PcaImage, PcaResult};
 use super::state::PcaSettings;
-use super::textures::rgb_texture;
+use super::textures::{PerResult, refresh_per_result, rgb_texture};
 use super::worker::ImageId;
 use crate::model::{Facet, VitConfig};
 
@@ -38,7 +38,7 @@ pub struct PcaTiles {
 #[derive(Default)]
 pub struct PcaPanel {
     /// Input and colour textures of the shown result (keyed by its address).
-    textures: Option<(usize, Vec<(TextureHandle, TextureHandle)>)>,
+    textures: PerResult,
     pub hover: Option<PcaHover>,
     pub tiles: Vec<PcaTiles>,
 }
@@ -55,33 +55,30 @@ pub fn explained_text(explained: [f32; 3]) -> String {
 
 impl PcaPanel {
     fn ensure_textures(&mut self, ctx: &egui::Context, result: &Arc<PcaResult>) {
-        let id = Arc::as_ptr(result) as usize;
-        if self.textures.as_ref().is_some_and(|(k, _)| *k == id) {
-            return;
-        }
-        let textures = result
-            .images
-            .iter()
-            .enumerate()
-            .map(|(i, image)| {
-                (
-                    rgb_texture(
-                        ctx,
-                        format!("pca-input-{i}"),
-                        &image.prepared.rgb,
-                        TextureOptions::LINEAR,
-                    ),
-                    // Patches are blocks of flat colour: keep their edges sharp.
-                    rgb_texture(
-                        ctx,
-                        format!("pca-colours-{i}"),
-                        &image.colored,
-                        TextureOptions::NEAREST,
-                    ),
-                )
-            })
-            .collect();
-        self.textures = Some((id, textures));
+        refresh_per_result(&mut self.textures, result, |result| {
+            result
+                .images
+                .iter()
+                .enumerate()
+                .map(|(i, image)| {
+                    (
+                        rgb_texture(
+                            ctx,
+                            format!("pca-input-{i}"),
+                            &image.prepared.rgb,
+                            TextureOptions::LINEAR,
+                        ),
+                        // Patches are blocks of flat colour: keep their edges sharp.
+                        rgb_texture(
+                            ctx,
+                            format!("pca-colours-{i}"),
+                            &image.colored,
+                            TextureOptions::NEAREST,
+                        ),
+                    )
+                })
+                .collect()
+        });
     }
 
     /// Shows every image of the result beside its colouring, tiles `tile` points wide; `joint`

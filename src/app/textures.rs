@@ -1,5 +1,7 @@
 //! Uploading RGB images as egui textures.
 
+use std::sync::Arc;
+
 use eframe::egui;
 use egui::{TextureHandle, TextureOptions};
 use image::RgbImage;
@@ -28,4 +30,19 @@ pub fn rgb_texture(
     let image =
         egui::ColorImage::from_rgb([rgb.width() as usize, rgb.height() as usize], rgb.as_raw());
     ctx.load_texture(name, image, options)
+}
+
+/// Textures made from one result, remade only when another result (another `Arc`) is shown.
+pub type PerResult = Option<(usize, Vec<(TextureHandle, TextureHandle)>)>;
+
+/// Makes `cache` hold `make(result)`'s textures unless it already holds this result's.
+pub fn refresh_per_result<T>(
+    cache: &mut PerResult,
+    result: &Arc<T>,
+    make: impl FnOnce(&T) -> Vec<(TextureHandle, TextureHandle)>,
+) {
+    let key = Arc::as_ptr(result) as usize;
+    if cache.as_ref().is_none_or(|(k, _)| *k != key) {
+        *cache = Some((key, make(result)));
+    }
 }
