@@ -75,6 +75,9 @@ pub struct SyntheticConfig {
     /// Colour contrast of the background texture relative to the object's (1: as strong; 0: flat), so the
     /// object can be made the most salient thing in the scene.
     pub background_contrast: f64,
+    /// Contrast between the two colours of the object's texture (1: as drawn; 0: a flat object), so
+    /// texture can be taken away as a cue.
+    pub object_contrast: f64,
     /// Colour saturation of every texture (1: random colours; 0: grey levels only), so colour can be
     /// taken away as a cue and shape has to carry the scene's identity.
     pub saturation: f64,
@@ -87,6 +90,7 @@ impl Default for SyntheticConfig {
             images: 1024,
             object_scale: (0.15, 0.4),
             background_contrast: 1.0,
+            object_contrast: 1.0,
             saturation: 1.0,
         }
     }
@@ -126,6 +130,12 @@ impl Texture {
             let grey = (c[0] + c[1] + c[2]) / 3.0;
             *c = c.map(|v| grey + s * (v - grey));
         }
+    }
+
+    /// Moves the second colour towards the first (`contrast` 0: a flat texture).
+    fn fade(&mut self, contrast: f64) {
+        let contrast = contrast.clamp(0.0, 1.0);
+        self.b = [0, 1, 2].map(|i| self.a[i] + contrast * (self.b[i] - self.a[i]));
     }
 
     fn at(&self, x: f64, y: f64) -> [f64; 3] {
@@ -181,8 +191,7 @@ impl SyntheticScenes {
     fn background(&self, rng: &mut Rng) -> Texture {
         let mut texture = Texture::random(rng, self.config.size.max(1) as f64);
         texture.desaturate(self.config.saturation);
-        let contrast = self.config.background_contrast.clamp(0.0, 1.0);
-        texture.b = [0, 1, 2].map(|i| texture.a[i] + contrast * (texture.b[i] - texture.a[i]));
+        texture.fade(self.config.background_contrast);
         texture
     }
 
@@ -204,6 +213,7 @@ impl SyntheticScenes {
             fill.kind = 1; // objects are flat, striped or checkered
         }
         fill.desaturate(self.config.saturation);
+        fill.fade(self.config.object_contrast);
         let (sin, cos) = rotation.sin_cos();
         let mut image = RgbImage::new(size, size);
         let mut mask = GrayImage::new(size, size);
@@ -299,6 +309,43 @@ mod tests {
                 .collect();
             assert!(outside.iter().all(|p| *p == outside[0]), "scene {i}");
         }
+    }
+
+    #[test]
+    fn zero_object_contrast_gives_flat_objects_on_unchanged_backgrounds() {
+        let flat = SyntheticConfig {
+            size: 32,
+            object_contrast: 0.0,
+            ..Default::default()
+        };
+        let scenes = SyntheticScenes::new(flat.clone(), 4);
+        let textured = SyntheticScenes::new(
+            SyntheticConfig {
+                object_contrast: 1.0,
+                ..flat
+            },
+            4,
+        );
+        let mut textured_objects = 0;
+        for i in 0..20 {
+            let (s, t) = (scenes.scene(i), textured.scene(i));
+            assert_eq!((s.label, &s.mask), (t.label, &t.mask), "scene {i}");
+            let colours = |scene: &Scene, inside: bool| {
+                let mut c: Vec<_> = scene
+                    .image
+                    .enumerate_pixels()
+                    .filter(|(x, y, _)| (scene.mask.get_pixel(*x, *y).0[0] == 255) == inside)
+                    .map(|(_, _, p)| p.0)
+                    .collect();
+                c.sort_unstable();
+                c.dedup();
+                c
+            };
+            assert_eq!(colours(&s, true).len(), 1, "scene {i}: flat object");
+            assert_eq!(colours(&s, false), colours(&t, false), "scene {i}");
+            textured_objects += usize::from(colours(&t, true).len() > 1);
+        }
+        assert!(textured_objects > 5, "{textured_objects}");
     }
 
     #[test]
