@@ -78,6 +78,10 @@ pub struct SyntheticConfig {
     /// Contrast between the two colours of the object's texture (1: as drawn; 0: a flat object), so
     /// texture can be taken away as a cue.
     pub object_contrast: f64,
+    /// How far colours spread from a fixed scheme (light object on a dark background): 1 for random
+    /// colours, 0 for the same two grey levels in every scene, so the object's shape is the only thing
+    /// that tells scenes apart.
+    pub colour_variety: f64,
     /// Colour saturation of every texture (1: random colours; 0: grey levels only), so colour can be
     /// taken away as a cue and shape has to carry the scene's identity.
     pub saturation: f64,
@@ -91,6 +95,7 @@ impl Default for SyntheticConfig {
             object_scale: (0.15, 0.4),
             background_contrast: 1.0,
             object_contrast: 1.0,
+            colour_variety: 1.0,
             saturation: 1.0,
         }
     }
@@ -120,6 +125,14 @@ impl Texture {
             angle: rng.range(0.0, std::f64::consts::PI),
             period: rng.range(0.04, 0.2) * size,
             phase: rng.range(0.0, std::f64::consts::TAU),
+        }
+    }
+
+    /// Moves both colours towards `anchor` (`variety` 0: both become `anchor`).
+    fn vary(&mut self, variety: f64, anchor: f64) {
+        let v = variety.clamp(0.0, 1.0);
+        for c in [&mut self.a, &mut self.b] {
+            *c = c.map(|x| anchor + v * (x - anchor));
         }
     }
 
@@ -178,6 +191,9 @@ pub struct SyntheticScenes {
 }
 
 const PURPOSE: u64 = 0x5C3E;
+/// Grey levels of the fixed scheme that `colour_variety` moves colours towards.
+const OBJECT_ANCHOR: f64 = 200.0;
+const BACKGROUND_ANCHOR: f64 = 55.0;
 
 impl SyntheticScenes {
     pub fn new(config: SyntheticConfig, seed: u64) -> Self {
@@ -190,6 +206,7 @@ impl SyntheticScenes {
 
     fn background(&self, rng: &mut Rng) -> Texture {
         let mut texture = Texture::random(rng, self.config.size.max(1) as f64);
+        texture.vary(self.config.colour_variety, BACKGROUND_ANCHOR);
         texture.desaturate(self.config.saturation);
         texture.fade(self.config.background_contrast);
         texture
@@ -212,6 +229,7 @@ impl SyntheticScenes {
         if fill.kind == 3 {
             fill.kind = 1; // objects are flat, striped or checkered
         }
+        fill.vary(self.config.colour_variety, OBJECT_ANCHOR);
         fill.desaturate(self.config.saturation);
         fill.fade(self.config.object_contrast);
         let (sin, cos) = rotation.sin_cos();
@@ -346,6 +364,39 @@ mod tests {
             textured_objects += usize::from(colours(&t, true).len() > 1);
         }
         assert!(textured_objects > 5, "{textured_objects}");
+    }
+
+    #[test]
+    fn zero_colour_variety_gives_the_same_two_grey_levels_in_every_scene() {
+        let fixed = SyntheticConfig {
+            size: 32,
+            colour_variety: 0.0,
+            ..Default::default()
+        };
+        let scenes = SyntheticScenes::new(fixed.clone(), 3);
+        let partly = SyntheticScenes::new(
+            SyntheticConfig {
+                colour_variety: 0.5,
+                ..fixed
+            },
+            3,
+        );
+        let mut partly_differs = false;
+        for i in 0..20 {
+            let s = scenes.scene(i);
+            for (x, y, p) in s.image.enumerate_pixels() {
+                let grey = if s.mask.get_pixel(x, y).0[0] == 255 {
+                    200
+                } else {
+                    55
+                };
+                assert_eq!(p.0, [grey; 3], "scene {i} ({x},{y})");
+            }
+            let p = partly.scene(i);
+            assert_eq!((p.label, &p.mask), (s.label, &s.mask), "scene {i}");
+            partly_differs |= p.image != s.image;
+        }
+        assert!(partly_differs);
     }
 
     #[test]
