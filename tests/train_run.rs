@@ -577,4 +577,15 @@ fn toml_and_json_configs_read_the_same_and_unknown_keys_are_errors() {
     std::fs::write(&toml, "epochs = 7\nepoch = 8\n").unwrap();
     let err = TrainConfig::from_file(&toml).unwrap_err().to_string();
     assert!(err.contains("run.toml") && err.contains("epoch"), "{err}");
+    // Misspelt keys of the nested sections are errors too, not silently the default.
+    for section in [
+        "[synthetic]\ncolor_variety = 0.0\n",
+        "[augment]\nlocal_crop = 2\n",
+        "[head]\nout_dims = 64\n",
+    ] {
+        std::fs::write(&toml, section).unwrap();
+        let err = TrainConfig::from_file(&toml).unwrap_err().to_string();
+        let key = section.lines().nth(1).unwrap().split(' ').next().unwrap();
+        assert!(err.contains("run.toml") && err.contains(key), "{err}");
+    }
 }

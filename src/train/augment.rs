@@ -16,7 +16,7 @@ use crate::rng::Rng;
 /// Sizes and scales of the multi-crop views. DINO's are 224 / 96 px and 8 locals; the defaults here are
 /// for the small models this crate trains on a CPU.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct AugmentConfig {
     pub global_size: u32,
     pub local_size: u32,

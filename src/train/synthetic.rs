@@ -64,7 +64,7 @@ pub struct Scene {
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct SyntheticConfig {
     /// Image side in pixels.
     pub size: u32,
