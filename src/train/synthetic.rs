@@ -78,6 +78,9 @@ pub struct SyntheticConfig {
     /// Contrast between the two colours of the object's texture (1: as drawn; 0: a flat object), so
     /// texture can be taken away as a cue.
     pub object_contrast: f64,
+    /// The object's rotation is drawn from this share of a full turn (1: any angle; 0: upright), so
+    /// orientation can be taken away as a cue that views of one scene share.
+    pub rotation: f64,
     /// How far colours spread from a fixed scheme (light object on a dark background): 1 for random
     /// colours, 0 for the same two grey levels in every scene, so the object's shape is the only thing
     /// that tells scenes apart.
@@ -95,6 +98,7 @@ impl Default for SyntheticConfig {
             object_scale: (0.15, 0.4),
             background_contrast: 1.0,
             object_contrast: 1.0,
+            rotation: 1.0,
             colour_variety: 1.0,
             saturation: 1.0,
         }
@@ -224,7 +228,7 @@ impl SyntheticScenes {
         let radius = (rng.range(lo, hi.max(lo)) * side).max(1.0);
         let cx = rng.range(radius.min(side / 2.0), (side - radius).max(side / 2.0));
         let cy = rng.range(radius.min(side / 2.0), (side - radius).max(side / 2.0));
-        let rotation = rng.range(0.0, std::f64::consts::TAU);
+        let rotation = rng.range(0.0, std::f64::consts::TAU) * self.config.rotation.clamp(0.0, 1.0);
         let mut fill = Texture::random(&mut rng, radius * 2.0);
         if fill.kind == 3 {
             fill.kind = 1; // objects are flat, striped or checkered
@@ -397,6 +401,39 @@ mod tests {
             partly_differs |= p.image != s.image;
         }
         assert!(partly_differs);
+    }
+
+    #[test]
+    fn zero_rotation_draws_upright_objects() {
+        let upright = SyntheticScenes::new(
+            SyntheticConfig {
+                size: 48,
+                rotation: 0.0,
+                colour_variety: 0.0,
+                object_scale: (0.3, 0.4),
+                ..Default::default()
+            },
+            1,
+        );
+        let mut seen = 0;
+        for i in 0..30 {
+            let s = upright.scene(i);
+            if Shape::ALL[s.label] != Shape::Square {
+                continue;
+            }
+            seen += 1;
+            // An upright square's mask is an axis-aligned rectangle: every row it touches is full.
+            let rows: Vec<usize> = (0..48)
+                .map(|y| {
+                    (0..48)
+                        .filter(|&x| s.mask.get_pixel(x, y).0[0] == 255)
+                        .count()
+                })
+                .filter(|&n| n > 0)
+                .collect();
+            assert!(rows.iter().all(|&n| n == rows[0]), "scene {i}: {rows:?}");
+        }
+        assert!(seen > 2, "{seen}");
     }
 
     #[test]
