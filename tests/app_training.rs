@@ -10,10 +10,10 @@ use dinoscope::app::state::ViewTab;
 use dinoscope::app::train_panel::Phase;
 use dinoscope::app::worker::ModelSource;
 use dinoscope::app::{App, AppOptions};
-use dinoscope::train::run::{RESUME_FILE, TrainConfig};
+use dinoscope::train::run::{RESUME_FILE, TrainConfig, metrics_before};
 use eframe::egui;
 use egui_kittest::Harness;
-use egui_kittest::kittest::Queryable;
+use egui_kittest::kittest::{NodeT, Queryable};
 
 struct TestApp {
     app: Option<App>,
@@ -171,4 +171,72 @@ fn closing_the_app_stops_the_run_after_saving() {
     let bytes = std::fs::read(out.join(RESUME_FILE)).unwrap();
     assert!(!bytes.is_empty());
     assert!(!out.join(format!("{RESUME_FILE}.partial")).exists());
+
+    // A new session continues the saved run where it stopped, charting it from its beginning.
+    let done = metrics_before(&out, usize::MAX).len();
+    assert!(done >= 1);
+    let mut h = harness();
+    wait_for(&mut h, "the default model", |a| a.model().is_some());
+    h.key_press(egui::Key::Num5);
+    h.run_steps(2);
+    {
+        let app = h.state_mut().app.as_mut().expect("app");
+        let form = &mut app.training_mut().form;
+        form.config = tiny_config();
+        form.out = out.clone();
+    }
+    h.run_steps(1);
+    h.get_by_label("Continue saved run").click();
+    wait_for(&mut h, "iterations of the continued run", |a| {
+        a.training()
+            .history()
+            .last()
+            .is_some_and(|m| m.step >= done)
+    });
+    let t = h.state().app().training();
+    assert_eq!(t.plan().map(|p| p.start), Some(done));
+    let steps: Vec<usize> = t.history().iter().map(|m| m.step).collect();
+    assert_eq!(
+        steps,
+        (0..steps.len()).collect::<Vec<_>>(),
+        "one line per iteration"
+    );
+    h.get_by_label("Stop").click();
+    wait_for(&mut h, "the continued run to stop", |a| {
+        a.training().phase() == Phase::Finished
+    });
+}
+
+#[test]
+fn continue_is_offered_only_for_a_folder_with_a_saved_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness();
+    wait_for(&mut h, "the default model", |a| a.model().is_some());
+    h.key_press(egui::Key::Num5);
+    h.run_steps(2);
+    h.state_mut()
+        .app
+        .as_mut()
+        .expect("app")
+        .training_mut()
+        .form
+        .out = dir.path().to_path_buf();
+    h.run_steps(1);
+    assert!(
+        h.get_by_label("Continue saved run")
+            .accesskit_node()
+            .is_disabled()
+    );
+    std::fs::write(dir.path().join(RESUME_FILE), b"saved").unwrap();
+    h.run_steps(1);
+    assert!(
+        !h.get_by_label("Continue saved run")
+            .accesskit_node()
+            .is_disabled()
+    );
+    // A file that is not a checkpoint fails with a message; nothing panics.
+    h.get_by_label("Continue saved run").click();
+    wait_for(&mut h, "the failure", |a| {
+        a.training().phase() == Phase::Failed
+    });
 }

@@ -37,6 +37,7 @@ impl TrainingRun {
         config: TrainConfig,
         out: PathBuf,
         save_every: usize,
+        resume: bool,
     ) -> std::io::Result<TrainingRun> {
         let (tx, updates) = channel();
         let control = RunControl::default();
@@ -55,7 +56,7 @@ impl TrainingRun {
                     send(TrainUpdate::Device(device.description.clone()));
                     let options = RunOptions {
                         out,
-                        resume: false,
+                        resume,
                         max_steps: None,
                         save_every,
                         device: device.device,

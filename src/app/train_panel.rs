@@ -61,6 +61,8 @@ pub enum TrainAction {
     PickFolder,
     PickOut,
     Start,
+    /// Continue the run saved in the output folder exactly where it stopped.
+    Continue,
     Pause,
     Resume,
     Stop,
@@ -176,16 +178,35 @@ pub fn form(
     action
 }
 
-/// Start / Pause / Resume / Stop, and loading the teacher into the visualizer.
-pub fn buttons(ui: &mut egui::Ui, phase: Phase, has_teacher: bool) -> Option<TrainAction> {
+/// Start / Continue saved run / Pause / Resume / Stop, and loading the teacher into the visualizer.
+/// `has_saved_run`: the output folder holds a resume checkpoint.
+pub fn buttons(
+    ui: &mut egui::Ui,
+    phase: Phase,
+    has_saved_run: bool,
+    has_teacher: bool,
+) -> Option<TrainAction> {
     let mut action = None;
     ui.horizontal_wrapped(|ui| {
         let running = matches!(phase, Phase::Running | Phase::Paused | Phase::Stopping);
         if ui
             .add_enabled(!running, egui::Button::new("Start"))
+            .on_hover_text("A new run (the output folder's files are overwritten)")
             .clicked()
         {
             action = Some(TrainAction::Start);
+        }
+        if ui
+            .add_enabled(
+                !running && has_saved_run,
+                egui::Button::new("Continue saved run"),
+            )
+            .on_hover_text(
+                "Continue the run saved in the output folder exactly where it stopped, with its saved settings",
+            )
+            .clicked()
+        {
+            action = Some(TrainAction::Continue);
         }
         if phase == Phase::Paused {
             if ui.button("Resume").clicked() {

@@ -12,7 +12,9 @@ use super::train_job::{TrainUpdate, TrainingRun};
 use super::train_panel::{self, Phase, ProbeTextures, TrainAction, TrainForm};
 use super::worker::ModelSource;
 use crate::train::Probe;
-use crate::train::run::{Metrics, RunEvent, RunPlan, RunSummary, TEACHER_FILE, TrainConfig};
+use crate::train::run::{
+    Metrics, RESUME_FILE, RunEvent, RunPlan, RunSummary, TEACHER_FILE, TrainConfig, metrics_before,
+};
 
 /// Which path a folder dialog picks.
 #[derive(Clone, Copy, Debug)]
@@ -111,8 +113,9 @@ impl App {
         }
     }
 
-    /// Starts a run with the form's settings (a new output folder's files are overwritten).
-    pub fn start_training(&mut self, ctx: &egui::Context) {
+    /// Starts a run with the form's settings (a new output folder's files are overwritten), or with
+    /// `resume` continues the run saved in the form's output folder.
+    pub fn start_training(&mut self, ctx: &egui::Context, resume: bool) {
         if self.training.run.is_some() {
             return;
         }
@@ -132,7 +135,7 @@ impl App {
             config.init_heads = Some(heads);
         }
         let out = form.out.clone();
-        match TrainingRun::spawn(ctx.clone(), config, out.clone(), form.save_every) {
+        match TrainingRun::spawn(ctx.clone(), config, out.clone(), form.save_every, resume) {
             Ok(run) => {
                 let t = &mut self.training;
                 t.run = Some(run);
@@ -155,7 +158,8 @@ impl App {
     fn training_action(&mut self, ctx: &egui::Context, action: TrainAction) {
         let t = &mut self.training;
         match action {
-            TrainAction::Start => self.start_training(ctx),
+            TrainAction::Start => self.start_training(ctx, false),
+            TrainAction::Continue => self.start_training(ctx, true),
             TrainAction::Pause => {
                 if let Some(run) = &t.run {
                     run.control.pause();
@@ -227,7 +231,12 @@ impl App {
             while let Some(update) = run.try_recv() {
                 match update {
                     TrainUpdate::Device(d) => self.training.device = Some(d),
-                    TrainUpdate::Event(RunEvent::Started(plan)) => self.training.plan = Some(*plan),
+                    TrainUpdate::Event(RunEvent::Started(plan)) => {
+                        if let Some(out) = &self.training.out {
+                            self.training.history = metrics_before(out, plan.start);
+                        }
+                        self.training.plan = Some(*plan);
+                    }
                     TrainUpdate::Event(RunEvent::Iteration(m)) => self.training.history.push(m),
                     TrainUpdate::Event(RunEvent::Probe(p)) => self.training.probe = Some(p),
                     TrainUpdate::Event(RunEvent::Saved { next_step }) => {
@@ -290,7 +299,8 @@ impl App {
 
     pub(super) fn train_central(&mut self, ui: &mut egui::Ui) {
         let t = &self.training;
-        let action = train_panel::buttons(ui, t.phase, t.teacher().is_some());
+        let has_saved_run = t.run.is_none() && t.form.out.join(RESUME_FILE).is_file();
+        let action = train_panel::buttons(ui, t.phase, has_saved_run, t.teacher().is_some());
         ui.horizontal_wrapped(|ui| {
             let state = match t.phase {
                 Phase::Idle => "Not started".to_string(),

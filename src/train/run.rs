@@ -626,6 +626,19 @@ fn resumed_state(
     Ok(state)
 }
 
+/// The metrics a run in `out` recorded for the iterations before `next_step` (none when its
+/// `metrics.jsonl` cannot be read), e.g. to chart a resumed run from its beginning.
+pub fn metrics_before(out: &Path, next_step: usize) -> Vec<Metrics> {
+    std::fs::read_to_string(out.join(METRICS_FILE))
+        .map(|text| {
+            text.lines()
+                .filter_map(|line| serde_json::from_str::<Metrics>(line).ok())
+                .filter(|m| m.step < next_step)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Keeps the metrics lines of iterations before `next_step` (a resumed run rewrites the rest).
 fn truncate_metrics(path: &Path, next_step: usize) -> Result<(), RunError> {
     let Ok(text) = std::fs::read_to_string(path) else {
