@@ -71,11 +71,16 @@ fn tiny_config() -> TrainConfig {
     }
 }
 
-fn start_tiny_run(h: &mut Harness<'static, TestApp>, out: &Path) {
+/// Waits for the model, then shows the Training tab.
+fn open_training_tab(h: &mut Harness<'static, TestApp>) {
     wait_for(h, "the default model", |a| a.model().is_some());
     h.key_press(egui::Key::Num5);
     h.run_steps(2);
     assert_eq!(h.state().app().tab(), ViewTab::Training);
+}
+
+fn start_tiny_run(h: &mut Harness<'static, TestApp>, out: &Path) {
+    open_training_tab(h);
     {
         let app = h.state_mut().app.as_mut().expect("app");
         let form = &mut app.training_mut().form;
@@ -176,9 +181,7 @@ fn closing_the_app_stops_the_run_after_saving() {
     let done = metrics_before(&out, usize::MAX).len();
     assert!(done >= 1);
     let mut h = harness();
-    wait_for(&mut h, "the default model", |a| a.model().is_some());
-    h.key_press(egui::Key::Num5);
-    h.run_steps(2);
+    open_training_tab(&mut h);
     {
         let app = h.state_mut().app.as_mut().expect("app");
         let form = &mut app.training_mut().form;
@@ -211,9 +214,7 @@ fn closing_the_app_stops_the_run_after_saving() {
 fn continue_is_offered_only_for_a_folder_with_a_saved_run() {
     let dir = tempfile::tempdir().unwrap();
     let mut h = harness();
-    wait_for(&mut h, "the default model", |a| a.model().is_some());
-    h.key_press(egui::Key::Num5);
-    h.run_steps(2);
+    open_training_tab(&mut h);
     h.state_mut()
         .app
         .as_mut()
