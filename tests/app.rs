@@ -1,11 +1,13 @@
 //! The desktop app, driven headless through egui_kittest: loading images, switching layers,
 //! clicking patches, errors as notifications, exports, view tabs, the PCA view, downloads.
 
+mod app_common;
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use app_common::{TestApp, bare_options, build_harness, wait_for};
 use dinoscope::analysis::attention::{Query, attention_maps};
 use dinoscope::analysis::coords::PixelMap;
 use dinoscope::analysis::correspond::{
@@ -34,55 +36,11 @@ use dinoscope::model::{DeviceChoice, Grid, LoadOptions, backend, load_model};
 use dinoscope::model::{Facet, Resize};
 use eframe::egui;
 use egui_kittest::kittest::Queryable;
-use egui_kittest::{Harness, HarnessBuilder, SnapshotOptions};
+use egui_kittest::{Harness, SnapshotOptions};
 
 /// The harness builds the app on its first frame, with the harness's egui context.
-struct TestApp {
-    options: AppOptions,
-    app: Option<App>,
-}
-
-impl TestApp {
-    fn app(&self) -> &App {
-        self.app
-            .as_ref()
-            .expect("the app is built on the first frame")
-    }
-
-    fn app_mut(&mut self) -> &mut App {
-        self.app
-            .as_mut()
-            .expect("the app is built on the first frame")
-    }
-}
-
 fn harness(options: AppOptions) -> Harness<'static, TestApp> {
     build_harness(Harness::builder().with_size([1400.0, 900.0]), options)
-}
-
-fn build_harness(
-    builder: HarnessBuilder<TestApp>,
-    options: AppOptions,
-) -> Harness<'static, TestApp> {
-    builder.build_ui_state(
-        |ui, state: &mut TestApp| {
-            let options = state.options.clone();
-            state
-                .app
-                .get_or_insert_with(|| App::new(ui.ctx(), None, options))
-                .show(ui);
-        },
-        TestApp { options, app: None },
-    )
-}
-
-fn bare_options() -> AppOptions {
-    AppOptions {
-        default_weights: None,
-        samples: false,
-        restore_session: false,
-        checkpoint_dir: None,
-    }
 }
 
 /// A bare app with `weights` opened and the named sample images added, once all is loaded.
@@ -104,21 +62,6 @@ fn asset(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("assets/images")
         .join(name)
-}
-
-/// Steps frames until `done` holds (the worker runs on its own thread).
-fn wait_for(h: &mut Harness<'static, TestApp>, what: &str, done: impl Fn(&App) -> bool) {
-    let start = Instant::now();
-    while !done(h.state().app()) {
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "timed out waiting for {what}"
-        );
-        h.step();
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    // One more frame so the screen shows the new state.
-    h.step();
 }
 
 /// The texts of the error notifications shown.

@@ -1,63 +1,26 @@
 //! The Training tab, driven headless through egui_kittest: a tiny run started from the panel, its
 //! metrics and attention probe arriving, pause, stop, and its teacher loaded into the visualizer.
 
+mod app_common;
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use app_common::{TestApp, bare_options, build_harness, wait_for};
 use dinoscope::app::state::ViewTab;
 use dinoscope::app::train_panel::Phase;
 use dinoscope::app::worker::ModelSource;
-use dinoscope::app::{App, AppOptions};
 use dinoscope::train::run::{RESUME_FILE, TrainConfig, metrics_before};
 use eframe::egui;
 use egui_kittest::Harness;
 use egui_kittest::kittest::{NodeT, Queryable};
 
-struct TestApp {
-    app: Option<App>,
-}
-
-impl TestApp {
-    fn app(&self) -> &App {
-        self.app
-            .as_ref()
-            .expect("the app is built on the first frame")
-    }
-}
-
 fn harness() -> Harness<'static, TestApp> {
-    Harness::builder()
-        .with_size([1400.0, 1000.0])
-        .build_ui_state(
-            |ui, state: &mut TestApp| {
-                let options = AppOptions {
-                    default_weights: None,
-                    samples: false,
-                    restore_session: false,
-                    checkpoint_dir: None,
-                };
-                state
-                    .app
-                    .get_or_insert_with(|| App::new(ui.ctx(), None, options))
-                    .show(ui);
-            },
-            TestApp { app: None },
-        )
-}
-
-fn wait_for(h: &mut Harness<'static, TestApp>, what: &str, done: impl Fn(&App) -> bool) {
-    let start = Instant::now();
-    while !done(h.state().app()) {
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "timed out waiting for {what}"
-        );
-        h.step();
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    h.step();
+    build_harness(
+        Harness::builder().with_size([1400.0, 1000.0]),
+        bare_options(),
+    )
 }
 
 fn tiny_config() -> TrainConfig {
@@ -82,7 +45,7 @@ fn open_training_tab(h: &mut Harness<'static, TestApp>) {
 fn start_tiny_run(h: &mut Harness<'static, TestApp>, out: &Path) {
     open_training_tab(h);
     {
-        let app = h.state_mut().app.as_mut().expect("app");
+        let app = h.state_mut().app_mut();
         let form = &mut app.training_mut().form;
         form.config = tiny_config();
         form.out = out.to_path_buf();
@@ -183,7 +146,7 @@ fn closing_the_app_stops_the_run_after_saving() {
     let mut h = harness();
     open_training_tab(&mut h);
     {
-        let app = h.state_mut().app.as_mut().expect("app");
+        let app = h.state_mut().app_mut();
         let form = &mut app.training_mut().form;
         form.config = tiny_config();
         form.out = out.clone();
@@ -215,13 +178,7 @@ fn continue_is_offered_only_for_a_folder_with_a_saved_run() {
     let dir = tempfile::tempdir().unwrap();
     let mut h = harness();
     open_training_tab(&mut h);
-    h.state_mut()
-        .app
-        .as_mut()
-        .expect("app")
-        .training_mut()
-        .form
-        .out = dir.path().to_path_buf();
+    h.state_mut().app_mut().training_mut().form.out = dir.path().to_path_buf();
     h.run_steps(1);
     assert!(
         h.get_by_label("Continue saved run")
