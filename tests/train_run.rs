@@ -15,7 +15,7 @@ use dinoscope::model::vit::Vit;
 use dinoscope::model::{LoadOptions, load_model};
 use dinoscope::train::RunControl;
 use dinoscope::train::run::{
-    Metrics, RESUME_FILE, RunEvent, RunOptions, TrainConfig, train, train_with,
+    Metrics, RESUME_FILE, RunEvent, RunOptions, TrainConfig, metrics_before, train, train_with,
 };
 
 fn small_config() -> TrainConfig {
@@ -226,6 +226,37 @@ fn the_training_checkpoint_loads_as_its_teacher_in_the_visualizer() {
         model.ignored > 0,
         "student, heads and optimizer are skipped"
     );
+}
+
+/// The app charts a resumed run from `metrics.jsonl`: every logged number must read back exactly
+/// (419.03177257525084 is one that a fast, inexact float parser reads one ulp off).
+#[test]
+fn logged_metrics_read_back_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let line = |step: usize| Metrics {
+        step,
+        epoch: 0,
+        loss: 419.03177257525084,
+        lr: 1.0e-4 / 3.0,
+        wd: 0.04 + 0.36 * 0.7f64.cos(),
+        momentum: 0.996,
+        teacher_temp: 0.04,
+        teacher_entropy: 2.0f64.ln(),
+        kl: 1.0 / 7.0,
+        images_per_s: 22.3,
+        data_s: 0.1 + 0.2,
+        collapse: None,
+        eval: None,
+        eval_s: Some(1.0 / 3.0),
+        probe_s: None,
+    };
+    let logged: Vec<Metrics> = (0..3).map(line).collect();
+    let text: String = logged
+        .iter()
+        .map(|m| serde_json::to_string(m).unwrap() + "\n")
+        .collect();
+    std::fs::write(dir.path().join("metrics.jsonl"), text).unwrap();
+    assert_eq!(metrics_before(dir.path(), 2), logged[..2]);
 }
 
 #[test]
