@@ -86,6 +86,14 @@ fn a_pytorch_checkpoint_loads_in_the_visualizer_and_resumes() {
     let dict = read_state_dict(&path).unwrap();
     let (_, teacher_qkv) = &expected()["teacher.blocks.0.attn.qkv.weight"];
     assert_eq!(&dict.tensors["blocks.0.attn.qkv.weight"].data, teacher_qkv);
+    // PyTorch's file has no backbone configuration, and 96 channels are not 64-channel heads:
+    // the head count must be given rather than guessed.
+    let unknown = load_model(&path, &LoadOptions::default(), &Device::flex()).err();
+    let message = unknown.map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        message.contains("torch_checkpoint.pth") && message.contains("--heads"),
+        "{message}"
+    );
     let options = LoadOptions {
         heads: Some(3),
         ..LoadOptions::default()

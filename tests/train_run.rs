@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use burn::store::pytorch_reader::PytorchReader;
+use burn::store::pytorch_reader::{PickleValue, PytorchReader};
 use burn::tensor::{Device, Distribution, Tensor};
 use dinoscope::model::checkpoint::read_state_dict;
 use dinoscope::model::config::Arch;
@@ -215,13 +215,15 @@ fn the_training_checkpoint_loads_as_its_teacher_in_the_visualizer() {
         "after 3 steps the student differs from the teacher, so the test can tell them apart"
     );
     let device = Device::flex();
-    // Weights do not tell the head count; vit-nano has 3 heads of 32 channels, not 64-channel ones.
-    let options = LoadOptions {
-        heads: Some(3),
-        ..LoadOptions::default()
-    };
-    let model = load_model(&checkpoint, &options, &device).unwrap();
+    // Weights do not tell the head count (vit-nano has 3 heads of 32 channels): the checkpoint does.
+    let model = load_model(&checkpoint, &LoadOptions::default(), &device).unwrap();
     assert_eq!(model.config, Arch::VitNano.config());
+    let args = PytorchReader::read_pickle_data(&checkpoint, Some("args")).unwrap();
+    let PickleValue::Dict(args) = args else {
+        panic!("args is a dict")
+    };
+    assert_eq!(args["arch"], PickleValue::String("vit_nano".into()));
+    assert_eq!(args["patch_size"], PickleValue::Int(8));
     assert!(
         model.ignored > 0,
         "student, heads and optimizer are skipped"
@@ -546,16 +548,22 @@ fn fine_tuning_starts_both_backbones_from_the_checkpoint() {
                 );
             }
         }
-        let teacher = load_model(
-            &dir.path().join("teacher.safetensors"),
-            &LoadOptions::default(),
-            &device,
-        )
-        .unwrap();
-        assert_eq!(
-            teacher.config, expected.config,
-            "{file}: architecture detected"
-        );
+        // Both saved files carry the backbone's configuration, head count included.
+        for saved in ["teacher.safetensors", RESUME_FILE] {
+            let teacher =
+                load_model(&dir.path().join(saved), &LoadOptions::default(), &device).unwrap();
+            assert_eq!(
+                teacher.config, expected.config,
+                "{file} -> {saved}: architecture detected"
+            );
+        }
+        let args = PytorchReader::read_pickle_data(dir.path().join(RESUME_FILE), Some("args"));
+        let PickleValue::Dict(args) = args.unwrap() else {
+            panic!("args is a dict")
+        };
+        let patch = expected.config.patch_size as i64;
+        assert_eq!(args["patch_size"], PickleValue::Int(patch), "{file}");
+        assert_eq!(args["arch"], PickleValue::String("custom".into()), "{file}");
 
         // It trains, and a resumed fine-tuning run continues exactly.
         let straight = tempfile::tempdir().unwrap();

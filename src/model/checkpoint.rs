@@ -10,7 +10,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use burn::store::pytorch_reader::{self, PytorchReader};
+use burn::store::pytorch_reader::{self, PickleValue, PytorchReader};
+
+/// Metadata key under which dinoscope stores the exact configuration in the files it writes.
+pub const CONFIG_METADATA_KEY: &str = "dinoscope.config";
+
+/// Top-level entry of the training checkpoints (`checkpoint.pth`) dinoscope writes with its own
+/// information; its [`PTH_BACKBONE_KEY`] string is the backbone's configuration as JSON.
+pub const PTH_EXTRAS_KEY: &str = "dinoscope";
+pub const PTH_BACKBONE_KEY: &str = "backbone";
 
 /// A tensor read from a checkpoint, converted to f32.
 #[derive(Clone, Debug, PartialEq)]
@@ -25,7 +33,8 @@ pub struct StateDict {
     pub tensors: BTreeMap<String, RawTensor>,
     /// Names in the file that are not part of a backbone (heads, optimizer state, ...).
     pub ignored: Vec<String>,
-    /// Free-form metadata stored in the file (safetensors `__metadata__`).
+    /// Free-form metadata stored in the file (safetensors `__metadata__`; for a dinoscope training
+    /// checkpoint, its backbone configuration under [`CONFIG_METADATA_KEY`]).
     pub metadata: HashMap<String, String>,
 }
 
@@ -134,10 +143,25 @@ fn read_pytorch(path: &Path) -> Result<RawFile, CheckpointProblem> {
         })?;
         tensors.push((name, RawTensor { shape, data }));
     }
-    Ok(RawFile {
-        tensors,
-        metadata: HashMap::new(),
-    })
+    let full_checkpoint = tensors.iter().any(|(n, _)| n.starts_with("teacher."));
+    let metadata = full_checkpoint
+        .then(|| backbone_config_json(path))
+        .flatten()
+        .map(|json| HashMap::from([(CONFIG_METADATA_KEY.to_string(), json)]))
+        .unwrap_or_default();
+    Ok(RawFile { tensors, metadata })
+}
+
+/// The backbone configuration a dinoscope training checkpoint carries (other files have none).
+fn backbone_config_json(path: &Path) -> Option<String> {
+    let extras = PytorchReader::read_pickle_data(path, Some(PTH_EXTRAS_KEY)).ok()?;
+    let PickleValue::Dict(mut extras) = extras else {
+        return None;
+    };
+    match extras.remove(PTH_BACKBONE_KEY)? {
+        PickleValue::String(json) => Some(json),
+        _ => None,
+    }
 }
 
 fn dtype_name(dtype: pytorch_reader::DType) -> &'static str {

@@ -5,13 +5,10 @@ use std::path::Path;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::checkpoint::{
-    CheckpointError, CheckpointProblem, RawTensor, StateDict, read_state_dict,
+    CONFIG_METADATA_KEY, CheckpointError, CheckpointProblem, RawTensor, StateDict, read_state_dict,
 };
 use super::config::{Family, FfnKind, PosEmbedMode, VitConfig};
 use super::vit::{BlockParts, Vit, VitParts};
-
-/// Metadata key under which dinoscope stores the exact configuration in the files it writes.
-pub const CONFIG_METADATA_KEY: &str = "dinoscope.config";
 
 /// How to interpret a checkpoint.
 #[derive(Clone, Debug, Default)]
@@ -151,7 +148,18 @@ pub fn detect_config(
     } else {
         Family::Dino
     };
-    let heads = heads.unwrap_or(dim / 64);
+    // Official models all have 64-channel heads; guessing for other widths would build a model
+    // that loads but attends wrongly.
+    let heads = match heads {
+        Some(heads) => heads,
+        None if dim % 64 == 0 => dim / 64,
+        None => {
+            return Err(unknown(format!(
+                "its {dim} channels are not 64-channel heads as in official models, so the head \
+                 count is unknown; give it (--heads N)"
+            )));
+        }
+    };
     if heads == 0 || dim % heads != 0 {
         return Err(unknown(format!(
             "cannot split {dim} channels into {heads} heads; give the head count (--heads N)"

@@ -5,9 +5,8 @@ use std::path::Path;
 
 use burn::tensor::Tensor;
 
-use super::checkpoint::{CheckpointError, CheckpointProblem, RawTensor};
+use super::checkpoint::{CONFIG_METADATA_KEY, CheckpointError, CheckpointProblem, RawTensor};
 use super::config::FfnKind;
-use super::load::CONFIG_METADATA_KEY;
 use super::vit::Vit;
 
 fn host<const D: usize>(tensor: Tensor<D>) -> RawTensor {

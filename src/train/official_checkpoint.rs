@@ -14,8 +14,9 @@
 //! - `args`: a plain `dict` of `main_dino.py`'s argument names (not an `argparse.Namespace`, so it
 //!   unpickles without any class and with `weights_only=True`; `argparse.Namespace(**ckpt['args'])` rebuilds it);
 //! - `dino_loss`: `OrderedDict` `{'center': [1, out_dim]}`;
-//! - [`EXTRAS_KEY`]: `{'format', 'next_step', 'config'}`: the next global iteration (saves can fall inside
-//!   an epoch) and the [`TrainConfig`] as JSON, for exact resuming.
+//! - [`EXTRAS_KEY`]: `{'format', 'next_step', 'config', 'backbone'}`: the next global iteration (saves can
+//!   fall inside an epoch) and the [`TrainConfig`] as JSON, for exact resuming; the backbone's
+//!   [`VitConfig`] as JSON, so the visualizer knows its head count.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -27,11 +28,12 @@ use super::official_names::{burn_path, pytorch_order};
 use super::params::is_regularized;
 use super::run::{RunError, TrainConfig};
 use super::step::TrainStep;
-use crate::model::checkpoint::RawTensor;
+use crate::model::checkpoint::{PTH_BACKBONE_KEY, PTH_EXTRAS_KEY, RawTensor};
+use crate::model::config::{Arch, VitConfig};
 use crate::model::pth_writer::{PyValue, write_pth};
 
 /// Top-level key of dinoscope's own resume information.
-pub const EXTRAS_KEY: &str = "dinoscope";
+pub const EXTRAS_KEY: &str = PTH_EXTRAS_KEY;
 const FORMAT: i64 = 2;
 
 /// What a training checkpoint holds, as the run rebuilds its state from it.
@@ -127,15 +129,26 @@ fn group(lr: f64, weight_decay: f64, own_decay: bool, params: std::ops::Range<us
     PyValue::dict(items)
 }
 
+/// `main_dino.py`'s `--arch` name of `backbone` (`vit_small` for ViT-S/16 and ViT-S/8 alike, as
+/// `--patch_size` tells them apart); dinoscope's own name for the others.
+fn official_arch_name(backbone: &VitConfig) -> String {
+    match Arch::matching(backbone) {
+        Some(Arch::VitTiny) => "vit_tiny".into(),
+        Some(Arch::VitS16 | Arch::VitS8) => "vit_small".into(),
+        Some(Arch::VitB16 | Arch::VitB8) => "vit_base".into(),
+        Some(other) => other.to_string().replace('-', "_"),
+        None => "custom".into(),
+    }
+}
+
 /// `main_dino.py`'s arguments that this run has values for.
-fn args(config: &TrainConfig) -> Result<PyValue, RunError> {
-    let arch = config.arch()?.config();
+fn args(config: &TrainConfig, backbone: &VitConfig) -> PyValue {
     let a = &config.augment;
     let pair = |(x, y): (f64, f64)| PyValue::Tuple(vec![PyValue::Float(x), PyValue::Float(y)]);
     let int = |v: usize| PyValue::Int(v as i64);
-    Ok(PyValue::dict([
-        ("arch", PyValue::str(config.arch.replace('-', "_"))),
-        ("patch_size", int(arch.patch_size)),
+    PyValue::dict([
+        ("arch", PyValue::str(official_arch_name(backbone))),
+        ("patch_size", int(backbone.patch_size)),
         ("out_dim", int(config.head.out_dim)),
         (
             "norm_last_layer",
@@ -169,7 +182,7 @@ fn args(config: &TrainConfig) -> Result<PyValue, RunError> {
         ("local_crops_scale", pair(a.local_scale)),
         ("data_path", PyValue::str(config.data.clone())),
         ("seed", PyValue::Int(config.seed as i64)),
-    ]))
+    ])
 }
 
 /// Writes the checkpoint of `state` (about to run iteration `next_step`) to `path`, atomically.
@@ -253,6 +266,8 @@ pub fn save(
     let center_shape = center.dims().to_vec();
     let center = center.into_data().try_into_vec::<f32>().unwrap_or_default();
     let config_json = serde_json::to_string(config).map_err(|e| corrupt(e.to_string()))?;
+    let backbone = state.teacher.backbone.config();
+    let backbone_json = serde_json::to_string(backbone).map_err(|e| corrupt(e.to_string()))?;
     let root = PyValue::dict([
         ("student", state_dict(student, "module.")),
         ("teacher", state_dict(state.teacher.official_tensors(), "")),
@@ -261,7 +276,7 @@ pub fn save(
             "epoch",
             PyValue::Int((next_step / schedules.niter_per_ep.max(1)) as i64),
         ),
-        ("args", args(config)?),
+        ("args", args(config, backbone)),
         (
             "dino_loss",
             PyValue::OrderedDict(vec![("center".into(), tensor(center_shape, center))]),
@@ -272,6 +287,7 @@ pub fn save(
                 ("format", PyValue::Int(FORMAT)),
                 ("next_step", PyValue::Int(next_step as i64)),
                 ("config", PyValue::Str(config_json)),
+                (PTH_BACKBONE_KEY, PyValue::Str(backbone_json)),
             ]),
         ),
     ]);
