@@ -5,7 +5,7 @@ mod common;
 use std::path::Path;
 
 use burn::tensor::Device;
-use common::{dinoscope, fixture, stderr};
+use common::{dinoscope, dinoscope_with_env, fixture, stderr};
 use dinoscope::arrays::read_npy;
 use dinoscope::model::preprocess::normalize;
 use dinoscope::model::{LoadOptions, load_model};
@@ -26,25 +26,29 @@ fn embed_with_resize_none_uses_the_pixels_untouched() {
     let (picture, img) = write_picture(dir.path());
     let out = dir.path().join("cls.npy");
     let weights = fixture("v1_p8.pth");
-    let run = dinoscope(&[
-        "embed",
-        "--weights",
-        weights.to_str().unwrap(),
-        "--image",
-        picture.to_str().unwrap(),
-        "--heads",
-        "2",
-        "--device",
-        "cpu",
-        "--resize",
-        "none",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let run = dinoscope_with_env(
+        &[
+            "embed",
+            "--weights",
+            weights.to_str().unwrap(),
+            "--image",
+            picture.to_str().unwrap(),
+            "--heads",
+            "2",
+            "--device",
+            "cpu",
+            "--resize",
+            "none",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[("RAYON_NUM_THREADS", "1")],
+    );
     assert!(run.status.success(), "{}", stderr(&run));
     assert!(
-        stderr(&run).contains("device: CPU"),
-        "the device choice is printed"
+        stderr(&run).contains("device: CPU (burn Flex, 1 thread)"),
+        "the device choice and its thread count are printed: {}",
+        stderr(&run)
     );
     let (shape, cls) = read_npy(&out).unwrap();
     assert_eq!(shape, vec![32]);

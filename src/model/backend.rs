@@ -57,14 +57,15 @@ fn gpu_runtime() -> Result<&'static GpuRuntime, NoGpu> {
         .map_err(|e| NoGpu(e.clone()))
 }
 
-/// The CPU device (Flex: SIMD kernels, multi-threaded with rayon).
+/// The CPU device (Flex: SIMD kernels, multi-threaded with rayon's global pool, whose size
+/// `RAYON_NUM_THREADS` sets).
 pub fn cpu() -> ComputeDevice {
     ComputeDevice {
         device: Device::flex(),
-        description: format!(
-            "CPU (burn Flex, {} threads)",
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        ),
+        description: match rayon::current_num_threads() {
+            1 => "CPU (burn Flex, 1 thread)".to_string(),
+            n => format!("CPU (burn Flex, {n} threads)"),
+        },
         is_gpu: false,
     }
 }

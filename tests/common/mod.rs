@@ -38,8 +38,14 @@ pub fn tiny_train_config(scene_size: u32) -> dinoscope::train::TrainConfig {
 
 /// Runs the crate's binary with `args` and waits for it.
 pub fn dinoscope(args: &[&str]) -> std::process::Output {
+    dinoscope_with_env(args, &[])
+}
+
+/// Runs the crate's binary with `args` and extra environment variables, and waits for it.
+pub fn dinoscope_with_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_dinoscope"))
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("run dinoscope")
 }
