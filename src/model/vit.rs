@@ -135,8 +135,7 @@ impl Attention {
         let [b, t, d3] = qkv.dims();
         let [q, k, v] = self.split_heads(qkv);
         let out = attend(q, k, v);
-        self.proj
-            .forward(out.swap_dims(1, 2).reshape([b, t, d3 / 3]))
+        per_token(&self.proj, out.swap_dims(1, 2).reshape([b, t, d3 / 3]))
     }
 }
 
@@ -157,6 +156,15 @@ fn attention_probs(q: Tensor<4>, k_t: Tensor<4>, head_dim: usize) -> Tensor<4> {
     softmax(q.matmul(k_t).mul_scalar(scale), 3)
 }
 
+/// `layer` on every token as one `[B*T, D]` matrix product. burn keeps a `[B, T, D]` input as `B`
+/// products of `T` rows when merging would not make the output squarer (as for `T = 65` tokens at 64 px).
+fn per_token(layer: &Linear, x: Tensor<3>) -> Tensor<3> {
+    let [b, t, d] = x.dims();
+    let y = layer.forward(x.reshape([b * t, d]));
+    let width = y.dims()[1];
+    y.reshape([b, t, width])
+}
+
 /// MLP (`fc1 -> GELU -> fc2`) or SwiGLU (`w12 -> silu(x1) * x2 -> w3`).
 #[derive(Module, Debug)]
 pub struct FeedForward {
@@ -167,7 +175,7 @@ pub struct FeedForward {
 
 impl FeedForward {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let hidden = self.input.forward(x);
+        let hidden = per_token(&self.input, x);
         let hidden = if self.gated {
             let width = hidden.dims()[2] / 2;
             let gate = hidden.clone().narrow(2, 0, width);
@@ -175,7 +183,7 @@ impl FeedForward {
         } else {
             gelu(hidden)
         };
-        self.output.forward(hidden)
+        per_token(&self.output, hidden)
     }
 }
 
@@ -210,7 +218,7 @@ fn drop_path(y: Tensor<3>, drop: f64, uniform: &mut dyn FnMut() -> f64) -> Tenso
 
 impl Block {
     fn qkv(&self, x: &Tensor<3>) -> Tensor<3> {
-        self.attn.qkv.forward(self.norm1.forward(x.clone()))
+        per_token(&self.attn.qkv, self.norm1.forward(x.clone()))
     }
 
     /// Finishes the block from its input and that input's `qkv` projection.
