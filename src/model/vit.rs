@@ -7,12 +7,13 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
-use burn::tensor::activation::{gelu, silu, softmax};
+use burn::tensor::activation::{silu, softmax};
 use burn::tensor::module::{attention, conv2d};
 use burn::tensor::ops::{AttentionModuleOptions, ConvOptions};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::config::{FfnKind, VitConfig};
+use super::kernels::gelu;
 use super::pos_embed::{axis_matrix, keeps_stored_table};
 use crate::rng::Rng;
 

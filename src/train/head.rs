@@ -4,10 +4,10 @@ use std::collections::BTreeMap;
 
 use burn::module::{Module, Param};
 use burn::nn::Linear;
-use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 
 use crate::model::checkpoint::RawTensor;
+use crate::model::kernels::gelu;
 
 /// Shape of a [`DinoHead`]; the defaults are `main_dino.py`'s.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
