@@ -13,7 +13,7 @@ use burn::tensor::ops::{AttentionModuleOptions, ConvOptions};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::config::{FfnKind, VitConfig};
-use super::kernels::gelu;
+use super::kernels::{gelu, linear_forward};
 use super::pos_embed::{axis_matrix, keeps_stored_table};
 use crate::rng::Rng;
 
@@ -161,7 +161,7 @@ fn attention_probs(q: Tensor<4>, k_t: Tensor<4>, head_dim: usize) -> Tensor<4> {
 /// products of `T` rows when merging would not make the output squarer (as for `T = 65` tokens at 64 px).
 fn per_token(layer: &Linear, x: Tensor<3>) -> Tensor<3> {
     let [b, t, d] = x.dims();
-    let y = layer.forward(x.reshape([b * t, d]));
+    let y = linear_forward(layer, x.reshape([b * t, d]));
     let width = y.dims()[1];
     y.reshape([b, t, width])
 }

@@ -7,7 +7,7 @@ use burn::nn::Linear;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 
 use crate::model::checkpoint::RawTensor;
-use crate::model::kernels::gelu;
+use crate::model::kernels::{gelu, linear_forward};
 
 /// Shape of a [`DinoHead`]; the defaults are `main_dino.py`'s.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -207,7 +207,7 @@ impl DinoHead {
         let last = self.mlp.len().saturating_sub(1);
         let mut x = x;
         for (i, layer) in self.mlp.iter().enumerate() {
-            x = layer.forward(x);
+            x = linear_forward(layer, x);
             if i < last {
                 x = gelu(x);
             }

@@ -1,7 +1,9 @@
-//! Operations burn's CPU backend (Flex) runs slowly, replaced by vectorised kernels through a burn
-//! backend extension. The GPU backend (Cube) and anything the kernels do not cover (other dtypes,
-//! strided views) keep burn's own implementation, and autodiff gets a hand-written backward step.
+//! Operations burn's CPU backend (Flex) runs slowly, replaced by direct kernels through a burn
+//! backend extension: exact GELU and linear layers (`x W + b`). The GPU backend (Cube) and anything
+//! the kernels do not cover (other dtypes, negative strides) keep burn's own implementation, and
+//! autodiff gets hand-written backward steps.
 
+mod affine;
 mod gelu;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -9,10 +11,13 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::ops::ActivationOps;
+use burn::backend::ops::{ActivationOps, FloatTensorOps};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, Cube, Dispatch, Flex, backend_extension};
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::backend::{Autodiff, Backend, Cube, Dispatch, Flex, TensorMetadata, backend_extension};
+use burn::nn::Linear;
+use burn::tensor::{DType, Shape, Tensor, TensorData};
+
+use affine::MatRef;
 
 #[backend_extension(Autodiff, Flex, Cube)]
 pub trait FusedOps: Backend {
@@ -24,6 +29,33 @@ pub trait FusedOps: Backend {
     /// `grad * gelu'(x)`.
     fn gelu_exact_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::gelu_backward(x, grad)
+    }
+
+    /// `x W + b` for `x`: `[m, k]`, `W`: `[k, n]`, `b`: `[n]`.
+    fn affine(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let n = bias.shape()[0];
+        let bias = Self::float_reshape(bias, Shape::new([1, n]));
+        Self::float_add(Self::float_matmul(x, weight), bias)
+    }
+
+    /// `grad Wᵀ`.
+    fn affine_grad_input(grad: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::float_matmul(grad, Self::float_swap_dims(weight, 0, 1))
+    }
+
+    /// `xᵀ grad`.
+    fn affine_grad_weight(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::float_matmul(Self::float_swap_dims(x, 0, 1), grad)
+    }
+
+    /// Column sums of `grad`.
+    fn affine_grad_bias(grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        let n = grad.shape()[1];
+        Self::float_reshape(Self::float_sum_dim(grad, 0), Shape::new([n]))
     }
 }
 
@@ -48,6 +80,24 @@ fn writable_f32(tensor: &FlexTensor) -> bool {
 
 fn with_values_of(like: &FlexTensor, values: Vec<f32>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, like.layout().shape().clone()))
+}
+
+/// A 2-D `f32` tensor with non-negative strides as a matrix view.
+fn matrix(tensor: &FlexTensor) -> Option<MatRef<'_>> {
+    let layout = tensor.layout();
+    let shape = layout.shape();
+    if tensor.dtype() != DType::F32 || shape.num_dims() != 2 {
+        return None;
+    }
+    let strides = layout.strides();
+    let row_stride = usize::try_from(strides[0]).ok()?;
+    let col_stride = usize::try_from(strides[1]).ok()?;
+    let data = tensor.storage::<f32>().get(layout.start_offset()..)?;
+    MatRef::new(data, shape[0], shape[1], row_stride, col_stride)
+}
+
+fn from_matrix(values: Vec<f32>, rows: usize, cols: usize) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, [rows, cols]))
 }
 
 impl FusedOps for Flex {
@@ -75,6 +125,52 @@ impl FusedOps for Flex {
         let mut out = vec![0.0; values.len()];
         gelu::gelu_backward_into(values, incoming, &mut out);
         with_values_of(&x, out)
+    }
+
+    fn affine(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
+        let inputs = (matrix(&x), matrix(&weight), contiguous_f32(&bias));
+        match inputs {
+            (Some(xm), Some(wm), Some(b)) if xm.cols() == wm.rows() && b.len() == wm.cols() => {
+                from_matrix(affine::affine(xm, wm, b), xm.rows(), wm.cols())
+            }
+            _ => {
+                let n = bias.shape()[0];
+                let bias = Flex::float_reshape(bias, Shape::new([1, n]));
+                Flex::float_add(Flex::float_matmul(x, weight), bias)
+            }
+        }
+    }
+
+    fn affine_grad_input(grad: FlexTensor, weight: FlexTensor) -> FlexTensor {
+        match (matrix(&grad), matrix(&weight)) {
+            (Some(g), Some(w)) if g.cols() == w.cols() => {
+                from_matrix(affine::matmul(g, w.transposed()), g.rows(), w.rows())
+            }
+            _ => Flex::float_matmul(grad, Flex::float_swap_dims(weight, 0, 1)),
+        }
+    }
+
+    fn affine_grad_weight(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
+        match (matrix(&x), matrix(&grad)) {
+            (Some(xm), Some(g)) if xm.rows() == g.rows() => {
+                from_matrix(affine::matmul(xm.transposed(), g), xm.cols(), g.cols())
+            }
+            _ => Flex::float_matmul(Flex::float_swap_dims(x, 0, 1), grad),
+        }
+    }
+
+    fn affine_grad_bias(grad: FlexTensor) -> FlexTensor {
+        match matrix(&grad) {
+            Some(g) => {
+                let sums = affine::column_sums(g);
+                let n = sums.len();
+                FlexTensor::from_data(TensorData::new(sums, [n]))
+            }
+            None => {
+                let n = grad.shape()[1];
+                Flex::float_reshape(Flex::float_sum_dim(grad, 0), Shape::new([n]))
+            }
+        }
     }
 }
 
@@ -114,11 +210,74 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
             OpsKind::UnTracked(prep) => prep.finish(B::gelu_exact(x.into_primitive())),
         }
     }
+
+    fn affine(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        match AffineBackward
+            .prepare::<C>([x.node(), weight.node(), bias.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (x, weight) = (x.primitive().clone(), weight.primitive().clone());
+                let out = B::affine(x.clone(), weight.clone(), bias.into_primitive());
+                prep.finish((x, weight), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::affine(
+                x.into_primitive(),
+                weight.into_primitive(),
+                bias.into_primitive(),
+            )),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct AffineBackward;
+
+impl<B: FusedOps> Backward<B, 3> for AffineBackward {
+    /// The forward input and weight.
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [x_node, weight_node, bias_node] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x, weight) = ops.state;
+        if let Some(node) = bias_node {
+            grads.register::<B>(node.id, B::affine_grad_bias(grad.clone()));
+        }
+        if let Some(node) = weight_node {
+            grads.register::<B>(node.id, B::affine_grad_weight(x, grad.clone()));
+        }
+        if let Some(node) = x_node {
+            grads.register::<B>(node.id, B::affine_grad_input(grad, weight));
+        }
+    }
 }
 
 /// Exact GELU (as `torch.nn.GELU()`), differentiable, on any device.
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     Tensor::from_dispatch(<Dispatch as FusedOps>::gelu_exact(x.into_dispatch()))
+}
+
+/// `layer` on the rows of `x` (`[m, in]` -> `[m, out]`), differentiable, on any device.
+pub fn linear_forward(layer: &Linear, x: Tensor<2>) -> Tensor<2> {
+    let Some(bias) = &layer.bias else {
+        return layer.forward(x);
+    };
+    Tensor::from_dispatch(<Dispatch as FusedOps>::affine(
+        x.into_dispatch(),
+        layer.weight.val().into_dispatch(),
+        bias.val().into_dispatch(),
+    ))
 }
 
 #[cfg(test)]
@@ -163,5 +322,42 @@ mod tests {
         let a = ours.grad(&grads_ours).unwrap();
         let b = theirs.grad(&grads_theirs).unwrap();
         assert!(max_abs_diff(a, b) < 2e-6);
+    }
+
+    #[test]
+    fn linear_matches_burn_with_gradients_and_on_strided_input() {
+        use burn::module::Module;
+        use burn::nn::LinearConfig;
+        let device = Device::flex().autodiff();
+        let layer = LinearConfig::new(48, 20).init(&device);
+        let x = Tensor::<2>::random([70, 48], Distribution::Normal(0.0, 1.0), &device);
+        let weights = Tensor::<2>::random([70, 20], Distribution::Default, &device);
+        let ours = x.clone().require_grad();
+        let theirs = x.require_grad();
+        let out_ours = linear_forward(&layer, ours.clone());
+        let out_theirs = layer.forward(theirs.clone());
+        assert!(max_abs_diff(out_ours.clone(), out_theirs.clone()) < 1e-5);
+        let grads_ours = (out_ours * weights.clone()).sum().backward();
+        let grads_theirs = (out_theirs * weights).sum().backward();
+        let pairs = [
+            (ours.grad(&grads_ours), theirs.grad(&grads_theirs)),
+            (
+                layer.weight.grad(&grads_ours),
+                layer.weight.grad(&grads_theirs),
+            ),
+        ];
+        for (a, b) in pairs {
+            assert!(max_abs_diff(a.unwrap(), b.unwrap()) < 1e-5);
+        }
+        let bias = layer.bias.as_ref().unwrap();
+        let (a, b) = (bias.grad(&grads_ours), bias.grad(&grads_theirs));
+        assert!(max_abs_diff(a.unwrap(), b.unwrap()) < 1e-5);
+
+        // A transposed view as input, without autodiff.
+        let inner = layer.valid();
+        let x_t = Tensor::<2>::random([48, 70], Distribution::Default, &Device::flex());
+        let a = linear_forward(&inner, x_t.clone().transpose());
+        let b = inner.forward(x_t.transpose());
+        assert!(max_abs_diff(a, b) < 1e-5);
     }
 }
