@@ -13,7 +13,7 @@ use burn::tensor::ops::{AttentionModuleOptions, ConvOptions};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::config::{FfnKind, VitConfig};
-use super::kernels::{gelu, linear_forward};
+use super::kernels::{gelu, linear_forward, self_attention};
 use super::pos_embed::{axis_matrix, keeps_stored_table};
 use crate::rng::Rng;
 
@@ -133,10 +133,12 @@ impl Attention {
     }
 
     fn forward_qkv(&self, qkv: Tensor<3>) -> Tensor<3> {
-        let [b, t, d3] = qkv.dims();
-        let [q, k, v] = self.split_heads(qkv);
-        let out = attend(q, k, v);
-        per_token(&self.proj, out.swap_dims(1, 2).reshape([b, t, d3 / 3]))
+        let out = self_attention(qkv, self.heads, |qkv| {
+            let [b, t, d3] = qkv.dims();
+            let [q, k, v] = self.split_heads(qkv);
+            attend(q, k, v).swap_dims(1, 2).reshape([b, t, d3 / 3])
+        });
+        per_token(&self.proj, out)
     }
 }
 

@@ -65,19 +65,35 @@ const PARALLEL_FLOPS: usize = 192 * 192 * 192;
 
 /// `dst = a b`, or `dst += a b` when `accumulate`, into a row-major `a.rows x b.cols` buffer.
 fn gemm_into(dst: &mut [f32], accumulate: bool, a: MatRef, b: MatRef) {
+    assert_eq!(dst.len(), a.rows * b.cols, "gemm: output size");
+    gemm_rows(dst, b.cols, accumulate, 1.0, a, b);
+}
+
+/// `D = scale * a b`, or `D += scale * a b` when `accumulate`, where `D` is the `a.rows x b.cols`
+/// block of `dst` with element `(i, j)` at `dst[i * dst_row_stride + j]`.
+pub(super) fn gemm_rows(
+    dst: &mut [f32],
+    dst_row_stride: usize,
+    accumulate: bool,
+    scale: f32,
+    a: MatRef,
+    b: MatRef,
+) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert!(
-        b.rows == k && dst.len() == m * n,
-        "gemm: [{m}, {k}] x [{}, {n}] into {} values",
-        b.rows,
-        dst.len()
-    );
+    assert!(b.rows == k, "gemm: [{m}, {k}] x [{}, {n}]", b.rows);
     if m == 0 || n == 0 {
         return;
     }
+    assert!(
+        n <= dst_row_stride && (m - 1) * dst_row_stride + n <= dst.len(),
+        "gemm: a [{m}, {n}] block with row stride {dst_row_stride} does not fit {} values",
+        dst.len()
+    );
     if k == 0 {
         if !accumulate {
-            dst.fill(0.0);
+            for row in dst.chunks_mut(dst_row_stride).take(m) {
+                row[..n].fill(0.0);
+            }
         }
         return;
     }
@@ -87,7 +103,8 @@ fn gemm_into(dst: &mut [f32], accumulate: bool, a: MatRef, b: MatRef) {
         gemm::Parallelism::None
     };
     // SAFETY: `MatRef::new` checked that every element of `a` and `b` lies inside its slice, and
-    // `dst` holds exactly `m * n` values laid out row-major (row stride n, column stride 1).
+    // the block written, rows `i < m` at `i * dst_row_stride` with `n` values each, fits `dst`
+    // (checked above).
     unsafe {
         gemm::gemm(
             m,
@@ -95,7 +112,7 @@ fn gemm_into(dst: &mut [f32], accumulate: bool, a: MatRef, b: MatRef) {
             k,
             dst.as_mut_ptr(),
             1,
-            n as isize,
+            dst_row_stride as isize,
             accumulate,
             a.data.as_ptr(),
             a.col_stride as isize,
@@ -104,7 +121,7 @@ fn gemm_into(dst: &mut [f32], accumulate: bool, a: MatRef, b: MatRef) {
             b.col_stride as isize,
             b.row_stride as isize,
             1.0,
-            1.0,
+            scale,
             false,
             false,
             false,

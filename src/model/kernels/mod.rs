@@ -1,10 +1,12 @@
-//! Operations burn's CPU backend (Flex) runs slowly, replaced by direct kernels through a burn
-//! backend extension: exact GELU and linear layers (`x W + b`). The GPU backend (Cube) and anything
-//! the kernels do not cover (other dtypes, negative strides) keep burn's own implementation, and
-//! autodiff gets hand-written backward steps.
+//! Operations burn's CPU backend (Flex) runs slowly, replaced by direct kernels through burn
+//! backend extensions: exact GELU, linear layers (`x W + b`) and self-attention from the packed
+//! `qkv` projection. The GPU backend (Cube) and anything the kernels do not cover (other dtypes,
+//! negative strides) keep burn's own implementation, and autodiff gets hand-written backward steps.
 
 mod affine;
+mod attention;
 mod gelu;
+mod vector_math;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -13,11 +15,14 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::ops::{ActivationOps, FloatTensorOps};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, Cube, Dispatch, Flex, TensorMetadata, backend_extension};
+use burn::backend::{
+    Autodiff, Backend, Cube, Dispatch, DispatchDevice, Flex, TensorMetadata, backend_extension,
+};
 use burn::nn::Linear;
-use burn::tensor::{DType, Shape, Tensor, TensorData};
+use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
 
 use affine::MatRef;
+use attention::Packed;
 
 #[backend_extension(Autodiff, Flex, Cube)]
 pub trait FusedOps: Backend {
@@ -174,6 +179,118 @@ impl FusedOps for Flex {
     }
 }
 
+/// Self-attention kernels; Flex only (see [`self_attention`] for other devices).
+#[backend_extension(Autodiff, Flex)]
+pub trait PackedAttention: Backend {
+    /// `softmax(q kᵀ / sqrt(head_dim)) v` per head, from `[B, T, 3D]` packed projections to
+    /// `[B, T, D]`.
+    fn packed_attention(qkv: FloatTensor<Self>, heads: usize) -> FloatTensor<Self>;
+}
+
+/// The values of `tensor` as contiguous `f32`s (copied only when not already so).
+fn f32_values(tensor: FlexTensor) -> Vec<f32> {
+    match contiguous_f32(&tensor) {
+        Some(values) => values.to_vec(),
+        None => tensor
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec()
+            .unwrap_or_default(),
+    }
+}
+
+fn packed_shape(qkv: &FlexTensor, heads: usize) -> Packed {
+    let shape = qkv.layout().shape();
+    assert!(
+        shape.num_dims() == 3 && heads > 0 && shape[2].is_multiple_of(3 * heads),
+        "packed attention: qkv of shape {shape:?} with {heads} heads"
+    );
+    Packed {
+        batch: shape[0],
+        tokens: shape[1],
+        heads,
+        head_dim: shape[2] / (3 * heads),
+    }
+}
+
+impl PackedAttention for Flex {
+    fn packed_attention(qkv: FlexTensor, heads: usize) -> FlexTensor {
+        let shape = packed_shape(&qkv, heads);
+        let out = match contiguous_f32(&qkv) {
+            Some(values) => attention::forward(shape, values),
+            None => attention::forward(shape, &f32_values(qkv)),
+        };
+        FlexTensor::from_data(TensorData::new(
+            out,
+            [shape.batch, shape.tokens, shape.width()],
+        ))
+    }
+}
+
+/// The gradient with respect to `qkv` of [`PackedAttention::packed_attention`], given the gradient
+/// `grad` of its output.
+fn packed_attention_backward(qkv: FlexTensor, grad: FlexTensor, heads: usize) -> FlexTensor {
+    let shape = packed_shape(&qkv, heads);
+    let dims = [shape.batch, shape.tokens, 3 * shape.width()];
+    let grad = f32_values(grad);
+    let out = match contiguous_f32(&qkv) {
+        Some(values) => attention::backward(shape, values, &grad),
+        None => attention::backward(shape, &f32_values(qkv), &grad),
+    };
+    FlexTensor::from_data(TensorData::new(out, dims))
+}
+
+#[derive(Debug)]
+struct PackedAttentionBackward {
+    heads: usize,
+}
+
+impl Backward<Flex, 1> for PackedAttentionBackward {
+    /// The forward input.
+    type State = FlexTensor;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [parent] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        if let Some(parent) = parent {
+            let grad = packed_attention_backward(ops.state, grad, self.heads);
+            grads.register::<Flex>(parent.id, grad);
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> PackedAttention for Autodiff<Flex, C> {
+    fn packed_attention(qkv: FloatTensor<Self>, heads: usize) -> FloatTensor<Self> {
+        let backward = PackedAttentionBackward { heads };
+        match backward
+            .prepare::<C>([qkv.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let input = qkv.primitive().clone();
+                prep.finish(input.clone(), Flex::packed_attention(input, heads))
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(Flex::packed_attention(qkv.into_primitive(), heads))
+            }
+        }
+    }
+}
+
+/// Whether [`self_attention`] runs the CPU kernels for tensors on `device`.
+fn on_flex(device: &Device) -> bool {
+    matches!(
+        device.clone().without_autodiff().as_dispatch(),
+        DispatchDevice::Flex(_)
+    )
+}
+
 #[derive(Debug)]
 struct GeluExactBackward;
 
@@ -280,6 +397,23 @@ pub fn linear_forward(layer: &Linear, x: Tensor<2>) -> Tensor<2> {
     ))
 }
 
+/// Multi-head self-attention from packed `[B, T, 3D]` projections (`[q | k | v]` per token, each
+/// `heads x head_dim`) to `[B, T, D]`, differentiable. On the CPU this is one fused kernel; on other
+/// devices, `fallback` (burn's own operations).
+pub fn self_attention(
+    qkv: Tensor<3>,
+    heads: usize,
+    fallback: impl FnOnce(Tensor<3>) -> Tensor<3>,
+) -> Tensor<3> {
+    if !on_flex(&qkv.device()) || qkv.dtype() != DType::F32 {
+        return fallback(qkv);
+    }
+    Tensor::from_dispatch(<Dispatch as PackedAttention>::packed_attention(
+        qkv.into_dispatch(),
+        heads,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use burn::tensor::activation;
@@ -359,5 +493,42 @@ mod tests {
         let a = linear_forward(&inner, x_t.clone().transpose());
         let b = inner.forward(x_t.transpose());
         assert!(max_abs_diff(a, b) < 1e-5);
+    }
+
+    /// burn's attention on the packed layout, as `Attention::forward_qkv` falls back to.
+    fn burn_attention(qkv: Tensor<3>, heads: usize) -> Tensor<3> {
+        use burn::tensor::activation::softmax;
+        let [b, t, d3] = qkv.dims();
+        let hd = d3 / 3 / heads;
+        let qkv = qkv.reshape([b, t, 3, heads, hd]).permute([2, 0, 3, 1, 4]);
+        let [q, k, v] = [0, 1, 2].map(|i| qkv.clone().narrow(0, i, 1).reshape([b, heads, t, hd]));
+        let probs = softmax(
+            q.matmul(k.swap_dims(2, 3))
+                .mul_scalar((hd as f64).powf(-0.5)),
+            3,
+        );
+        probs.matmul(v).swap_dims(1, 2).reshape([b, t, d3 / 3])
+    }
+
+    #[test]
+    fn self_attention_matches_burn_with_gradients() {
+        let device = Device::flex().autodiff();
+        let qkv = Tensor::<3>::random([5, 17, 36], Distribution::Normal(0.0, 1.0), &device);
+        let weights = Tensor::<3>::random([5, 17, 12], Distribution::Default, &device);
+        let ours = qkv.clone().require_grad();
+        let theirs = qkv.require_grad();
+        let out_ours = self_attention(ours.clone(), 2, |_| unreachable!("Flex runs the kernel"));
+        let out_theirs = burn_attention(theirs.clone(), 2);
+        assert!(max_abs_diff(out_ours.clone(), out_theirs.clone()) < 1e-5);
+        let grads_ours = (out_ours * weights.clone()).sum().backward();
+        let grads_theirs = (out_theirs * weights).sum().backward();
+        let (a, b) = (ours.grad(&grads_ours), theirs.grad(&grads_theirs));
+        assert!(max_abs_diff(a.unwrap(), b.unwrap()) < 1e-5);
+
+        // Without autodiff, and on a strided (swapped-back) input.
+        let plain = Tensor::<3>::random([2, 36, 9], Distribution::Default, &Device::flex());
+        let strided = plain.swap_dims(1, 2);
+        let a = self_attention(strided.clone(), 3, |_| unreachable!("Flex runs the kernel"));
+        assert!(max_abs_diff(a, burn_attention(strided, 3)) < 1e-5);
     }
 }

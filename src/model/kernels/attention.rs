@@ -1,0 +1,311 @@
+//! Multi-head self-attention straight from the packed `qkv` projection, forward and backward.
+//!
+//! Row `t` of a sequence holds `[q | k | v]`, each `heads x head_dim` (timm's `qkv` layout). Heads
+//! are read in place through strides, so there is no split into `[B, heads, T, head_dim]` tensors
+//! and no merge back: the output is written as `[B, T, heads * head_dim]` and the gradient as
+//! `[B, T, 3 * heads * head_dim]`. The backward pass recomputes the `T x T` probabilities (as flash
+//! attention does) instead of keeping them. Sequences run in parallel.
+
+use rayon::prelude::*;
+
+use super::affine::{MatRef, gemm_rows};
+use super::vector_math::{dispatched, exp};
+
+/// `batch` sequences of `tokens` rows, `heads` heads of `head_dim` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Packed {
+    pub batch: usize,
+    pub tokens: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+}
+
+impl Packed {
+    /// `heads * head_dim`.
+    pub fn width(&self) -> usize {
+        self.heads * self.head_dim
+    }
+
+    /// `1 / sqrt(head_dim)`, computed as burn's attention does.
+    fn scale(&self) -> f32 {
+        (self.head_dim as f64).powf(-0.5) as f32
+    }
+
+    /// q, k or v (`part` 0, 1, 2) of head `h`, from the rows of one sequence.
+    fn part<'a>(&self, rows: &'a [f32], part: usize, h: usize) -> MatRef<'a> {
+        let offset = part * self.width() + h * self.head_dim;
+        MatRef::new(
+            &rows[offset..],
+            self.tokens,
+            self.head_dim,
+            3 * self.width(),
+            1,
+        )
+        .expect("a head of a packed sequence lies inside the sequence")
+    }
+
+    fn square<'a>(&self, values: &'a [f32]) -> MatRef<'a> {
+        MatRef::new(values, self.tokens, self.tokens, self.tokens, 1)
+            .expect("a tokens x tokens scratch matrix")
+    }
+}
+
+#[inline(always)]
+fn exp_shifted_loop(row: &mut [f32], max: f32) {
+    for v in row.iter_mut() {
+        *v = exp(*v - max);
+    }
+}
+
+dispatched!(exp_shifted(row: &mut [f32], max: f32) => exp_shifted_loop);
+
+/// Row-wise softmax of a row-major matrix with `cols` columns, in place.
+fn softmax_rows(values: &mut [f32], cols: usize) {
+    for row in values.chunks_exact_mut(cols) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        exp_shifted(row, max);
+        let sum: f32 = row.iter().sum();
+        for v in row.iter_mut() {
+            *v /= sum;
+        }
+    }
+}
+
+/// `grad <- scale * p * (grad - sum_j p grad)` row by row: the gradient through a softmax.
+fn softmax_backward_rows(probs: &[f32], grad: &mut [f32], cols: usize, scale: f32) {
+    for (p, g) in probs.chunks_exact(cols).zip(grad.chunks_exact_mut(cols)) {
+        let dot: f32 = p.iter().zip(g.iter()).map(|(p, g)| p * g).sum();
+        for (p, g) in p.iter().zip(g.iter_mut()) {
+            *g = scale * p * (*g - dot);
+        }
+    }
+}
+
+/// `probs = softmax(q kᵀ * scale)` for head `h` of one sequence.
+fn head_probs(shape: &Packed, rows: &[f32], h: usize, probs: &mut [f32]) {
+    let (q, k) = (shape.part(rows, 0, h), shape.part(rows, 1, h));
+    gemm_rows(probs, shape.tokens, false, shape.scale(), q, k.transposed());
+    softmax_rows(probs, shape.tokens);
+}
+
+fn forward_sequence(shape: &Packed, rows: &[f32], out: &mut [f32], probs: &mut [f32]) {
+    for h in 0..shape.heads {
+        head_probs(shape, rows, h, probs);
+        let v = shape.part(rows, 2, h);
+        let at = h * shape.head_dim;
+        gemm_rows(
+            &mut out[at..],
+            shape.width(),
+            false,
+            1.0,
+            shape.square(probs),
+            v,
+        );
+    }
+}
+
+fn backward_sequence(
+    shape: &Packed,
+    rows: &[f32],
+    grad: &[f32],
+    grad_rows: &mut [f32],
+    scratch: &mut (Vec<f32>, Vec<f32>),
+) {
+    let (probs, grad_probs) = scratch;
+    let (width, hd, t) = (shape.width(), shape.head_dim, shape.tokens);
+    for h in 0..shape.heads {
+        head_probs(shape, rows, h, probs);
+        let (q, k, v) = (
+            shape.part(rows, 0, h),
+            shape.part(rows, 1, h),
+            shape.part(rows, 2, h),
+        );
+        let grad_out = MatRef::new(&grad[h * hd..], t, hd, width, 1)
+            .expect("a head of the output gradient lies inside the sequence");
+        let p = shape.square(probs);
+        // dV = Pᵀ dO, dP = dO Vᵀ.
+        gemm_rows(
+            &mut grad_rows[2 * width + h * hd..],
+            3 * width,
+            false,
+            1.0,
+            p.transposed(),
+            grad_out,
+        );
+        gemm_rows(grad_probs, t, false, 1.0, grad_out, v.transposed());
+        // dS (scaled), then dQ = dS K and dK = dSᵀ Q.
+        softmax_backward_rows(probs, grad_probs, t, shape.scale());
+        let grad_scores = shape.square(grad_probs);
+        gemm_rows(
+            &mut grad_rows[h * hd..],
+            3 * width,
+            false,
+            1.0,
+            grad_scores,
+            k,
+        );
+        gemm_rows(
+            &mut grad_rows[width + h * hd..],
+            3 * width,
+            false,
+            1.0,
+            grad_scores.transposed(),
+            q,
+        );
+    }
+}
+
+fn check_input(shape: &Packed, qkv: &[f32]) {
+    assert_eq!(
+        qkv.len(),
+        shape.batch * shape.tokens * 3 * shape.width(),
+        "attention: packed qkv size for {shape:?}"
+    );
+}
+
+/// `softmax(q kᵀ / sqrt(head_dim)) v` per head; `qkv` is `[batch, tokens, 3 * width]`, the result
+/// `[batch, tokens, width]`.
+pub fn forward(shape: Packed, qkv: &[f32]) -> Vec<f32> {
+    check_input(&shape, qkv);
+    let (t, width) = (shape.tokens, shape.width());
+    let mut out = vec![0.0; shape.batch * t * width];
+    if t == 0 || width == 0 {
+        return out;
+    }
+    out.par_chunks_mut(t * width)
+        .zip(qkv.par_chunks(t * 3 * width))
+        .for_each_init(
+            || vec![0.0; t * t],
+            |probs, (out, rows)| forward_sequence(&shape, rows, out, probs),
+        );
+    out
+}
+
+/// The gradient with respect to `qkv` (`[batch, tokens, 3 * width]`) of [`forward`], given the
+/// gradient `grad` (`[batch, tokens, width]`) of its output.
+pub fn backward(shape: Packed, qkv: &[f32], grad: &[f32]) -> Vec<f32> {
+    check_input(&shape, qkv);
+    let (t, width) = (shape.tokens, shape.width());
+    assert_eq!(
+        grad.len(),
+        shape.batch * t * width,
+        "attention: output gradient size"
+    );
+    let mut grad_qkv = vec![0.0; qkv.len()];
+    if t == 0 || width == 0 {
+        return grad_qkv;
+    }
+    grad_qkv
+        .par_chunks_mut(t * 3 * width)
+        .zip(
+            qkv.par_chunks(t * 3 * width)
+                .zip(grad.par_chunks(t * width)),
+        )
+        .for_each_init(
+            || (vec![0.0; t * t], vec![0.0; t * t]),
+            |scratch, (grad_rows, (rows, grad))| {
+                backward_sequence(&shape, rows, grad, grad_rows, scratch)
+            },
+        );
+    grad_qkv
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Attention of one head in f64, straight from the definition.
+    fn reference(shape: &Packed, qkv: &[f32]) -> Vec<f64> {
+        let (t, w, hd) = (shape.tokens, shape.width(), shape.head_dim);
+        let at = |b: usize, i: usize, part: usize, h: usize, d: usize| {
+            qkv[(b * t + i) * 3 * w + part * w + h * hd + d] as f64
+        };
+        let mut out = vec![0.0; shape.batch * t * w];
+        for b in 0..shape.batch {
+            for h in 0..shape.heads {
+                for i in 0..t {
+                    let scores: Vec<f64> = (0..t)
+                        .map(|j| {
+                            (0..hd)
+                                .map(|d| at(b, i, 0, h, d) * at(b, j, 1, h, d))
+                                .sum::<f64>()
+                                / (hd as f64).sqrt()
+                        })
+                        .collect();
+                    let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                    let sum: f64 = e.iter().sum();
+                    for d in 0..hd {
+                        out[(b * t + i) * w + h * hd + d] =
+                            (0..t).map(|j| e[j] / sum * at(b, j, 2, h, d)).sum();
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed;
+        (0..len)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+            })
+            .collect()
+    }
+
+    const SHAPE: Packed = Packed {
+        batch: 3,
+        tokens: 7,
+        heads: 2,
+        head_dim: 5,
+    };
+
+    #[test]
+    fn forward_matches_the_definition() {
+        let qkv = values(SHAPE.batch * SHAPE.tokens * 3 * SHAPE.width(), 1);
+        let got = forward(SHAPE, &qkv);
+        for (g, w) in got.iter().zip(reference(&SHAPE, &qkv)) {
+            assert!((*g as f64 - w).abs() < 1e-5, "{g} vs {w}");
+        }
+    }
+
+    #[test]
+    fn backward_matches_finite_differences() {
+        // d/dqkv of sum(out * weights), against central differences of the f64 reference.
+        let n = SHAPE.batch * SHAPE.tokens * 3 * SHAPE.width();
+        let qkv = values(n, 2);
+        let weights = values(SHAPE.batch * SHAPE.tokens * SHAPE.width(), 3);
+        let got = backward(SHAPE, &qkv, &weights);
+        let loss = |x: &[f32]| -> f64 {
+            reference(&SHAPE, x)
+                .iter()
+                .zip(&weights)
+                .map(|(o, w)| o * *w as f64)
+                .sum()
+        };
+        let step = 1e-2f32;
+        for i in (0..n).step_by(7) {
+            let mut up = qkv.clone();
+            up[i] += step;
+            let mut down = qkv.clone();
+            down[i] -= step;
+            let numeric = (loss(&up) - loss(&down)) / (2.0 * step as f64);
+            assert!(
+                (got[i] as f64 - numeric).abs() < 2e-3,
+                "d/dqkv[{i}]: {} vs {numeric}",
+                got[i]
+            );
+        }
+    }
+
+    #[test]
+    fn empty_problems_give_empty_results() {
+        let shape = Packed { tokens: 0, ..SHAPE };
+        assert!(forward(shape, &[]).is_empty());
+        assert!(backward(shape, &[], &[]).is_empty());
+    }
+}
