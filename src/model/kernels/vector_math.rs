@@ -8,16 +8,20 @@ pub(super) fn exp(x: f32) -> f32 {
     const LOG2_E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
-    // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer without a rounding call.
+    // Adding 1.5 * 2^23 rounds to the nearest integer n without a rounding call and leaves n in
+    // the low bits of the sum, from where 2^n is assembled with integer operations only (a float
+    // to integer conversion would not vectorise).
     const ROUND: f32 = 12_582_912.0;
+    const ROUND_BITS_MINUS_BIAS: u32 = 0x4B40_0000 - 127;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2_E + ROUND) - ROUND;
+    let shifted = x * LOG2_E + ROUND;
+    let n = shifted - ROUND;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     let poly = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    let scale = f32::from_bits(((n as i32).wrapping_add(127) as u32) << 23);
+    let scale = f32::from_bits(shifted.to_bits().wrapping_sub(ROUND_BITS_MINUS_BIAS) << 23);
     poly * scale
 }
 
