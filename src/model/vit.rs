@@ -13,7 +13,7 @@ use burn::tensor::ops::{AttentionModuleOptions, ConvOptions};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::config::{FfnKind, VitConfig};
-use super::kernels::{gelu, linear_forward, self_attention};
+use super::kernels::{gelu, layer_norm_forward, linear_forward, self_attention};
 use super::pos_embed::{axis_matrix, keeps_stored_table};
 use crate::rng::Rng;
 
@@ -142,8 +142,8 @@ impl Attention {
     }
 }
 
-/// `softmax(q kᵀ / sqrt(hd)) v` with burn's fused attention (tiled, online softmax on the CPU), so
-/// the `T x T` score matrix is never materialised.
+/// `softmax(q kᵀ / sqrt(hd)) v` with burn's attention op: the path for devices other than the CPU,
+/// which runs [`self_attention`]'s kernel instead.
 fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
     let head_dim = q.dims()[3];
     let options = AttentionModuleOptions {
@@ -198,6 +198,8 @@ pub struct Block {
     pub norm2: LayerNorm,
     pub mlp: FeedForward,
     pub ls2: Option<Param<Tensor<1>>>,
+    /// Epsilon of `norm1` and `norm2` (burn's `LayerNorm` keeps its own private).
+    norm_eps: f64,
 }
 
 fn layer_scale(x: Tensor<3>, gamma: &Option<Param<Tensor<1>>>) -> Tensor<3> {
@@ -221,13 +223,18 @@ fn drop_path(y: Tensor<3>, drop: f64, uniform: &mut dyn FnMut() -> f64) -> Tenso
 
 impl Block {
     fn qkv(&self, x: &Tensor<3>) -> Tensor<3> {
-        per_token(&self.attn.qkv, self.norm1.forward(x.clone()))
+        per_token(
+            &self.attn.qkv,
+            layer_norm_forward(&self.norm1, self.norm_eps, x.clone()),
+        )
     }
 
     /// Finishes the block from its input and that input's `qkv` projection.
     fn forward_with_qkv(&self, x: Tensor<3>, qkv: Tensor<3>) -> Tensor<3> {
         let x = x + layer_scale(self.attn.forward_qkv(qkv), &self.ls1);
-        let y = self.mlp.forward(self.norm2.forward(x.clone()));
+        let y = self
+            .mlp
+            .forward(layer_norm_forward(&self.norm2, self.norm_eps, x.clone()));
         x + layer_scale(y, &self.ls2)
     }
 
@@ -250,7 +257,8 @@ impl Block {
         }
         let y = layer_scale(self.attn.forward_qkv(self.qkv(&x)), &self.ls1);
         let x = x + drop_path(y, drop, uniform);
-        let y = layer_scale(self.mlp.forward(self.norm2.forward(x.clone())), &self.ls2);
+        let normed = layer_norm_forward(&self.norm2, self.norm_eps, x.clone());
+        let y = layer_scale(self.mlp.forward(normed), &self.ls2);
         x + drop_path(y, drop, uniform)
     }
 
@@ -368,6 +376,7 @@ impl Vit {
                     gated,
                 },
                 ls2: b.ls2.map(Param::from_tensor),
+                norm_eps: eps,
             })
             .collect();
         Vit {
@@ -542,7 +551,7 @@ impl Vit {
             };
             x = block.forward_drop_path(x, rate, uniform);
         }
-        let tokens = self.norm.forward(x);
+        let tokens = layer_norm_forward(&self.norm, self.config.layer_norm_eps, x);
         let [b, _, d] = tokens.dims();
         tokens.narrow(1, 0, 1).reshape([b, d])
     }
@@ -553,7 +562,10 @@ impl Vit {
         for block in &self.blocks {
             x = block.forward(x);
         }
-        (self.norm.forward(x), grid)
+        (
+            layer_norm_forward(&self.norm, self.config.layer_norm_eps, x),
+            grid,
+        )
     }
 
     /// Runs blocks `0..=layer` and returns that block's output and `qkv` projection.

@@ -3,13 +3,18 @@
 //! Row `t` of a sequence holds `[q | k | v]`, each `heads x head_dim` (timm's `qkv` layout). Heads
 //! are read in place through strides, so there is no split into `[B, heads, T, head_dim]` tensors
 //! and no merge back: the output is written as `[B, T, heads * head_dim]` and the gradient as
-//! `[B, T, 3 * heads * head_dim]`. The backward pass recomputes the `T x T` probabilities (as flash
-//! attention does) instead of keeping them. Sequences run in parallel.
+//! `[B, T, 3 * heads * head_dim]`. Queries are taken in blocks of at most [`QUERY_BLOCK`] rows, so
+//! no `T x T` matrix is formed (a block's scores are `QUERY_BLOCK x T`), and the backward pass
+//! recomputes the probabilities (as flash attention does) instead of keeping them. Sequences run in
+//! parallel.
 
 use rayon::prelude::*;
 
 use super::affine::{MatRef, gemm_rows};
 use super::vector_math::{dispatched, exp};
+
+/// Query rows per block of scores.
+const QUERY_BLOCK: usize = 256;
 
 /// `batch` sequences of `tokens` rows, `heads` heads of `head_dim` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,22 +36,37 @@ impl Packed {
         (self.head_dim as f64).powf(-0.5) as f32
     }
 
-    /// q, k or v (`part` 0, 1, 2) of head `h`, from the rows of one sequence.
-    fn part<'a>(&self, rows: &'a [f32], part: usize, h: usize) -> MatRef<'a> {
-        let offset = part * self.width() + h * self.head_dim;
-        MatRef::new(
-            &rows[offset..],
-            self.tokens,
-            self.head_dim,
-            3 * self.width(),
-            1,
-        )
-        .expect("a head of a packed sequence lies inside the sequence")
+    /// Rows `start..start + count` of q, k or v (`part` 0, 1, 2) of head `h`, from the rows of one
+    /// sequence.
+    fn part<'a>(
+        &self,
+        rows: &'a [f32],
+        part: usize,
+        h: usize,
+        start: usize,
+        count: usize,
+    ) -> MatRef<'a> {
+        let offset = start * 3 * self.width() + part * self.width() + h * self.head_dim;
+        MatRef::new(&rows[offset..], count, self.head_dim, 3 * self.width(), 1)
+            .expect("a head of a packed sequence lies inside the sequence")
     }
 
-    fn square<'a>(&self, values: &'a [f32]) -> MatRef<'a> {
-        MatRef::new(values, self.tokens, self.tokens, self.tokens, 1)
-            .expect("a tokens x tokens scratch matrix")
+    /// The query blocks of a sequence: `(first row, rows)`.
+    fn query_blocks(&self) -> impl Iterator<Item = (usize, usize)> + use<> {
+        let tokens = self.tokens;
+        (0..tokens)
+            .step_by(QUERY_BLOCK)
+            .map(move |start| (start, QUERY_BLOCK.min(tokens - start)))
+    }
+
+    fn scratch(&self) -> Vec<f32> {
+        vec![0.0; QUERY_BLOCK.min(self.tokens) * self.tokens]
+    }
+
+    /// A `rows x tokens` block of scores.
+    fn block<'a>(&self, values: &'a [f32], rows: usize) -> MatRef<'a> {
+        MatRef::new(values, rows, self.tokens, self.tokens, 1)
+            .expect("a block of scores fits its scratch buffer")
     }
 }
 
@@ -81,26 +101,33 @@ fn softmax_backward_rows(probs: &[f32], grad: &mut [f32], cols: usize, scale: f3
     }
 }
 
-/// `probs = softmax(q kᵀ * scale)` for head `h` of one sequence.
-fn head_probs(shape: &Packed, rows: &[f32], h: usize, probs: &mut [f32]) {
-    let (q, k) = (shape.part(rows, 0, h), shape.part(rows, 1, h));
-    gemm_rows(probs, shape.tokens, false, shape.scale(), q, k.transposed());
-    softmax_rows(probs, shape.tokens);
+/// `probs = softmax(q kᵀ * scale)` for query rows `start..start + count` of head `h`; returns the
+/// `count x tokens` part of `probs` it wrote.
+fn block_probs<'a>(
+    shape: &Packed,
+    rows: &[f32],
+    h: usize,
+    (start, count): (usize, usize),
+    probs: &'a mut [f32],
+) -> &'a mut [f32] {
+    let t = shape.tokens;
+    let probs = &mut probs[..count * t];
+    let q = shape.part(rows, 0, h, start, count);
+    let k = shape.part(rows, 1, h, 0, t);
+    gemm_rows(probs, t, false, shape.scale(), q, k.transposed());
+    softmax_rows(probs, t);
+    probs
 }
 
 fn forward_sequence(shape: &Packed, rows: &[f32], out: &mut [f32], probs: &mut [f32]) {
+    let (t, width, hd) = (shape.tokens, shape.width(), shape.head_dim);
     for h in 0..shape.heads {
-        head_probs(shape, rows, h, probs);
-        let v = shape.part(rows, 2, h);
-        let at = h * shape.head_dim;
-        gemm_rows(
-            &mut out[at..],
-            shape.width(),
-            false,
-            1.0,
-            shape.square(probs),
-            v,
-        );
+        let v = shape.part(rows, 2, h, 0, t);
+        for (start, count) in shape.query_blocks() {
+            let p = block_probs(shape, rows, h, (start, count), probs);
+            let p = shape.block(p, count);
+            gemm_rows(&mut out[start * width + h * hd..], width, false, 1.0, p, v);
+        }
     }
 }
 
@@ -113,45 +140,45 @@ fn backward_sequence(
 ) {
     let (probs, grad_probs) = scratch;
     let (width, hd, t) = (shape.width(), shape.head_dim, shape.tokens);
+    // `grad_rows` starts at zero: dK and dV accumulate over the query blocks.
     for h in 0..shape.heads {
-        head_probs(shape, rows, h, probs);
-        let (q, k, v) = (
-            shape.part(rows, 0, h),
-            shape.part(rows, 1, h),
-            shape.part(rows, 2, h),
-        );
-        let grad_out = MatRef::new(&grad[h * hd..], t, hd, width, 1)
-            .expect("a head of the output gradient lies inside the sequence");
-        let p = shape.square(probs);
-        // dV = Pᵀ dO, dP = dO Vᵀ.
-        gemm_rows(
-            &mut grad_rows[2 * width + h * hd..],
-            3 * width,
-            false,
-            1.0,
-            p.transposed(),
-            grad_out,
-        );
-        gemm_rows(grad_probs, t, false, 1.0, grad_out, v.transposed());
-        // dS (scaled), then dQ = dS K and dK = dSᵀ Q.
-        softmax_backward_rows(probs, grad_probs, t, shape.scale());
-        let grad_scores = shape.square(grad_probs);
-        gemm_rows(
-            &mut grad_rows[h * hd..],
-            3 * width,
-            false,
-            1.0,
-            grad_scores,
-            k,
-        );
-        gemm_rows(
-            &mut grad_rows[width + h * hd..],
-            3 * width,
-            false,
-            1.0,
-            grad_scores.transposed(),
-            q,
-        );
+        let (k, v) = (shape.part(rows, 1, h, 0, t), shape.part(rows, 2, h, 0, t));
+        for (start, count) in shape.query_blocks() {
+            let p = block_probs(shape, rows, h, (start, count), probs);
+            let q = shape.part(rows, 0, h, start, count);
+            let grad_out = MatRef::new(&grad[start * width + h * hd..], count, hd, width, 1)
+                .expect("a head of the output gradient lies inside the sequence");
+            // dV += Pᵀ dO, dP = dO Vᵀ.
+            gemm_rows(
+                &mut grad_rows[2 * width + h * hd..],
+                3 * width,
+                true,
+                1.0,
+                shape.block(p, count).transposed(),
+                grad_out,
+            );
+            let grad_p = &mut grad_probs[..count * t];
+            gemm_rows(grad_p, t, false, 1.0, grad_out, v.transposed());
+            // dS (scaled), then dQ = dS K and dK += dSᵀ Q.
+            softmax_backward_rows(p, grad_p, t, shape.scale());
+            let grad_scores = shape.block(grad_p, count);
+            gemm_rows(
+                &mut grad_rows[start * 3 * width + h * hd..],
+                3 * width,
+                false,
+                1.0,
+                grad_scores,
+                k,
+            );
+            gemm_rows(
+                &mut grad_rows[width + h * hd..],
+                3 * width,
+                true,
+                1.0,
+                grad_scores.transposed(),
+                q,
+            );
+        }
     }
 }
 
@@ -175,7 +202,7 @@ pub fn forward(shape: Packed, qkv: &[f32]) -> Vec<f32> {
     out.par_chunks_mut(t * width)
         .zip(qkv.par_chunks(t * 3 * width))
         .for_each_init(
-            || vec![0.0; t * t],
+            || shape.scratch(),
             |probs, (out, rows)| forward_sequence(&shape, rows, out, probs),
         );
     out
@@ -202,7 +229,7 @@ pub fn backward(shape: Packed, qkv: &[f32], grad: &[f32]) -> Vec<f32> {
                 .zip(grad.par_chunks(t * width)),
         )
         .for_each_init(
-            || (vec![0.0; t * t], vec![0.0; t * t]),
+            || (shape.scratch(), shape.scratch()),
             |scratch, (grad_rows, (rows, grad))| {
                 backward_sequence(&shape, rows, grad, grad_rows, scratch)
             },
@@ -298,6 +325,43 @@ mod tests {
                 (got[i] as f64 - numeric).abs() < 2e-3,
                 "d/dqkv[{i}]: {} vs {numeric}",
                 got[i]
+            );
+        }
+    }
+
+    #[test]
+    fn sequences_longer_than_a_query_block_match_the_definition() {
+        let shape = Packed {
+            batch: 1,
+            tokens: QUERY_BLOCK + 37,
+            heads: 1,
+            head_dim: 4,
+        };
+        let qkv = values(shape.tokens * 3 * shape.width(), 4);
+        let got = forward(shape, &qkv);
+        for (g, w) in got.iter().zip(reference(&shape, &qkv)) {
+            assert!((*g as f64 - w).abs() < 1e-5, "{g} vs {w}");
+        }
+        // Gradients accumulated over several query blocks, against finite differences on a sample.
+        let weights = values(shape.tokens * shape.width(), 5);
+        let grad = backward(shape, &qkv, &weights);
+        let loss = |x: &[f32]| -> f64 {
+            reference(&shape, x)
+                .iter()
+                .zip(&weights)
+                .map(|(o, w)| o * *w as f64)
+                .sum()
+        };
+        let step = 1e-2f32;
+        for i in (0..qkv.len()).step_by(97) {
+            let (mut up, mut down) = (qkv.clone(), qkv.clone());
+            up[i] += step;
+            down[i] -= step;
+            let numeric = (loss(&up) - loss(&down)) / (2.0 * step as f64);
+            assert!(
+                (grad[i] as f64 - numeric).abs() < 2e-3,
+                "d/dqkv[{i}]: {} vs {numeric}",
+                grad[i]
             );
         }
     }

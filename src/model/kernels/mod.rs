@@ -1,11 +1,12 @@
 //! Operations burn's CPU backend (Flex) runs slowly, replaced by direct kernels through burn
-//! backend extensions: exact GELU, linear layers (`x W + b`) and self-attention from the packed
-//! `qkv` projection. The GPU backend (Cube) and anything the kernels do not cover (other dtypes,
+//! backend extensions: exact GELU, linear layers (`x W + b`), LayerNorm and self-attention from the
+//! packed `qkv` projection. The GPU backend (Cube) and anything the kernels do not cover (other dtypes,
 //! negative strides) keep burn's own implementation, and autodiff gets hand-written backward steps.
 
 mod affine;
 mod attention;
 mod gelu;
+mod layer_norm;
 mod vector_math;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -18,7 +19,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{
     Autodiff, Backend, Cube, Dispatch, DispatchDevice, Flex, TensorMetadata, backend_extension,
 };
-use burn::nn::Linear;
+use burn::nn::{LayerNorm, Linear};
 use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
 
 use affine::MatRef;
@@ -179,9 +180,17 @@ impl FusedOps for Flex {
     }
 }
 
-/// Self-attention kernels; Flex only (see [`self_attention`] for other devices).
+/// Kernels for Flex only (see [`self_attention`] and [`layer_norm_forward`] for other devices).
 #[backend_extension(Autodiff, Flex)]
-pub trait PackedAttention: Backend {
+pub trait FlexOps: Backend {
+    /// LayerNorm over the last dimension: `(x - mean) / sqrt(var + epsilon) * gamma + beta`.
+    fn layer_norm_rows(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self>;
+
     /// `softmax(q kᵀ / sqrt(head_dim)) v` per head, from `[B, T, 3D]` packed projections to
     /// `[B, T, D]`.
     fn packed_attention(qkv: FloatTensor<Self>, heads: usize) -> FloatTensor<Self>;
@@ -199,6 +208,14 @@ fn f32_values(tensor: FlexTensor) -> Vec<f32> {
     }
 }
 
+/// `f` on the `f32` values of `tensor`, copied first only when they are not contiguous `f32`s.
+fn with_f32<R>(tensor: &FlexTensor, f: impl FnOnce(&[f32]) -> R) -> R {
+    match contiguous_f32(tensor) {
+        Some(values) => f(values),
+        None => f(&f32_values(tensor.clone())),
+    }
+}
+
 fn packed_shape(qkv: &FlexTensor, heads: usize) -> Packed {
     let shape = qkv.layout().shape();
     assert!(
@@ -213,7 +230,24 @@ fn packed_shape(qkv: &FlexTensor, heads: usize) -> Packed {
     }
 }
 
-impl PackedAttention for Flex {
+impl FlexOps for Flex {
+    fn layer_norm_rows(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        epsilon: f64,
+    ) -> FlexTensor {
+        let dims = x.layout().shape().clone();
+        let out = with_f32(&x, |x| {
+            with_f32(&gamma, |gamma| {
+                with_f32(&beta, |beta| {
+                    layer_norm::forward(x, gamma, beta, epsilon as f32)
+                })
+            })
+        });
+        FlexTensor::from_data(TensorData::new(out, dims))
+    }
+
     fn packed_attention(qkv: FlexTensor, heads: usize) -> FlexTensor {
         let shape = packed_shape(&qkv, heads);
         let out = match contiguous_f32(&qkv) {
@@ -227,7 +261,7 @@ impl PackedAttention for Flex {
     }
 }
 
-/// The gradient with respect to `qkv` of [`PackedAttention::packed_attention`], given the gradient
+/// The gradient with respect to `qkv` of [`FlexOps::packed_attention`], given the gradient
 /// `grad` of its output.
 fn packed_attention_backward(qkv: FlexTensor, grad: FlexTensor, heads: usize) -> FlexTensor {
     let shape = packed_shape(&qkv, heads);
@@ -241,11 +275,55 @@ fn packed_attention_backward(qkv: FlexTensor, grad: FlexTensor, heads: usize) ->
 }
 
 #[derive(Debug)]
-struct PackedAttentionBackward {
+struct LayerNormBackward {
+    epsilon: f64,
+}
+
+impl Backward<Flex, 3> for LayerNormBackward {
+    /// The forward input and gamma.
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [x_node, gamma_node, beta_node] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        let (x, gamma) = ops.state;
+        let dims = x.layout().shape().clone();
+        let width = gamma.layout().shape()[0];
+        let eps = self.epsilon as f32;
+        let (dx, dgamma, dbeta) = with_f32(&x, |x| {
+            with_f32(&gamma, |gamma| {
+                with_f32(&grad, |grad| layer_norm::backward(x, gamma, grad, eps))
+            })
+        });
+        if let Some(node) = beta_node {
+            grads.register::<Flex>(
+                node.id,
+                FlexTensor::from_data(TensorData::new(dbeta, [width])),
+            );
+        }
+        if let Some(node) = gamma_node {
+            grads.register::<Flex>(
+                node.id,
+                FlexTensor::from_data(TensorData::new(dgamma, [width])),
+            );
+        }
+        if let Some(node) = x_node {
+            grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(dx, dims)));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct AttentionBackward {
     heads: usize,
 }
 
-impl Backward<Flex, 1> for PackedAttentionBackward {
+impl Backward<Flex, 1> for AttentionBackward {
     /// The forward input.
     type State = FlexTensor;
 
@@ -264,9 +342,36 @@ impl Backward<Flex, 1> for PackedAttentionBackward {
     }
 }
 
-impl<C: CheckpointStrategy> PackedAttention for Autodiff<Flex, C> {
+impl<C: CheckpointStrategy> FlexOps for Autodiff<Flex, C> {
+    fn layer_norm_rows(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        let backward = LayerNormBackward { epsilon };
+        match backward
+            .prepare::<C>([x.node(), gamma.node(), beta.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (x, gamma) = (x.primitive().clone(), gamma.primitive().clone());
+                let out =
+                    Flex::layer_norm_rows(x.clone(), gamma.clone(), beta.into_primitive(), epsilon);
+                prep.finish((x, gamma), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::layer_norm_rows(
+                x.into_primitive(),
+                gamma.into_primitive(),
+                beta.into_primitive(),
+                epsilon,
+            )),
+        }
+    }
+
     fn packed_attention(qkv: FloatTensor<Self>, heads: usize) -> FloatTensor<Self> {
-        let backward = PackedAttentionBackward { heads };
+        let backward = AttentionBackward { heads };
         match backward
             .prepare::<C>([qkv.node()])
             .compute_bound()
@@ -408,9 +513,31 @@ pub fn self_attention(
     if !on_flex(&qkv.device()) || qkv.dtype() != DType::F32 {
         return fallback(qkv);
     }
-    Tensor::from_dispatch(<Dispatch as PackedAttention>::packed_attention(
+    Tensor::from_dispatch(<Dispatch as FlexOps>::packed_attention(
         qkv.into_dispatch(),
         heads,
+    ))
+}
+
+/// `norm` applied over the last dimension of `x`, differentiable. `epsilon` must be the one `norm`
+/// was configured with (burn keeps it private): on the CPU the LayerNorm kernel uses it, on other
+/// devices `norm.forward` runs.
+pub fn layer_norm_forward<const D: usize>(
+    norm: &LayerNorm,
+    epsilon: f64,
+    x: Tensor<D>,
+) -> Tensor<D> {
+    let Some(beta) = &norm.beta else {
+        return norm.forward(x);
+    };
+    if !on_flex(&x.device()) || x.dtype() != DType::F32 {
+        return norm.forward(x);
+    }
+    Tensor::from_dispatch(<Dispatch as FlexOps>::layer_norm_rows(
+        x.into_dispatch(),
+        norm.gamma.val().into_dispatch(),
+        beta.val().into_dispatch(),
+        epsilon,
     ))
 }
 
@@ -530,5 +657,33 @@ mod tests {
         let strided = plain.swap_dims(1, 2);
         let a = self_attention(strided.clone(), 3, |_| unreachable!("Flex runs the kernel"));
         assert!(max_abs_diff(a, burn_attention(strided, 3)) < 1e-5);
+    }
+
+    #[test]
+    fn layer_norm_matches_burn_with_gradients() {
+        use burn::nn::LayerNormConfig;
+        let device = Device::flex().autodiff();
+        let mut norm = LayerNormConfig::new(24).with_epsilon(1e-6).init(&device);
+        norm.gamma = burn::module::Param::from_tensor(Tensor::random(
+            [24],
+            Distribution::Normal(1.0, 0.5),
+            &device,
+        ));
+        let x = Tensor::<3>::random([3, 130, 24], Distribution::Normal(0.5, 2.0), &device);
+        let weights = Tensor::<3>::random([3, 130, 24], Distribution::Default, &device);
+        let ours = x.clone().require_grad();
+        let theirs = x.require_grad();
+        let out_ours = layer_norm_forward(&norm, 1e-6, ours.clone());
+        let out_theirs = norm.forward(theirs.clone());
+        assert!(max_abs_diff(out_ours.clone(), out_theirs.clone()) < 1e-5);
+        let grads_ours = (out_ours * weights.clone()).sum().backward();
+        let grads_theirs = (out_theirs * weights).sum().backward();
+        let (a, b) = (ours.grad(&grads_ours), theirs.grad(&grads_theirs));
+        assert!(max_abs_diff(a.unwrap(), b.unwrap()) < 1e-4);
+        let (a, b) = (norm.gamma.grad(&grads_ours), norm.gamma.grad(&grads_theirs));
+        assert!(max_abs_diff(a.unwrap(), b.unwrap()) < 1e-3);
+        let beta = norm.beta.as_ref().unwrap();
+        let (a, b) = (beta.grad(&grads_ours), beta.grad(&grads_theirs));
+        assert!(max_abs_diff(a.unwrap(), b.unwrap()) < 1e-3);
     }
 }
