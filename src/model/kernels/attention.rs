@@ -11,7 +11,7 @@
 use rayon::prelude::*;
 
 use super::affine::{MatRef, gemm_rows};
-use super::vector_math::{dispatched, exp};
+use super::vector_math::{dispatched, exp, max, sum};
 
 /// Query rows per block of scores.
 const QUERY_BLOCK: usize = 256;
@@ -70,24 +70,25 @@ impl Packed {
     }
 }
 
+/// `row <- softmax(row)`.
 #[inline(always)]
-fn exp_shifted_loop(row: &mut [f32], max: f32) {
+fn softmax_row_loop(row: &mut [f32]) {
+    let top = max(row);
     for v in row.iter_mut() {
-        *v = exp(*v - max);
+        *v = exp(*v - top);
+    }
+    let total = sum(row);
+    for v in row.iter_mut() {
+        *v /= total;
     }
 }
 
-dispatched!(exp_shifted(row: &mut [f32], max: f32) => exp_shifted_loop);
+dispatched!(softmax_row(row: &mut [f32]) => softmax_row_loop);
 
 /// Row-wise softmax of a row-major matrix with `cols` columns, in place.
 fn softmax_rows(values: &mut [f32], cols: usize) {
     for row in values.chunks_exact_mut(cols) {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        exp_shifted(row, max);
-        let sum: f32 = row.iter().sum();
-        for v in row.iter_mut() {
-            *v /= sum;
-        }
+        softmax_row(row);
     }
 }
 

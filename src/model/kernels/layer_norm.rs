@@ -8,42 +8,10 @@
 
 use rayon::prelude::*;
 
-use super::vector_math::dispatched;
+use super::vector_math::{dispatched, dot, sum};
 
 /// Rows per parallel task (and per partial sum of the parameter gradients).
 const ROWS_PER_TASK: usize = 128;
-
-/// Sum of `a[i] * b[i]` in 16 interleaved partial sums, so the compiler can vectorise it.
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 16];
-    let (chunks_a, chunks_b) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f32 = chunks_a
-        .remainder()
-        .iter()
-        .zip(chunks_b.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (ca, cb) in chunks_a.zip(chunks_b) {
-        for i in 0..16 {
-            lanes[i] += ca[i] * cb[i];
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
-}
-
-#[inline(always)]
-fn sum(values: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 16];
-    let chunks = values.chunks_exact(16);
-    let tail: f32 = chunks.remainder().iter().sum();
-    for c in chunks {
-        for i in 0..16 {
-            lanes[i] += c[i];
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
-}
 
 /// `(x - mean)` into `centered`; returns `sqrt(var + eps)` (biased variance, as burn computes it).
 #[inline(always)]

@@ -25,6 +25,57 @@ pub(super) fn exp(x: f32) -> f32 {
     poly * scale
 }
 
+/// Sum of `a[i] * b[i]` in 16 interleaved partial sums, so the compiler can vectorise it.
+#[inline(always)]
+pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 16];
+    let (chunks_a, chunks_b) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = chunks_a
+        .remainder()
+        .iter()
+        .zip(chunks_b.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (ca, cb) in chunks_a.zip(chunks_b) {
+        for i in 0..16 {
+            lanes[i] += ca[i] * cb[i];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// Sum in 16 interleaved partial sums, so the compiler can vectorise it.
+#[inline(always)]
+pub(super) fn sum(values: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 16];
+    let chunks = values.chunks_exact(16);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for i in 0..16 {
+            lanes[i] += c[i];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// Largest value (`-inf` for none), in 16 interleaved lanes so the compiler can vectorise it.
+#[inline(always)]
+pub(super) fn max(values: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let chunks = values.chunks_exact(16);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    for c in chunks {
+        for i in 0..16 {
+            lanes[i] = lanes[i].max(c[i]);
+        }
+    }
+    lanes.iter().copied().fold(tail, f32::max)
+}
+
 /// `$name(args)` runs `$body` compiled for AVX-512F or AVX2 when the CPU has them, for the
 /// baseline target otherwise.
 macro_rules! dispatched {
@@ -59,6 +110,20 @@ pub(super) use dispatched;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lane_reductions_match_plain_ones() {
+        for len in [0, 1, 15, 16, 17, 100] {
+            let a: Vec<f32> = (0..len).map(|i| (i as f32 * 0.37).sin()).collect();
+            let b: Vec<f32> = (0..len).map(|i| (i as f32 * 0.11).cos()).collect();
+            let plain_sum: f32 = a.iter().sum();
+            let plain_dot: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+            let plain_max = a.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            assert!((sum(&a) - plain_sum).abs() < 1e-5);
+            assert!((dot(&a, &b) - plain_dot).abs() < 1e-5);
+            assert_eq!(max(&a), plain_max);
+        }
+    }
 
     #[test]
     fn exp_is_accurate_over_the_clamped_range() {
