@@ -28,6 +28,30 @@ impl<'a, T> View<'a, T> {
         }
     }
 
+    /// A strided view; `None` when some element would lie outside `data`.
+    pub fn strided(
+        data: &'a [T],
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+        col_stride: usize,
+    ) -> Option<Self> {
+        let fits = rows == 0
+            || cols == 0
+            || (rows - 1)
+                .checked_mul(row_stride)
+                .zip((cols - 1).checked_mul(col_stride))
+                .and_then(|(a, b)| a.checked_add(b))
+                .is_some_and(|last| last < data.len());
+        fits.then_some(View {
+            data,
+            rows,
+            cols,
+            row_stride,
+            col_stride,
+        })
+    }
+
     /// The transpose, without copying.
     pub fn t(self) -> Self {
         View {
@@ -42,11 +66,39 @@ impl<'a, T> View<'a, T> {
 
 /// `a @ b` as a new row-major matrix.
 pub fn matmul<T: Copy + Default + 'static>(a: View<'_, T>, b: View<'_, T>, one: T) -> Vec<T> {
+    let mut out = vec![T::default(); a.rows * b.cols];
+    gemm_block(&mut out, b.cols, false, one, one, a, b);
+    out
+}
+
+/// `D = scale * a @ b`, or `D += scale * a @ b` when `accumulate`, where `D` is the `a.rows x b.cols`
+/// block of `dst` with element `(i, j)` at `dst[i * dst_row_stride + j]`. `one` is `T`'s 1.
+pub fn gemm_block<T: Copy + Default + 'static>(
+    dst: &mut [T],
+    dst_row_stride: usize,
+    accumulate: bool,
+    one: T,
+    scale: T,
+    a: View<'_, T>,
+    b: View<'_, T>,
+) {
     assert_eq!(a.cols, b.rows, "inner dimensions differ");
     let (m, n, k) = (a.rows, b.cols, a.cols);
-    let mut out = vec![T::default(); m * n];
-    if m == 0 || n == 0 || k == 0 {
-        return out;
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        n <= dst_row_stride && (m - 1) * dst_row_stride + n <= dst.len(),
+        "a [{m}, {n}] block with row stride {dst_row_stride} does not fit {} values",
+        dst.len()
+    );
+    if k == 0 {
+        if !accumulate {
+            for row in dst.chunks_mut(dst_row_stride).take(m) {
+                row[..n].fill(T::default());
+            }
+        }
+        return;
     }
     let work = m * n * k;
     // Inside a rayon task the caller already splits the work across threads.
@@ -55,17 +107,18 @@ pub fn matmul<T: Copy + Default + 'static>(a: View<'_, T>, b: View<'_, T>, one: 
     } else {
         Parallelism::None
     };
-    // SAFETY: every pointer/stride pair addresses elements inside its slice: the views' shapes were
-    // checked against their data lengths, and `out` is exactly `m x n` row-major.
+    // SAFETY: every element of `a` and `b` lies inside its slice (`View::new` and `View::strided`
+    // check it) and the block written, rows `i < m` at `i * dst_row_stride` with `n` values each,
+    // fits `dst` (checked above).
     unsafe {
         gemm(
             m,
             n,
             k,
-            out.as_mut_ptr(),
+            dst.as_mut_ptr(),
             1,
-            n as isize,
-            false,
+            dst_row_stride as isize,
+            accumulate,
             a.data.as_ptr(),
             a.col_stride as isize,
             a.row_stride as isize,
@@ -73,14 +126,13 @@ pub fn matmul<T: Copy + Default + 'static>(a: View<'_, T>, b: View<'_, T>, one: 
             b.col_stride as isize,
             b.row_stride as isize,
             one,
-            one,
+            scale,
             false,
             false,
             false,
             parallelism,
         );
     }
-    out
 }
 
 /// `a @ b^T` for row-major `a: [m, k]` and `b: [n, k]` (all dot products of rows), f32.
@@ -221,6 +273,16 @@ fn orthonormalize_rows(rows: &mut [f64], n: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn views_outside_their_data_are_refused() {
+        let data = [0.0; 12];
+        assert!(View::strided(&data, 3, 4, 4, 1).is_some());
+        assert!(View::strided(&data, 4, 3, 1, 4).is_some());
+        assert!(View::strided(&data, 3, 5, 4, 1).is_none());
+        assert!(View::strided(&data, usize::MAX, 2, usize::MAX, 1).is_none());
+        assert!(View::strided(&data, 0, 100, 100, 1).is_some());
+    }
 
     #[test]
     fn matmul_matches_the_definition_with_transposed_views() {

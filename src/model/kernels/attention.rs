@@ -10,8 +10,8 @@
 
 use rayon::prelude::*;
 
-use super::affine::{MatRef, gemm_rows};
 use super::vector_math::{dispatched, exp, max, sum};
+use crate::linalg::{View, gemm_block};
 
 /// Query rows per block of scores.
 const QUERY_BLOCK: usize = 256;
@@ -45,9 +45,9 @@ impl Packed {
         h: usize,
         start: usize,
         count: usize,
-    ) -> MatRef<'a> {
+    ) -> View<'a, f32> {
         let offset = start * 3 * self.width() + part * self.width() + h * self.head_dim;
-        MatRef::new(&rows[offset..], count, self.head_dim, 3 * self.width(), 1)
+        View::strided(&rows[offset..], count, self.head_dim, 3 * self.width(), 1)
             .expect("a head of a packed sequence lies inside the sequence")
     }
 
@@ -64,8 +64,8 @@ impl Packed {
     }
 
     /// A `rows x tokens` block of scores.
-    fn block<'a>(&self, values: &'a [f32], rows: usize) -> MatRef<'a> {
-        MatRef::new(values, rows, self.tokens, self.tokens, 1)
+    fn block<'a>(&self, values: &'a [f32], rows: usize) -> View<'a, f32> {
+        View::strided(values, rows, self.tokens, self.tokens, 1)
             .expect("a block of scores fits its scratch buffer")
     }
 }
@@ -115,7 +115,7 @@ fn block_probs<'a>(
     let probs = &mut probs[..count * t];
     let q = shape.part(rows, 0, h, start, count);
     let k = shape.part(rows, 1, h, 0, t);
-    gemm_rows(probs, t, false, shape.scale(), q, k.transposed());
+    gemm_block(probs, t, false, 1.0, shape.scale(), q, k.t());
     softmax_rows(probs, t);
     probs
 }
@@ -127,7 +127,15 @@ fn forward_sequence(shape: &Packed, rows: &[f32], out: &mut [f32], probs: &mut [
         for (start, count) in shape.query_blocks() {
             let p = block_probs(shape, rows, h, (start, count), probs);
             let p = shape.block(p, count);
-            gemm_rows(&mut out[start * width + h * hd..], width, false, 1.0, p, v);
+            gemm_block(
+                &mut out[start * width + h * hd..],
+                width,
+                false,
+                1.0,
+                1.0,
+                p,
+                v,
+            );
         }
     }
 }
@@ -147,36 +155,39 @@ fn backward_sequence(
         for (start, count) in shape.query_blocks() {
             let p = block_probs(shape, rows, h, (start, count), probs);
             let q = shape.part(rows, 0, h, start, count);
-            let grad_out = MatRef::new(&grad[start * width + h * hd..], count, hd, width, 1)
+            let grad_out = View::strided(&grad[start * width + h * hd..], count, hd, width, 1)
                 .expect("a head of the output gradient lies inside the sequence");
             // dV += Pᵀ dO, dP = dO Vᵀ.
-            gemm_rows(
+            gemm_block(
                 &mut grad_rows[2 * width + h * hd..],
                 3 * width,
                 true,
                 1.0,
-                shape.block(p, count).transposed(),
+                1.0,
+                shape.block(p, count).t(),
                 grad_out,
             );
             let grad_p = &mut grad_probs[..count * t];
-            gemm_rows(grad_p, t, false, 1.0, grad_out, v.transposed());
+            gemm_block(grad_p, t, false, 1.0, 1.0, grad_out, v.t());
             // dS (scaled), then dQ = dS K and dK += dSᵀ Q.
             softmax_backward_rows(p, grad_p, t, shape.scale());
             let grad_scores = shape.block(grad_p, count);
-            gemm_rows(
+            gemm_block(
                 &mut grad_rows[start * 3 * width + h * hd..],
                 3 * width,
                 false,
                 1.0,
+                1.0,
                 grad_scores,
                 k,
             );
-            gemm_rows(
+            gemm_block(
                 &mut grad_rows[width + h * hd..],
                 3 * width,
                 true,
                 1.0,
-                grad_scores.transposed(),
+                1.0,
+                grad_scores.t(),
                 q,
             );
         }

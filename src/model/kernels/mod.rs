@@ -22,7 +22,7 @@ use burn::backend::{
 use burn::nn::{LayerNorm, Linear};
 use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
 
-use affine::MatRef;
+use crate::linalg::View;
 use attention::Packed;
 
 #[backend_extension(Autodiff, Flex, Cube)]
@@ -89,7 +89,7 @@ fn with_values_of(like: &FlexTensor, values: Vec<f32>) -> FlexTensor {
 }
 
 /// A 2-D `f32` tensor with non-negative strides as a matrix view.
-fn matrix(tensor: &FlexTensor) -> Option<MatRef<'_>> {
+fn matrix(tensor: &FlexTensor) -> Option<View<'_, f32>> {
     let layout = tensor.layout();
     let shape = layout.shape();
     if tensor.dtype() != DType::F32 || shape.num_dims() != 2 {
@@ -99,7 +99,7 @@ fn matrix(tensor: &FlexTensor) -> Option<MatRef<'_>> {
     let row_stride = usize::try_from(strides[0]).ok()?;
     let col_stride = usize::try_from(strides[1]).ok()?;
     let data = tensor.storage::<f32>().get(layout.start_offset()..)?;
-    MatRef::new(data, shape[0], shape[1], row_stride, col_stride)
+    View::strided(data, shape[0], shape[1], row_stride, col_stride)
 }
 
 fn from_matrix(values: Vec<f32>, rows: usize, cols: usize) -> FlexTensor {
@@ -136,8 +136,8 @@ impl FusedOps for Flex {
     fn affine(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
         let inputs = (matrix(&x), matrix(&weight), contiguous_f32(&bias));
         match inputs {
-            (Some(xm), Some(wm), Some(b)) if xm.cols() == wm.rows() && b.len() == wm.cols() => {
-                from_matrix(affine::affine(xm, wm, b), xm.rows(), wm.cols())
+            (Some(xm), Some(wm), Some(b)) if xm.cols == wm.rows && b.len() == wm.cols => {
+                from_matrix(affine::affine(xm, wm, b), xm.rows, wm.cols)
             }
             _ => {
                 let n = bias.shape()[0];
@@ -149,8 +149,8 @@ impl FusedOps for Flex {
 
     fn affine_grad_input(grad: FlexTensor, weight: FlexTensor) -> FlexTensor {
         match (matrix(&grad), matrix(&weight)) {
-            (Some(g), Some(w)) if g.cols() == w.cols() => {
-                from_matrix(affine::matmul(g, w.transposed()), g.rows(), w.rows())
+            (Some(g), Some(w)) if g.cols == w.cols => {
+                from_matrix(crate::linalg::matmul(g, w.t(), 1.0), g.rows, w.rows)
             }
             _ => Flex::float_matmul(grad, Flex::float_swap_dims(weight, 0, 1)),
         }
@@ -158,8 +158,8 @@ impl FusedOps for Flex {
 
     fn affine_grad_weight(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
         match (matrix(&x), matrix(&grad)) {
-            (Some(xm), Some(g)) if xm.rows() == g.rows() => {
-                from_matrix(affine::matmul(xm.transposed(), g), xm.cols(), g.cols())
+            (Some(xm), Some(g)) if xm.rows == g.rows => {
+                from_matrix(crate::linalg::matmul(xm.t(), g, 1.0), xm.cols, g.cols)
             }
             _ => Flex::float_matmul(Flex::float_swap_dims(x, 0, 1), grad),
         }
