@@ -284,16 +284,13 @@ mod tests {
         out
     }
 
+    /// `sum(out * weights)`: a scalar loss whose gradient with respect to the output is `weights`.
+    fn weighted_sum(out: &[f64], weights: &[f32]) -> f64 {
+        out.iter().zip(weights).map(|(o, w)| o * *w as f64).sum()
+    }
+
     fn values(len: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed;
-        (0..len)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                ((state >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-            })
-            .collect()
+        super::super::test_values(len, seed, -2.0)
     }
 
     const SHAPE: Packed = Packed {
@@ -319,13 +316,7 @@ mod tests {
         let qkv = values(n, 2);
         let weights = values(SHAPE.batch * SHAPE.tokens * SHAPE.width(), 3);
         let got = backward(SHAPE, &qkv, &weights);
-        let loss = |x: &[f32]| -> f64 {
-            reference(&SHAPE, x)
-                .iter()
-                .zip(&weights)
-                .map(|(o, w)| o * *w as f64)
-                .sum()
-        };
+        let loss = |x: &[f32]| weighted_sum(&reference(&SHAPE, x), &weights);
         let step = 1e-2f32;
         for i in (0..n).step_by(7) {
             let mut up = qkv.clone();
@@ -357,13 +348,7 @@ mod tests {
         // Gradients accumulated over several query blocks, against finite differences on a sample.
         let weights = values(shape.tokens * shape.width(), 5);
         let grad = backward(shape, &qkv, &weights);
-        let loss = |x: &[f32]| -> f64 {
-            reference(&shape, x)
-                .iter()
-                .zip(&weights)
-                .map(|(o, w)| o * *w as f64)
-                .sum()
-        };
+        let loss = |x: &[f32]| weighted_sum(&reference(&shape, x), &weights);
         let step = 1e-2f32;
         for i in (0..qkv.len()).step_by(97) {
             let (mut up, mut down) = (qkv.clone(), qkv.clone());

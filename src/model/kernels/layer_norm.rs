@@ -147,15 +147,7 @@ mod tests {
     use super::*;
 
     fn values(len: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed;
-        (0..len)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                ((state >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 1.0
-            })
-            .collect()
+        super::super::test_values(len, seed, -1.0)
     }
 
     fn reference(x: &[f32], gamma: &[f32], beta: &[f32], eps: f64) -> Vec<f64> {

@@ -541,6 +541,20 @@ pub fn layer_norm_forward<const D: usize>(
     ))
 }
 
+/// Deterministic test inputs in `[lo, lo + 4)` (an LCG, so the kernels' tests need no RNG setup).
+#[cfg(test)]
+fn test_values(len: usize, seed: u64, lo: f32) -> Vec<f32> {
+    let mut state = seed;
+    (0..len)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 4.0 + lo
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use burn::tensor::activation;
