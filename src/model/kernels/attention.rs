@@ -289,6 +289,27 @@ mod tests {
         out.iter().zip(weights).map(|(o, w)| o * *w as f64).sum()
     }
 
+    /// Every `every`-th entry of `grad` against central differences of `loss` around `qkv`.
+    fn assert_matches_finite_differences(
+        grad: &[f32],
+        qkv: &[f32],
+        loss: impl Fn(&[f32]) -> f64,
+        every: usize,
+    ) {
+        let step = 1e-2f32;
+        for i in (0..qkv.len()).step_by(every) {
+            let (mut up, mut down) = (qkv.to_vec(), qkv.to_vec());
+            up[i] += step;
+            down[i] -= step;
+            let numeric = (loss(&up) - loss(&down)) / (2.0 * step as f64);
+            assert!(
+                (grad[i] as f64 - numeric).abs() < 2e-3,
+                "d/dqkv[{i}]: {} vs {numeric}",
+                grad[i]
+            );
+        }
+    }
+
     fn values(len: usize, seed: u64) -> Vec<f32> {
         super::super::test_values(len, seed, -2.0)
     }
@@ -317,19 +338,7 @@ mod tests {
         let weights = values(SHAPE.batch * SHAPE.tokens * SHAPE.width(), 3);
         let got = backward(SHAPE, &qkv, &weights);
         let loss = |x: &[f32]| weighted_sum(&reference(&SHAPE, x), &weights);
-        let step = 1e-2f32;
-        for i in (0..n).step_by(7) {
-            let mut up = qkv.clone();
-            up[i] += step;
-            let mut down = qkv.clone();
-            down[i] -= step;
-            let numeric = (loss(&up) - loss(&down)) / (2.0 * step as f64);
-            assert!(
-                (got[i] as f64 - numeric).abs() < 2e-3,
-                "d/dqkv[{i}]: {} vs {numeric}",
-                got[i]
-            );
-        }
+        assert_matches_finite_differences(&got, &qkv, loss, 7);
     }
 
     #[test]
@@ -349,18 +358,7 @@ mod tests {
         let weights = values(shape.tokens * shape.width(), 5);
         let grad = backward(shape, &qkv, &weights);
         let loss = |x: &[f32]| weighted_sum(&reference(&shape, x), &weights);
-        let step = 1e-2f32;
-        for i in (0..qkv.len()).step_by(97) {
-            let (mut up, mut down) = (qkv.clone(), qkv.clone());
-            up[i] += step;
-            down[i] -= step;
-            let numeric = (loss(&up) - loss(&down)) / (2.0 * step as f64);
-            assert!(
-                (grad[i] as f64 - numeric).abs() < 2e-3,
-                "d/dqkv[{i}]: {} vs {numeric}",
-                grad[i]
-            );
-        }
+        assert_matches_finite_differences(&grad, &qkv, loss, 97);
     }
 
     #[test]
