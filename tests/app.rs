@@ -19,12 +19,13 @@ use dinoscope::analysis::features::{default_saliency_heads, saliency};
 use dinoscope::analysis::fusion::{FusionConfig, SecondSource, fuse_pair};
 use dinoscope::analysis::pca_rgb::{PcaColoring, pca_colors};
 use dinoscope::analysis::similarity::Score;
-use dinoscope::app::attention_panel::cell_rect;
-use dinoscope::app::correspond_panel::{from_screen, to_screen};
-use dinoscope::app::coseg_job::CosegMode;
+use dinoscope::app::attention::panel::cell_rect;
+use dinoscope::app::correspond::fusion_job::SecondChoice;
+use dinoscope::app::correspond::panel::{from_screen, to_screen};
+use dinoscope::app::coseg::CosegMode;
 use dinoscope::app::downloads::DownloadRequest;
-use dinoscope::app::fusion_job::SecondChoice;
 use dinoscope::app::state::{InputSize, ViewTab};
+use dinoscope::app::view::{View, ViewContext};
 use dinoscope::app::worker::{ModelSource, patch_budget};
 use dinoscope::app::{App, AppOptions};
 use dinoscope::model::config::Arch;
@@ -294,8 +295,8 @@ fn exports_write_the_head_mean_png_and_the_attention_npy() {
     let dir = tempfile::tempdir().unwrap();
     let png = dir.path().join("mean.png");
     let npy = dir.path().join("attention.npy");
-    dinoscope::app::export::export_png(&png, result, app.settings()).unwrap();
-    dinoscope::app::export::export_npy(&npy, result).unwrap();
+    dinoscope::app::attention::export::export_png(&png, result, app.settings()).unwrap();
+    dinoscope::app::attention::export::export_npy(&npy, result).unwrap();
     let image = image::open(&png).unwrap();
     assert_eq!(
         (image.width() as usize, image.height() as usize),
@@ -307,7 +308,8 @@ fn exports_write_the_head_mean_png_and_the_attention_npy() {
     assert_eq!(values, result.maps.values);
     // A file that cannot be written is an error naming it, not a panic.
     let bad = dir.path().join("no/such/dir/mean.png");
-    let err = dinoscope::app::export::export_png(&bad, result, app.settings()).unwrap_err();
+    let err =
+        dinoscope::app::attention::export::export_png(&bad, result, app.settings()).unwrap_err();
     assert!(err.to_string().contains("mean.png"), "{err}");
 }
 
@@ -359,11 +361,11 @@ fn view_tabs_switch_with_digit_keys_and_only_the_shown_tab_computes() {
         .app_mut()
         .add_paths(vec![asset("chelsea.png")]);
     wait_for(&mut h, "the first attention", shows_current_result);
-    assert_eq!(h.state().app().tab(), ViewTab::Attention);
+    assert_eq!(h.state().app().tab(), ViewTab::ATTENTION);
     for (key, tab) in [
-        (egui::Key::Num3, ViewTab::Coseg),
-        (egui::Key::Num4, ViewTab::Correspondence),
-        (egui::Key::Num1, ViewTab::Attention),
+        (egui::Key::Num3, ViewTab::COSEG),
+        (egui::Key::Num4, ViewTab::CORRESPONDENCE),
+        (egui::Key::Num1, ViewTab::ATTENTION),
     ] {
         h.key_press(key);
         h.step();
@@ -386,7 +388,7 @@ fn view_tabs_switch_with_digit_keys_and_only_the_shown_tab_computes() {
     // Clicking a tab works too; the attention tab's block key moves the attention layer only.
     h.get_by_label("PCA").click();
     h.step();
-    assert_eq!(h.state().app().tab(), ViewTab::Pca);
+    assert_eq!(h.state().app().tab(), ViewTab::PCA);
     wait_for(&mut h, "the PCA", shows_current_pca);
     let attention_layer = h.state().app().layer();
     h.key_press(egui::Key::ArrowDown);
@@ -407,7 +409,7 @@ fn pca_view_shows_the_library_colouring_of_every_image() {
     let mut h = with_model_and_images(&weights, &names);
     {
         let app = h.state_mut().app_mut();
-        app.set_tab(ViewTab::Pca);
+        app.set_tab(ViewTab::PCA);
         app.settings_mut().input_size = InputSize::ShortSide(224);
         let pca = &mut app.settings_mut().pca;
         pca.all_images = true;
@@ -507,7 +509,7 @@ fn pca_view_shows_the_library_colouring_of_every_image() {
 
     // Export: a PNG and an .npy per image.
     let out = dir.path().join("pca-out");
-    let files = dinoscope::app::export::export_pca(&out, &fg).unwrap();
+    let files = dinoscope::app::pca::export::export_pca(&out, &fg).unwrap();
     assert_eq!(files.len(), 4);
     let png = image::open(out.join("chelsea_pca.png")).unwrap();
     assert_eq!(
@@ -536,7 +538,7 @@ fn pca_of_the_selected_image_alone_and_separate_fits() {
     });
     {
         let app = h.state_mut().app_mut();
-        app.set_tab(ViewTab::Pca);
+        app.set_tab(ViewTab::PCA);
         app.settings_mut().pca.all_images = false;
     }
     wait_for(&mut h, "the PCA", shows_current_pca);
@@ -697,7 +699,7 @@ fn correspondence_click_marks_the_library_best_match_and_a_drag_only_queries() {
     }
     h.key_press(egui::Key::Num4);
     h.step();
-    assert_eq!(h.state().app().tab(), ViewTab::Correspondence);
+    assert_eq!(h.state().app().tab(), ViewTab::CORRESPONDENCE);
     wait_for(&mut h, "the descriptors", corr_ready);
     let app = h.state().app();
     let (source_id, source_rect) = app.corr_view().source_rect.expect("the source tile");
@@ -1026,7 +1028,7 @@ fn correspondence_with_a_fused_second_checkpoint_matches_the_library() {
         app.settings_mut().correspondence.layer = Some(2);
         app.settings_mut().correspondence.fusion_weight = 0.3;
         app.set_corr_fusion(Some(SecondChoice::Checkpoint(second.clone())));
-        app.set_tab(ViewTab::Correspondence);
+        app.set_tab(ViewTab::CORRESPONDENCE);
         app.set_corr_point(point);
     }
     h.step();
@@ -1217,7 +1219,7 @@ fn export_coseg_matches_the_view(h: &mut Harness<'static, TestApp>) {
     for (written, shown) in entries.iter().zip(&result.legend) {
         assert_eq!(
             written["name"],
-            dinoscope::app::coseg_panel::label_name(result.mode, shown.label)
+            dinoscope::app::coseg::panel::label_name(result.mode, shown.label)
         );
         assert_eq!(written["foreground"].as_bool(), Some(shown.foreground));
         assert_eq!(written["votes"].as_u64(), shown.votes.map(|v| v as u64));
@@ -1239,7 +1241,7 @@ fn a_coseg_error_names_the_image() {
     wait_for(&mut h, "the images", |app| {
         app.is_idle() && app.gallery().entries.len() == 2 && app.model().is_some()
     });
-    h.state_mut().app_mut().set_tab(ViewTab::Coseg);
+    h.state_mut().app_mut().set_tab(ViewTab::COSEG);
     h.state_mut().app_mut().run_coseg();
     wait_for(&mut h, "the failure", |app| app.is_idle());
     let errors = error_texts(h.state().app());
@@ -1324,7 +1326,7 @@ fn frame_times_with_vit_s16() {
     );
     report("moving \"Mass kept\"", times);
 
-    h.state_mut().app_mut().set_tab(ViewTab::Correspondence);
+    h.state_mut().app_mut().set_tab(ViewTab::CORRESPONDENCE);
     h.step();
     wait_for(&mut h, "the descriptors", corr_ready);
     let app = h.state().app();
@@ -1361,7 +1363,7 @@ fn correspondence_drag_frame_time_with_vit_s8() {
         let app = h.state_mut().app_mut();
         app.settings_mut().input_size = InputSize::ShortSide(224);
         app.settings_mut().correspondence.stride = Some(4);
-        app.set_tab(ViewTab::Correspondence);
+        app.set_tab(ViewTab::CORRESPONDENCE);
     }
     for log_bin in [false, true] {
         h.state_mut()
@@ -1415,7 +1417,15 @@ fn correspondence_drag_frame_time_with_vit_s8() {
 /// snapshot` rewrites them. The harness is small and drawn at 0.6 pixels per point to keep the
 /// images light.
 fn snapshot_harness() -> Harness<'static, TestApp> {
-    let builder = Harness::builder()
+    snapshot_harness_drawn_by(None)
+}
+
+/// The snapshot harness; with `gpu`, the attention view colours on the GPU (its WGSL paint
+/// callback installed in the harness's wgpu renderer), the path users see.
+fn snapshot_harness_drawn_by(
+    gpu: Option<eframe::egui_wgpu::RenderState>,
+) -> Harness<'static, TestApp> {
+    let mut builder = Harness::builder()
         .with_size([1000.0, 640.0])
         .with_pixels_per_point(0.6)
         .with_render_cursor(false)
@@ -1423,6 +1433,11 @@ fn snapshot_harness() -> Harness<'static, TestApp> {
         // a small per-pixel tolerance and a few hundred stray pixels, far fewer than any change
         // of colours or layout touches.
         .with_options(SnapshotOptions::new().threshold(2.0).max_failed_pixels(400));
+    if let Some(render_state) = &gpu {
+        builder = builder.renderer(egui_kittest::wgpu::WgpuTestRenderer::from_render_state(
+            render_state.clone(),
+        ));
+    }
     let mut h = build_harness(builder, bare_options());
     if let Err(e) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.render()))
         .unwrap_or_else(|_| Err("the wgpu renderer panicked while starting".into()))
@@ -1431,6 +1446,9 @@ fn snapshot_harness() -> Harness<'static, TestApp> {
             "snapshot tests need a wgpu renderer (a GPU, or Mesa's lavapipe: apt-get install \
              mesa-vulkan-drivers): {e}"
         );
+    }
+    if let Some(render_state) = &gpu {
+        h.state_mut().app_mut().use_gpu_overlay(render_state);
     }
     {
         let app = h.state_mut().app_mut();
@@ -1490,7 +1508,7 @@ fn snapshot_attention_view() {
 #[test]
 fn snapshot_pca_view() {
     let mut h = snapshot_harness();
-    h.state_mut().app_mut().set_tab(ViewTab::Pca);
+    h.state_mut().app_mut().set_tab(ViewTab::PCA);
     h.step();
     wait_for(&mut h, "the PCA", shows_current_pca);
     settle_and_snapshot(&mut h, "pca", &["computed in"]);
@@ -1499,7 +1517,7 @@ fn snapshot_pca_view() {
 #[test]
 fn snapshot_coseg_view() {
     let mut h = snapshot_harness();
-    h.state_mut().app_mut().set_tab(ViewTab::Coseg);
+    h.state_mut().app_mut().set_tab(ViewTab::COSEG);
     h.step();
     h.state_mut().app_mut().run_coseg();
     h.step();
@@ -1510,11 +1528,151 @@ fn snapshot_coseg_view() {
 #[test]
 fn snapshot_correspondence_view() {
     let mut h = snapshot_harness();
-    h.state_mut().app_mut().set_tab(ViewTab::Correspondence);
+    h.state_mut().app_mut().set_tab(ViewTab::CORRESPONDENCE);
     h.step();
     wait_for(&mut h, "the descriptors", corr_ready);
     h.state_mut().app_mut().set_corr_point((180.0, 160.0));
     h.step();
     wait_for(&mut h, "the point query", App::corr_query_current);
     settle_and_snapshot(&mut h, "correspondence", &[]);
+}
+
+#[test]
+fn snapshot_attention_view_coloured_on_the_gpu() {
+    let render_state = std::panic::catch_unwind(|| {
+        egui_kittest::wgpu::create_render_state(
+            egui_kittest::wgpu::default_wgpu_setup(),
+            eframe::egui_wgpu::RendererOptions::PREDICTABLE,
+        )
+    })
+    .unwrap_or_else(|_| {
+        panic!(
+            "the GPU-path snapshot needs a wgpu adapter (a GPU, or Mesa's lavapipe: apt-get \
+             install mesa-vulkan-drivers)"
+        )
+    });
+    let mut h = snapshot_harness_drawn_by(Some(render_state));
+    assert!(h.state().app().view().gpu, "the shader path is on");
+    wait_for(&mut h, "the attention", shows_current_result);
+    settle_and_snapshot(&mut h, "attention_gpu", &["computed in"]);
+}
+
+// ----- the app's frame: keys per view, the status bar, views added -----
+
+#[test]
+fn up_and_down_move_only_the_block_of_the_view_shown() {
+    let mut h = harness(bare_options());
+    h.state_mut()
+        .app_mut()
+        .add_paths(vec![asset("chelsea.png")]);
+    wait_for(&mut h, "the first attention", shows_current_result);
+    let attention = h.state().app().layer();
+    let (pca, corr) = (h.state().app().pca_layer(), h.state().app().corr_layer());
+    for tab in [ViewTab::COSEG, ViewTab::TRAINING] {
+        h.state_mut().app_mut().set_tab(tab.clone());
+        h.step();
+        h.key_press(egui::Key::ArrowDown);
+        h.step();
+        h.key_press(egui::Key::ArrowUp);
+        h.key_press(egui::Key::ArrowUp);
+        h.step();
+        let app = h.state().app();
+        assert_eq!(
+            (app.layer(), app.pca_layer(), app.corr_layer()),
+            (attention, pca, corr),
+            "{tab:?} has no block: Up / Down change nothing"
+        );
+    }
+}
+
+#[test]
+fn the_status_bar_never_overlaps_the_model_label_with_the_task() {
+    for width in [640.0, 900.0] {
+        let mut h = build_harness(Harness::builder().with_size([width, 600.0]), bare_options());
+        h.state_mut()
+            .app_mut()
+            .add_paths(vec![asset("chelsea.png"), asset("cat_amir.jpg")]);
+        wait_for(&mut h, "the images", |app| {
+            app.is_idle() && app.gallery().entries.len() == 2 && app.model().is_some()
+        });
+        h.state_mut().app_mut().set_tab(ViewTab::COSEG);
+        h.step();
+        h.state_mut().app_mut().run_coseg();
+        h.step();
+        h.step();
+        let model = h
+            .query_all_by_label_contains("untrained ViT-nano (random weights)")
+            .next()
+            .expect("the model label")
+            .rect();
+        let task = h
+            .query_all_by_label_contains("Co-segmentation of 2 images")
+            .map(|n| n.rect())
+            .find(|r| (r.center().y - model.center().y).abs() < 2.0)
+            .expect("the task label in the status bar");
+        let cancel = h.get_by_label("Cancel").rect();
+        assert!(
+            !model.intersects(task) && !task.intersects(cancel),
+            "{width}: model {model:?}, task {task:?}, cancel {cancel:?}"
+        );
+        assert!(cancel.max.x <= width + 0.5, "{width}: Cancel at {cancel:?}");
+        h.state_mut().app_mut().cancel();
+        wait_for(&mut h, "the cancelled co-segmentation", App::is_idle);
+    }
+}
+
+/// The smallest view there is: what a new view needs besides its folder and one registration
+/// line.
+#[derive(Default)]
+struct HelloView {
+    asked: usize,
+}
+
+impl View for HelloView {
+    fn id(&self) -> ViewTab {
+        ViewTab::new("Hello")
+    }
+
+    fn title(&self) -> &'static str {
+        "Hello"
+    }
+
+    fn controls(&mut self, ui: &mut egui::Ui, _cx: &mut ViewContext<'_>) {
+        ui.label(format!("asked for work {} times", self.asked));
+    }
+
+    fn central(&mut self, ui: &mut egui::Ui, cx: &mut ViewContext<'_>) {
+        ui.label(format!("hello, {} images", cx.gallery.entries.len()));
+    }
+
+    fn request(&mut self, _cx: &mut ViewContext<'_>) {
+        self.asked += 1;
+    }
+}
+
+#[test]
+fn a_view_added_with_one_line_gets_a_tab_a_key_controls_and_work_requests() {
+    let mut h = harness(bare_options());
+    h.state_mut()
+        .app_mut()
+        .add_view(Box::new(HelloView::default()));
+    h.state_mut()
+        .app_mut()
+        .add_paths(vec![asset("chelsea.png")]);
+    wait_for(&mut h, "the first attention", shows_current_result);
+    h.key_press(egui::Key::Num6);
+    h.step();
+    h.step();
+    assert_eq!(h.state().app().tab(), ViewTab::new("Hello"));
+    h.get_by_label("hello, 1 images");
+    h.get_by_label_contains("asked for work");
+    let asked = h.state().app().view_of::<HelloView>().map(|v| v.asked);
+    assert!(
+        asked.is_some_and(|n| n > 0),
+        "only the tab shown asks: {asked:?}"
+    );
+    // Back to a built-in view by its tab.
+    h.get_by_label("PCA").click();
+    h.step();
+    assert_eq!(h.state().app().tab(), ViewTab::PCA);
 }

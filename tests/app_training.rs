@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use app_common::{TestApp, bare_options, build_harness, wait_for};
 use dinoscope::app::state::ViewTab;
-use dinoscope::app::train_panel::Phase;
+use dinoscope::app::train::panel::Phase;
 use dinoscope::app::worker::ModelSource;
 use dinoscope::train::run::{RESUME_FILE, TrainConfig, metrics_before};
 use eframe::egui;
@@ -39,7 +39,7 @@ fn open_training_tab(h: &mut Harness<'static, TestApp>) {
     wait_for(h, "the default model", |a| a.model().is_some());
     h.key_press(egui::Key::Num5);
     h.run_steps(2);
-    assert_eq!(h.state().app().tab(), ViewTab::Training);
+    assert_eq!(h.state().app().tab(), ViewTab::TRAINING);
 }
 
 fn start_tiny_run(h: &mut Harness<'static, TestApp>, out: &Path) {

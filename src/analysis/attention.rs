@@ -15,7 +15,7 @@ pub struct AttentionMaps {
 }
 
 /// Which token's attention row to show.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Query {
     Cls,
     /// A patch by its grid position.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::notifications::AppError;
-use super::worker::{CancelToken, Event, EventSender, TaskId};
+use super::tasks::{Event, TaskContext, TaskId};
 use crate::model::download::{
     CACHE_ENV, DownloadError, OFFICIAL, OfficialCheckpoint, download, parse_sha256, part_path,
     recorded_hash,
@@ -196,7 +196,6 @@ impl Downloads {
         entry: &OfficialCheckpoint,
         dir: Option<&Path>,
     ) -> Option<DownloadAction> {
-        let mut action = None;
         ui.vertical(|ui| {
             ui.label(egui::RichText::new(entry.title).strong())
                 .on_hover_text(entry.url);
@@ -205,112 +204,135 @@ impl Downloads {
         ui.label(size_label(entry.size_mb));
         let dest = dir.map(|d| d.join(entry.file_name()));
         let on_disk = match &dest {
-            Some(d) => {
-                let stale = self
-                    .disk
-                    .get(entry.id)
-                    .is_none_or(|(read, _)| read.elapsed() > Duration::from_secs(1));
-                if stale {
-                    self.disk
-                        .insert(entry.id.to_string(), (Instant::now(), OnDisk::read(d)));
-                }
-                self.disk
-                    .get(entry.id)
-                    .map(|(_, o)| o.clone())
-                    .unwrap_or_default()
-            }
+            Some(d) => self.on_disk(entry.id, d),
             None => OnDisk::default(),
         };
-        let (recorded, partial) = (on_disk.recorded.clone(), on_disk.partial);
-        ui.vertical(|ui| {
-            ui.set_min_width(260.0);
-            if let Some(active) = self.active.get(entry.id) {
-                ui.horizontal(|ui| {
-                    match active.fraction {
-                        Some(f) => ui.add(
-                            egui::ProgressBar::new(f)
-                                .desired_width(160.0)
-                                .show_percentage(),
-                        ),
-                        None => ui.spinner(),
-                    };
-                    if ui.button("Cancel").clicked() {
-                        action = Some(DownloadAction::Cancel(entry.id.to_string()));
-                    }
-                });
-                ui.label(egui::RichText::new(&active.label).weak());
-            } else {
-                match self.outcome.get(entry.id) {
-                    Some(Ok((sha, verified))) => {
-                        ui.label(if *verified {
-                            "downloaded, SHA-256 verified"
-                        } else {
-                            "downloaded"
-                        });
-                        sha_label(ui, sha);
-                    }
-                    Some(Err(e)) => {
-                        ui.colored_label(egui::Color32::from_rgb(255, 110, 110), e);
-                    }
-                    None => match (&recorded, partial) {
-                        (Some(sha), _) => {
-                            ui.label("in the cache");
-                            sha_label(ui, sha);
-                        }
-                        (None, Some(bytes)) => {
-                            ui.label(format!("{} downloaded, can resume", size_bytes(bytes)));
-                        }
-                        (None, None) => {
-                            ui.label(egui::RichText::new("not downloaded").weak());
-                        }
-                    },
+        let cancel = ui
+            .vertical(|ui| {
+                ui.set_min_width(260.0);
+                self.state_cell(ui, entry.id, &on_disk)
+            })
+            .inner;
+        let start = ui
+            .vertical(|ui| self.actions_cell(ui, entry, dir, dest.as_deref(), &on_disk))
+            .inner;
+        cancel.or(start)
+    }
+
+    /// What the cache folder holds for `id`, read at most once a second.
+    fn on_disk(&mut self, id: &str, dest: &Path) -> OnDisk {
+        let stale = self
+            .disk
+            .get(id)
+            .is_none_or(|(read, _)| read.elapsed() > Duration::from_secs(1));
+        if stale {
+            self.disk
+                .insert(id.to_string(), (Instant::now(), OnDisk::read(dest)));
+        }
+        self.disk
+            .get(id)
+            .map(|(_, o)| o.clone())
+            .unwrap_or_default()
+    }
+
+    /// The download's progress (with Cancel), its outcome, or what the cache holds.
+    fn state_cell(&self, ui: &mut egui::Ui, id: &str, on_disk: &OnDisk) -> Option<DownloadAction> {
+        if let Some(active) = self.active.get(id) {
+            let mut cancel = None;
+            ui.horizontal(|ui| {
+                match active.fraction {
+                    Some(f) => ui.add(
+                        egui::ProgressBar::new(f)
+                            .desired_width(160.0)
+                            .show_percentage(),
+                    ),
+                    None => ui.spinner(),
+                };
+                if ui.button("Cancel").clicked() {
+                    cancel = Some(DownloadAction::Cancel(id.to_string()));
                 }
+            });
+            ui.label(egui::RichText::new(&active.label).weak());
+            return cancel;
+        }
+        match (self.outcome.get(id), &on_disk.recorded, on_disk.partial) {
+            (Some(Ok((sha, verified))), _, _) => {
+                ui.label(if *verified {
+                    "downloaded, SHA-256 verified"
+                } else {
+                    "downloaded"
+                });
+                sha_label(ui, sha);
             }
-        });
-        ui.vertical(|ui| {
-            let busy = self.active.contains_key(entry.id);
-            let have = on_disk.complete;
-            if have
-                && let Some(d) = &dest
-                && ui
-                    .add_enabled(!busy, egui::Button::new("Load"))
-                    .on_hover_text(d.display().to_string())
-                    .clicked()
-            {
-                action = Some(DownloadAction::Load(d.clone()));
+            (Some(Err(e)), _, _) => {
+                ui.colored_label(egui::Color32::from_rgb(255, 110, 110), e);
             }
-            let text = self.expected.entry(entry.id.to_string()).or_default();
-            let valid = text.trim().is_empty() || parse_sha256(text).is_ok();
-            let label = if have {
-                "Download again"
-            } else if partial.is_some() {
-                "Resume"
-            } else {
-                "Download"
-            };
-            if ui
-                .add_enabled(!busy && valid && dir.is_some(), egui::Button::new(label))
-                .on_hover_text(format!("{}\nthen load it", entry.url))
+            (None, Some(sha), _) => {
+                ui.label("in the cache");
+                sha_label(ui, sha);
+            }
+            (None, None, Some(bytes)) => {
+                ui.label(format!("{} downloaded, can resume", size_bytes(bytes)));
+            }
+            (None, None, None) => {
+                ui.label(egui::RichText::new("not downloaded").weak());
+            }
+        }
+        None
+    }
+
+    /// Load, Download / Resume / Download again, and the expected SHA-256.
+    fn actions_cell(
+        &mut self,
+        ui: &mut egui::Ui,
+        entry: &OfficialCheckpoint,
+        dir: Option<&Path>,
+        dest: Option<&Path>,
+        on_disk: &OnDisk,
+    ) -> Option<DownloadAction> {
+        let mut action = None;
+        let busy = self.active.contains_key(entry.id);
+        let have = on_disk.complete;
+        if have
+            && let Some(d) = dest
+            && ui
+                .add_enabled(!busy, egui::Button::new("Load"))
+                .on_hover_text(d.display().to_string())
                 .clicked()
-                && let Some(d) = dir
-            {
-                let expected = Some(text.trim().to_string()).filter(|t| !t.is_empty());
-                action = Some(DownloadAction::Start(DownloadRequest::official(
-                    entry, d, expected,
-                )));
-            }
-            ui.add(
-                egui::TextEdit::singleline(text)
-                    .hint_text("expected SHA-256 (optional)")
-                    .desired_width(200.0),
+        {
+            action = Some(DownloadAction::Load(d.to_path_buf()));
+        }
+        let text = self.expected.entry(entry.id.to_string()).or_default();
+        let valid = text.trim().is_empty() || parse_sha256(text).is_ok();
+        let label = if have {
+            "Download again"
+        } else if on_disk.partial.is_some() {
+            "Resume"
+        } else {
+            "Download"
+        };
+        if ui
+            .add_enabled(!busy && valid && dir.is_some(), egui::Button::new(label))
+            .on_hover_text(format!("{}\nthen load it", entry.url))
+            .clicked()
+            && let Some(d) = dir
+        {
+            let expected = Some(text.trim().to_string()).filter(|t| !t.is_empty());
+            action = Some(DownloadAction::Start(DownloadRequest::official(
+                entry, d, expected,
+            )));
+        }
+        ui.add(
+            egui::TextEdit::singleline(text)
+                .hint_text("expected SHA-256 (optional)")
+                .desired_width(200.0),
+        );
+        if !valid {
+            ui.colored_label(
+                egui::Color32::from_rgb(255, 110, 110),
+                "64 hexadecimal digits",
             );
-            if !valid {
-                ui.colored_label(
-                    egui::Color32::from_rgb(255, 110, 110),
-                    "64 hexadecimal digits",
-                );
-            }
-        });
+        }
         action
     }
 }
@@ -337,41 +359,35 @@ fn size_bytes(bytes: u64) -> String {
     size_label(bytes as f32 / 1e6)
 }
 
+/// A finished (and, when a hash was given, verified) download, sent back as an
+/// [`Event::Output`].
+pub struct Downloaded {
+    pub task: TaskId,
+    pub title: String,
+    pub verified: bool,
+    pub result: crate::model::download::Downloaded,
+}
+
+/// The key of a download task: its catalogue id.
+pub struct DownloadTask(pub String);
+
 /// Runs the download on a new thread; progress as [`Event::Progress`] (a few per second), the
-/// outcome as [`Event::Downloaded`] or [`Event::Failed`], then [`Event::Finished`].
-pub fn spawn_download(
-    request: DownloadRequest,
-    task: TaskId,
-    token: CancelToken,
-    events: EventSender,
-) {
-    let thread_events = events.clone();
+/// outcome as [`Downloaded`] or [`Event::Failed`], then [`Event::Finished`].
+pub fn spawn_download(request: DownloadRequest, task: TaskContext) {
+    let thread_task = task.clone();
     let spawned = std::thread::Builder::new()
         .name("dinoscope-download".into())
         .spawn(move || {
-            let events = thread_events;
+            let task = thread_task;
             let mut last = Instant::now() - Duration::from_secs(1);
             let mut report = |p: crate::model::download::DownloadProgress| {
-                if token.is_cancelled() {
+                if task.is_cancelled() {
                     return false;
                 }
                 let done = p.total.is_some_and(|t| p.received >= t);
                 if done || last.elapsed() >= Duration::from_millis(100) {
                     last = Instant::now();
-                    let label = match p.total {
-                        Some(t) => format!(
-                            "{}: {} of {}",
-                            request.title,
-                            size_bytes(p.received),
-                            size_bytes(t)
-                        ),
-                        None => format!("{}: {}", request.title, size_bytes(p.received)),
-                    };
-                    events.send(Event::Progress {
-                        task,
-                        label,
-                        fraction: p.fraction(),
-                    });
+                    task.report(progress_label(&request.title, &p), p.fraction());
                 }
                 true
             };
@@ -382,21 +398,29 @@ pub fn spawn_download(
                 &mut report,
             );
             match outcome {
-                Ok(result) => events.send(Event::Downloaded {
-                    task,
+                Ok(result) => task.events.output(Downloaded {
+                    task: task.task,
                     title: request.title.clone(),
                     verified: request.expected_sha256.is_some(),
                     result,
                 }),
                 Err(DownloadError::Cancelled) => {}
-                Err(e) => events.send(Event::Failed {
-                    task,
+                Err(e) => task.events.send(Event::Failed {
+                    task: task.task,
                     error: AppError::Download(e),
                 }),
             }
-            events.send(Event::Finished { task });
+            task.events.send(Event::Finished { task: task.task });
         });
     if let Err(e) = spawned {
-        events.not_started(task, "starting the download", &e);
+        task.events
+            .not_started(task.task, "starting the download", &e);
+    }
+}
+
+fn progress_label(title: &str, p: &crate::model::download::DownloadProgress) -> String {
+    match p.total {
+        Some(t) => format!("{title}: {} of {}", size_bytes(p.received), size_bytes(t)),
+        None => format!("{title}: {}", size_bytes(p.received)),
     }
 }

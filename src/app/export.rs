@@ -1,78 +1,72 @@
-//! Exports of the current view: the head-mean overlay as PNG, the attention values as `.npy`,
-//! the PCA colourings as PNG + `.npy` per image, and the helpers the co-segmentation and
-//! correspondence exports share; exports run on their own thread ([`spawn_export`]).
+//! What every view's exports share: unique file names, folders, PNG and JSON files whose errors
+//! name the file. Exports are written on their own thread (see `App::start_export`).
 
 use std::collections::HashSet;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
+use eframe::egui;
 use image::RgbImage;
+use poll_promise::Promise;
 
 use super::notifications::AppError;
-use super::pca_job::{PcaImage, PcaResult};
-use super::state::Settings;
-use super::worker::{AttentionResult, Event, EventSender, TaskId};
-use crate::analysis::attention::mass_mask;
-use crate::analysis::colormap::{overlay_mask, render_map};
-use crate::arrays::write_npy;
+use super::tasks::{TaskId, Tasks, spawn_promise};
+use super::view::{ExportJob, Written};
 
-/// `image * (1 - opacity) + colours * opacity` (what the screen shows).
-fn blend(image: &RgbImage, colours: &RgbImage, opacity: f32) -> RgbImage {
-    let a = opacity.clamp(0.0, 1.0);
-    RgbImage::from_fn(image.width(), image.height(), |x, y| {
-        let p = image.get_pixel(x, y).0;
-        let q = colours.get_pixel_checked(x, y).map_or(p, |c| c.0);
-        image::Rgb([0, 1, 2].map(|i| (p[i] as f32 * (1.0 - a) + q[i] as f32 * a).round() as u8))
-    })
+/// The key of an export task.
+pub struct ExportTask;
+
+/// Exports being written, each on its own thread (encoding and writing never block the UI).
+#[derive(Default)]
+pub struct Exports {
+    running: Vec<(TaskId, Promise<Written>)>,
 }
 
-/// The head-mean view as the screen shows it (masks, when shown, tinted and outlined in red).
-pub fn head_mean_image(result: &AttentionResult, settings: &Settings) -> RgbImage {
-    let maps = &result.maps;
-    let grid = maps.grid;
-    let mean = maps.head_mean();
-    let colours = render_map(&mean, grid.rows, grid.cols, grid.stride, settings.colormap);
-    let blended = blend(&result.prepared.rgb, &colours, settings.opacity);
-    if settings.show_masks {
-        let mask = mass_mask(&mean, settings.threshold);
-        overlay_mask(&blended, &mask, grid.rows, grid.cols, [255, 0, 0])
-    } else {
-        blended
+impl Exports {
+    /// Starts `job` as a task shown in the status bar.
+    pub fn start(
+        &mut self,
+        ctx: &egui::Context,
+        tasks: &mut Tasks,
+        job: ExportJob,
+    ) -> Result<(), AppError> {
+        let promise = spawn_promise("dinoscope-export", "the export", ctx, job)?;
+        let task = tasks.start(ExportTask, "Exporting", None);
+        self.running.push((task.task, promise));
+        Ok(())
+    }
+
+    /// The exports that ended since the last call: the files written, or the error naming the
+    /// file. Their tasks end.
+    pub fn finished(&mut self, tasks: &mut Tasks) -> Vec<Written> {
+        let mut done = Vec::new();
+        let mut running = Vec::new();
+        for (task, promise) in self.running.drain(..) {
+            match promise.try_take() {
+                Ok(result) => {
+                    tasks.finished(task);
+                    done.push(result);
+                }
+                Err(promise) => running.push((task, promise)),
+            }
+        }
+        self.running = running;
+        done
     }
 }
 
-pub fn export_png(
-    path: &Path,
-    result: &AttentionResult,
-    settings: &Settings,
-) -> Result<(), AppError> {
-    save_png(path, &head_mean_image(result, settings))
-}
-
-/// `[heads, rows, cols]` float32.
-pub fn export_npy(path: &Path, result: &AttentionResult) -> Result<(), AppError> {
-    let maps = &result.maps;
-    write_npy(
-        path,
-        &[maps.heads, maps.grid.rows, maps.grid.cols],
-        &maps.values,
-    )?;
-    Ok(())
-}
-
-/// One image's PCA colouring as the screen shows it (model image size, background black).
-pub fn export_pca_png(path: &Path, image: &PcaImage) -> Result<(), AppError> {
-    save_png(path, &image.colored)
-}
-
-/// One image's PCA projections, `[rows, cols, 3]` float32 (as `dinoscope pca` writes them).
-pub fn export_pca_npy(path: &Path, image: &PcaImage) -> Result<(), AppError> {
-    write_npy(
-        path,
-        &[image.grid.rows, image.grid.cols, 3],
-        &image.view.projections,
-    )?;
-    Ok(())
+/// What the notification says of an export that worked.
+pub fn saved_message(files: &[PathBuf]) -> String {
+    match files {
+        [one] => format!("Saved {}", one.display()),
+        _ => format!(
+            "Saved {} files to {}",
+            files.len(),
+            files
+                .first()
+                .and_then(|f| f.parent())
+                .map_or(String::new(), |d| d.display().to_string())
+        ),
+    }
 }
 
 /// A file-name stem per image name, unique within one export (`-2`, `-3`... appended to repeats).
@@ -120,45 +114,4 @@ pub fn save_json(path: &Path, value: &serde_json::Value) -> Result<(), AppError>
     };
     let text = serde_json::to_string_pretty(value).map_err(|e| error(e.to_string()))?;
     std::fs::write(path, text).map_err(|e| error(e.to_string()))
-}
-
-/// `<stem>_pca.png` and `<stem>_pca.npy` for every image of the result into `dir` (created if
-/// missing; images with the same name get `-2`, `-3`... appended). Returns the files written.
-pub fn export_pca(dir: &Path, result: &PcaResult) -> Result<Vec<PathBuf>, AppError> {
-    create_dir(dir)?;
-    let stems = unique_stems(result.images.iter().map(|i| i.name.as_str()));
-    let mut written = Vec::new();
-    for (image, stem) in result.images.iter().zip(stems) {
-        let png = dir.join(format!("{stem}_pca.png"));
-        let npy = dir.join(format!("{stem}_pca.npy"));
-        export_pca_png(&png, image)?;
-        export_pca_npy(&npy, image)?;
-        written.extend([png, npy]);
-    }
-    Ok(written)
-}
-
-/// Runs an export on its own thread (encoding and writing never block the UI); the files
-/// written, or the error naming the file, come back as [`Event::Exported`].
-pub fn spawn_export(
-    task: TaskId,
-    events: EventSender,
-    export: impl FnOnce() -> Result<Vec<PathBuf>, AppError> + Send + 'static,
-) {
-    let thread_events = events.clone();
-    let spawned = std::thread::Builder::new()
-        .name("dinoscope-export".into())
-        .spawn(move || {
-            let result = catch_unwind(AssertUnwindSafe(export)).unwrap_or_else(|_| {
-                Err(AppError::Compute {
-                    what: "the export".into(),
-                    detail: "internal error".into(),
-                })
-            });
-            thread_events.send(Event::Exported { task, result });
-            thread_events.send(Event::Finished { task });
-        });
-    if let Err(e) = spawned {
-        events.not_started(task, "starting the export", &e);
-    }
 }

@@ -9,7 +9,8 @@ use egui::TextureHandle;
 use image::RgbImage;
 
 use super::notifications::AppError;
-use super::worker::{CancelToken, Event, EventSender, ImageId, TaskId};
+use super::notifications::file_label;
+use super::tasks::{Event, ImageId, TaskContext};
 use crate::model::preprocess::load_rgb;
 
 /// File extensions picked up when a folder is opened or dropped.
@@ -47,6 +48,9 @@ pub const SAMPLES: [(&str, &[u8]); 7] = [
 const THUMBNAIL_SIDE: u32 = 96;
 /// Height of the thumbnails in the strip, in points.
 const THUMBNAIL_HEIGHT: f32 = 84.0;
+
+/// The key of an image-loading task.
+pub struct LoadImages;
 
 /// Something to add to the gallery.
 #[derive(Clone, Debug)]
@@ -253,12 +257,12 @@ fn is_image_file(path: &Path) -> bool {
 }
 
 /// Collects the images of a folder, recursively, sorted by path.
-fn walk_folder(folder: &Path, out: &mut Vec<PathBuf>, events: &EventSender, task: TaskId) {
+fn walk_folder(folder: &Path, out: &mut Vec<PathBuf>, task: &TaskContext) {
     let entries = match std::fs::read_dir(folder) {
         Ok(entries) => entries,
         Err(source) => {
-            events.send(Event::Failed {
-                task,
+            task.events.send(Event::Failed {
+                task: task.task,
                 error: AppError::Folder {
                     path: folder.to_path_buf(),
                     source,
@@ -271,7 +275,7 @@ fn walk_folder(folder: &Path, out: &mut Vec<PathBuf>, events: &EventSender, task
     paths.sort();
     for path in paths {
         if path.is_dir() {
-            walk_folder(&path, out, events, task);
+            walk_folder(&path, out, task);
         } else if is_image_file(&path) {
             out.push(path);
         }
@@ -367,69 +371,91 @@ fn decode(path: &Path, name: String, bundled: bool) -> Result<DecodedImage, AppE
     })
 }
 
-/// Decodes `sources` on a new thread; each image arrives as [`Event::ImageDecoded`], each
-/// failure as [`Event::Failed`] (the others still load), then [`Event::Finished`].
-pub fn spawn_loader(sources: Vec<Source>, task: TaskId, token: CancelToken, events: EventSender) {
-    let thread_events = events.clone();
+/// Decodes `sources` on a new thread; each image arrives as an [`Event::Output`] of a
+/// [`DecodedImage`], each failure as [`Event::Failed`] (the others still load), then
+/// [`Event::Finished`].
+pub fn spawn_loader(sources: Vec<Source>, task: TaskContext) {
+    let thread_task = task.clone();
     let spawned = std::thread::Builder::new()
         .name("dinoscope-loader".into())
         .spawn(move || {
-            let events = thread_events;
-            let mut files: Vec<(PathBuf, bool)> = Vec::new();
-            for source in sources {
-                match source {
-                    Source::Path(path) if path.is_dir() => {
-                        let mut found = Vec::new();
-                        walk_folder(&path, &mut found, &events, task);
-                        if found.is_empty() {
-                            events.send(Event::Note(format!(
-                                "{}: no images found in this folder",
-                                path.display()
-                            )));
-                        }
-                        files.extend(found.into_iter().map(|p| (p, false)));
-                    }
-                    Source::Path(path) => files.push((path, false)),
-                    Source::Sample(name, bytes) => match materialize_sample(name, bytes) {
-                        Ok(path) => files.push((path, true)),
-                        Err(error) => events.send(Event::Failed { task, error }),
-                    },
-                    Source::Pasted(image) => match store_pasted(&image) {
-                        Ok(path) => files.push((path, false)),
-                        Err(error) => events.send(Event::Failed { task, error }),
-                    },
-                }
-            }
-            let n = files.len();
-            for (i, (path, bundled)) in files.into_iter().enumerate() {
-                if token.is_cancelled() {
-                    break;
-                }
-                let name = super::worker::file_label(&path);
-                events.send(Event::Progress {
-                    task,
-                    label: format!("Decoding {name} ({}/{n})", i + 1),
-                    fraction: Some(i as f32 / n.max(1) as f32),
-                });
-                let decoded = std::panic::catch_unwind(|| decode(&path, name.clone(), bundled))
-                    .unwrap_or_else(|_| {
-                        Err(AppError::Compute {
-                            what: format!("decoding {}", path.display()),
-                            detail: "the decoder crashed".into(),
-                        })
-                    });
-                if token.is_cancelled() {
-                    break;
-                }
-                match decoded {
-                    Ok(image) => events.send(Event::ImageDecoded(image)),
-                    Err(error) => events.send(Event::Failed { task, error }),
-                }
-            }
-            events.send(Event::Finished { task });
+            let files = collect_files(sources, &thread_task);
+            decode_files(files, &thread_task);
+            thread_task.events.send(Event::Finished {
+                task: thread_task.task,
+            });
         });
     if let Err(e) = spawned {
-        events.not_started(task, "starting the image loader", &e);
+        task.events
+            .not_started(task.task, "starting the image loader", &e);
+    }
+}
+
+/// The files to decode (and whether each is a bundled sample): folders searched, samples and
+/// pasted images written to files.
+fn collect_files(sources: Vec<Source>, task: &TaskContext) -> Vec<(PathBuf, bool)> {
+    let failed = |error| {
+        task.events.send(Event::Failed {
+            task: task.task,
+            error,
+        })
+    };
+    let mut files = Vec::new();
+    for source in sources {
+        match source {
+            Source::Path(path) if path.is_dir() => {
+                let mut found = Vec::new();
+                walk_folder(&path, &mut found, task);
+                if found.is_empty() {
+                    task.events.send(Event::Note(format!(
+                        "{}: no images found in this folder",
+                        path.display()
+                    )));
+                }
+                files.extend(found.into_iter().map(|p| (p, false)));
+            }
+            Source::Path(path) => files.push((path, false)),
+            Source::Sample(name, bytes) => match materialize_sample(name, bytes) {
+                Ok(path) => files.push((path, true)),
+                Err(error) => failed(error),
+            },
+            Source::Pasted(image) => match store_pasted(&image) {
+                Ok(path) => files.push((path, false)),
+                Err(error) => failed(error),
+            },
+        }
+    }
+    files
+}
+
+fn decode_files(files: Vec<(PathBuf, bool)>, task: &TaskContext) {
+    let n = files.len();
+    for (i, (path, bundled)) in files.into_iter().enumerate() {
+        if task.is_cancelled() {
+            break;
+        }
+        let name = file_label(&path);
+        task.report(
+            format!("Decoding {name} ({}/{n})", i + 1),
+            Some(i as f32 / n.max(1) as f32),
+        );
+        let decoded = std::panic::catch_unwind(|| decode(&path, name.clone(), bundled))
+            .unwrap_or_else(|_| {
+                Err(AppError::Compute {
+                    what: format!("decoding {}", path.display()),
+                    detail: "the decoder crashed".into(),
+                })
+            });
+        if task.is_cancelled() {
+            break;
+        }
+        match decoded {
+            Ok(image) => task.events.output(image),
+            Err(error) => task.events.send(Event::Failed {
+                task: task.task,
+                error,
+            }),
+        }
     }
 }
 

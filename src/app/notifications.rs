@@ -1,7 +1,7 @@
 //! Typed errors of the app and the dismissible notifications that show them.
 
 use eframe::egui;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::analysis::features::FeatureError;
@@ -157,4 +157,11 @@ impl Notifications {
             self.dismiss(id);
         }
     }
+}
+
+/// A file's name for messages and labels (the whole path when it has no name).
+pub fn file_label(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
 }

@@ -1,10 +1,10 @@
 //! Settings kept between sessions (through eframe's storage) and the input-size choice.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::coseg_job::CosegMode;
 use crate::analysis::colormap::Colormap;
 use crate::model::{Facet, Resize};
 
@@ -45,39 +45,27 @@ impl InputSize {
     }
 }
 
-/// The views of the central area, one tab each.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum ViewTab {
-    #[default]
-    Attention,
-    Pca,
-    Coseg,
-    Correspondence,
-    Training,
-}
+/// Which view a tab shows: a stable id, stored in the settings (the same strings as the variant
+/// names of earlier versions, so older settings still open their tab).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ViewTab(Cow<'static, str>);
 
 impl ViewTab {
-    pub const ALL: [ViewTab; 5] = [
-        ViewTab::Attention,
-        ViewTab::Pca,
-        ViewTab::Coseg,
-        ViewTab::Correspondence,
-        ViewTab::Training,
-    ];
+    pub const ATTENTION: ViewTab = ViewTab::new("Attention");
+    pub const PCA: ViewTab = ViewTab::new("Pca");
+    pub const COSEG: ViewTab = ViewTab::new("Coseg");
+    pub const CORRESPONDENCE: ViewTab = ViewTab::new("Correspondence");
+    pub const TRAINING: ViewTab = ViewTab::new("Training");
 
-    pub fn label(self) -> &'static str {
-        match self {
-            ViewTab::Attention => "Attention",
-            ViewTab::Pca => "PCA",
-            ViewTab::Coseg => "Co-segmentation",
-            ViewTab::Correspondence => "Correspondence",
-            ViewTab::Training => "Training",
-        }
+    pub const fn new(id: &'static str) -> ViewTab {
+        ViewTab(Cow::Borrowed(id))
     }
+}
 
-    /// The digit key that selects the tab (1 to 5).
-    pub fn shortcut(self) -> usize {
-        1 + ViewTab::ALL.iter().position(|&t| t == self).unwrap_or(0)
+impl Default for ViewTab {
+    fn default() -> Self {
+        ViewTab::ATTENTION
     }
 }
 
@@ -149,6 +137,14 @@ impl Default for CorrSettings {
             fusion_weight: 0.5,
         }
     }
+}
+
+/// Co-segmentation (common foreground) or part co-segmentation (common parts).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CosegMode {
+    #[default]
+    Foreground,
+    Parts,
 }
 
 /// What the co-segmentation view paints over each image.
@@ -233,7 +229,7 @@ impl Default for Settings {
             checkpoint: None,
             show_model_panel: true,
             debug_overlay: false,
-            tab: ViewTab::Attention,
+            tab: ViewTab::ATTENTION,
             pca: PcaSettings::default(),
             correspondence: CorrSettings::default(),
             coseg: CosegSettings::default(),
@@ -301,7 +297,7 @@ mod tests {
             threshold: 0.3,
             colormap: Colormap::Magma,
             image_paths: vec![PathBuf::from("/tmp/a.png")],
-            tab: ViewTab::Pca,
+            tab: ViewTab::PCA,
             pca: PcaSettings {
                 joint: false,
                 facet: Facet::Token,
@@ -314,7 +310,9 @@ mod tests {
         let back: Settings = serde_json::from_str(&json).unwrap();
         assert_eq!(back, s);
         let partial: Settings = serde_json::from_str(r#"{"threshold": 7.0}"#).unwrap();
-        assert_eq!(partial.tab, ViewTab::Attention);
+        assert_eq!(partial.tab, ViewTab::ATTENTION);
+        let older: Settings = serde_json::from_str(r#"{"tab": "Correspondence"}"#).unwrap();
+        assert_eq!(older.tab, ViewTab::CORRESPONDENCE);
         assert_eq!(partial.sanitized().threshold, 1.0);
         let bad: Settings =
             serde_json::from_str(r#"{"pca": {"threshold": -3.0, "stride": 0}}"#).unwrap();

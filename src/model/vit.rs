@@ -51,7 +51,7 @@ impl Grid {
 
 /// What a block's attention sees: the q, k or v projections, or the block's output tokens.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+    Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize,
 )]
 pub enum Facet {
     Token,

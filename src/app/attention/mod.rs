@@ -1,76 +1,108 @@
-//! The attention tab of the app: which attention result the settings ask for, asking the worker
-//! for it, the tab's controls and its central view.
+//! The attention view: every head's attention of the chosen block over the selected image, for
+//! the [CLS] token or a clicked patch. Results are computed by the worker ([`job`]) and cached
+//! per image, block, query and input size.
+
+pub mod export;
+pub mod job;
+pub mod panel;
+pub mod patch_overlay;
 
 use eframe::egui;
+use std::any::Any;
+use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::worker::{self, AttentionResult, AttnKey, Job, query_key};
-use super::{App, TaskKind, input_size_combo};
+use super::cache::BoundedCache;
+use super::dialogs::Pick;
+use super::state::{Settings, ViewTab};
+use super::tasks::Output;
+use super::view::{ExportItem, ExportJob, Shared, View, ViewContext};
+use super::widgets::{
+    add_images_hint, block_slider, centered, colormap_combo, input_size_combo, tile_size_slider,
+};
+use super::worker::{ModelInfo, ModelLoad};
 use crate::analysis::attention::Query;
-use crate::analysis::colormap::Colormap;
+use job::{AttentionJob, AttentionOutput, AttentionResult, AttnKey};
+use panel::AttentionPanel;
 
-impl App {
+/// Attention results kept in memory (per image, block and query).
+const CACHE_CAPACITY: usize = 96;
+
+pub struct AttentionTab {
+    query: Query,
+    cache: BoundedCache<AttnKey, Arc<AttentionResult>>,
+    /// What is on screen (may be a slightly older result while the next one computes).
+    shown: Option<(AttnKey, Arc<AttentionResult>)>,
+    /// Keys whose computation failed or was cancelled: not retried until asked.
+    skipped: HashSet<AttnKey>,
+    pub panel: AttentionPanel,
+}
+
+impl Default for AttentionTab {
+    fn default() -> Self {
+        AttentionTab {
+            query: Query::Cls,
+            cache: BoundedCache::with_capacity(CACHE_CAPACITY),
+            shown: None,
+            skipped: HashSet::new(),
+            panel: AttentionPanel::default(),
+        }
+    }
+}
+
+/// The block shown: the chosen one, or the last block of the model.
+pub fn layer(shared: Shared<'_>) -> usize {
+    shared.block(shared.settings.layer, 0)
+}
+
+pub fn set_layer(settings: &mut Settings, shared_depth: usize, layer: usize) {
+    settings.layer = Some(layer.min(shared_depth.max(1) - 1));
+}
+
+impl AttentionTab {
+    pub fn query(&self) -> Query {
+        self.query
+    }
+
+    pub fn set_query(&mut self, query: Query) {
+        self.query = query;
+    }
+
     /// The key of the view the settings ask for.
-    pub fn current_key(&self) -> Option<AttnKey> {
-        let model = self.model.as_ref()?;
-        let image = self.gallery.selected?;
+    pub fn current_key(&self, shared: Shared<'_>) -> Option<AttnKey> {
         Some(AttnKey {
-            image,
-            layer: self.layer(),
-            query: query_key(self.query),
-            input_size: self.settings.input_size,
-            generation: model.generation,
+            image: shared.gallery.selected?,
+            layer: layer(shared),
+            query: self.query,
+            input_size: shared.settings.input_size,
+            generation: shared.model?.generation,
         })
     }
 
     /// The result for the current settings, once computed.
-    pub fn current_result(&self) -> Option<&Arc<AttentionResult>> {
-        self.current_key().and_then(|k| self.cache.get(&k))
+    pub fn current_result(&self, shared: Shared<'_>) -> Option<&Arc<AttentionResult>> {
+        self.current_key(shared).and_then(|k| self.cache.get(&k))
     }
 
-    /// Asks the worker for the current view when it is neither cached nor under way.
-    pub(super) fn request_attention(&mut self) {
-        let Some(key) = self.current_key() else {
-            return;
+    /// A file name for the export of the view shown.
+    fn export_name(&self, shared: Shared<'_>) -> String {
+        let stem = shared
+            .gallery
+            .selected_entry()
+            .and_then(|e| e.path.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "image".into());
+        let query = match self.query {
+            Query::Cls => "cls".to_string(),
+            Query::Patch { row, col } => format!("patch{row}-{col}"),
         };
-        if self.cache.contains_key(&key) || self.skipped.contains(&key) {
-            return;
-        }
-        // One attention job at a time: scrubbing the layer slider asks only for where it stops.
-        if self
-            .tasks
-            .values()
-            .any(|(k, _)| matches!(k, TaskKind::Attention(_) | TaskKind::Model))
-        {
-            return;
-        }
-        let Some(entry) = self.gallery.selected_entry() else {
-            return;
-        };
-        let (rgb, name) = (entry.rgb.clone(), entry.name.clone());
-        self.submit(
-            TaskKind::Attention(key),
-            format!("Attention of {name}"),
-            Job::Attention { key, rgb, name },
-        );
+        format!("{stem}-block{}-{query}", layer(shared))
     }
 
-    pub(super) fn attention_controls(&mut self, ui: &mut egui::Ui) {
-        let depth = self.model.as_ref().map_or(1, |m| m.config.depth).max(1);
-        ui.heading("View");
-        let mut layer = self.layer();
-        ui.add_enabled(
-            depth > 1,
-            egui::Slider::new(&mut layer, 0..=depth - 1).text("Block (layer)"),
-        )
-        .on_hover_text("Which transformer block's attention to show (Up / Down)");
-        if layer != self.layer() {
-            self.set_layer(layer);
-        }
+    fn query_controls(&mut self, ui: &mut egui::Ui) {
         ui.horizontal(|ui| {
-            let is_cls = self.query == Query::Cls;
             if ui
-                .add(egui::Button::new("CLS").selected(is_cls))
+                .add(egui::Button::new("CLS").selected(self.query == Query::Cls))
                 .on_hover_text("Show the [CLS] token's attention (Escape)")
                 .clicked()
             {
@@ -82,31 +114,11 @@ impl App {
             });
         });
         ui.label(egui::RichText::new("Click a patch to see its attention.").weak());
-        ui.separator();
-        ui.checkbox(&mut self.settings.show_masks, "Mass-mask outlines");
-        ui.add_enabled(
-            self.settings.show_masks,
-            egui::Slider::new(&mut self.settings.threshold, 0.05..=1.0)
-                .step_by(0.05)
-                .text("Mass kept"),
-        )
-        .on_hover_text(
-            "Outline the fewest patches that hold this share of the attention (DINO: 0.6)",
-        );
-        egui::ComboBox::from_label("Colormap")
-            .selected_text(format!("{:?}", self.settings.colormap))
-            .show_ui(ui, |ui| {
-                for c in Colormap::ALL {
-                    ui.selectable_value(&mut self.settings.colormap, c, format!("{c:?}"));
-                }
-            });
-        ui.add(egui::Slider::new(&mut self.settings.opacity, 0.0..=1.0).text("Opacity"))
-            .on_hover_text("Opacity of the attention colours over the image");
-        ui.add(egui::Slider::new(&mut self.settings.tile_size, 80.0..=600.0).text("Tile size"));
-        input_size_combo(ui, &mut self.settings.input_size);
-        ui.separator();
+    }
+
+    fn read_outs(&self, ui: &mut egui::Ui) {
         ui.heading("Under the pointer");
-        match self.view.hover {
+        match self.panel.hover {
             Some(h) => {
                 ui.label(format!(
                     "{}: patch row {}, col {}",
@@ -144,8 +156,105 @@ impl App {
         }
     }
 
-    pub(super) fn attention_central(&mut self, ui: &mut egui::Ui) {
-        let key = self.current_key();
+    /// The empty view: a hint, a spinner, or the button that computes a skipped view.
+    fn placeholder(&mut self, ui: &mut egui::Ui, cx: &ViewContext<'_>, key: Option<AttnKey>) {
+        centered(ui, |ui| {
+            if cx.is_empty() {
+                add_images_hint(ui);
+            } else if let Some(k) = key.filter(|k| self.skipped.contains(k)) {
+                if ui.button("Compute attention").clicked() {
+                    self.skipped.remove(&k);
+                }
+            } else {
+                ui.spinner();
+            }
+        });
+    }
+
+    /// The heading: image, block, query, and a spinner while a newer view computes.
+    fn heading(
+        &mut self,
+        ui: &mut egui::Ui,
+        cx: &ViewContext<'_>,
+        shown: AttnKey,
+        key: Option<AttnKey>,
+    ) {
+        let name = cx
+            .gallery
+            .selected_entry()
+            .map(|e| e.name.clone())
+            .unwrap_or_default();
+        ui.horizontal(|ui| {
+            ui.heading(name);
+            ui.label(format!(
+                "block {} of {}, {}",
+                shown.layer,
+                cx.model.map_or(0, |m| m.config.depth),
+                match shown.query {
+                    Query::Cls => "attention of [CLS]".to_string(),
+                    Query::Patch { row, col } => format!("attention of patch ({row}, {col})"),
+                }
+            ));
+            if Some(shown) != key {
+                ui.spinner();
+                if let Some(k) = key.filter(|k| self.skipped.contains(k))
+                    && ui
+                        .button("Compute")
+                        .on_hover_text("Compute this view")
+                        .clicked()
+                {
+                    self.skipped.remove(&k);
+                }
+            }
+        });
+    }
+}
+
+impl View for AttentionTab {
+    fn id(&self) -> ViewTab {
+        ViewTab::ATTENTION
+    }
+
+    fn title(&self) -> &'static str {
+        "Attention"
+    }
+
+    fn controls(&mut self, ui: &mut egui::Ui, cx: &mut ViewContext<'_>) {
+        let (depth, block) = (cx.shared().depth(), layer(cx.shared()));
+        ui.heading("View");
+        let chosen = block_slider(
+            ui,
+            block,
+            depth,
+            "Which transformer block's attention to show (Up / Down)",
+        );
+        if chosen != block {
+            set_layer(cx.settings, depth, chosen);
+        }
+        self.query_controls(ui);
+        ui.separator();
+        let s = &mut *cx.settings;
+        ui.checkbox(&mut s.show_masks, "Mass-mask outlines");
+        ui.add_enabled(
+            s.show_masks,
+            egui::Slider::new(&mut s.threshold, 0.05..=1.0)
+                .step_by(0.05)
+                .text("Mass kept"),
+        )
+        .on_hover_text(
+            "Outline the fewest patches that hold this share of the attention (DINO: 0.6)",
+        );
+        colormap_combo(ui, &mut s.colormap);
+        ui.add(egui::Slider::new(&mut s.opacity, 0.0..=1.0).text("Opacity"))
+            .on_hover_text("Opacity of the attention colours over the image");
+        tile_size_slider(ui, &mut s.tile_size);
+        input_size_combo(ui, &mut s.input_size);
+        ui.separator();
+        self.read_outs(ui);
+    }
+
+    fn central(&mut self, ui: &mut egui::Ui, cx: &mut ViewContext<'_>) {
+        let key = self.current_key(cx.shared());
         if let Some(k) = key
             && let Some(r) = self.cache.get(&k)
         {
@@ -156,62 +265,125 @@ impl App {
             key.is_some_and(|c| c.image == k.image && c.generation == k.generation)
         });
         let Some((shown_key, result)) = shown else {
-            super::centered(ui, |ui| {
-                if self.gallery.entries.is_empty() && self.tasks.is_empty() {
-                    ui.label("Drop images or folders here, or use File > Open images (Ctrl+O).");
-                } else if key.is_some_and(|k| self.skipped.contains(&k)) {
-                    if ui.button("Compute attention").clicked()
-                        && let Some(k) = key
-                    {
-                        self.skipped.remove(&k);
-                    }
-                } else {
-                    ui.spinner();
-                }
-            });
+            self.placeholder(ui, cx, key);
             return;
         };
-        let name = self
-            .gallery
-            .selected_entry()
-            .map(|e| e.name.clone())
-            .unwrap_or_default();
-        ui.horizontal(|ui| {
-            ui.heading(name);
-            ui.label(format!(
-                "block {} of {}, {}",
-                shown_key.layer,
-                self.model.as_ref().map_or(0, |m| m.config.depth),
-                match worker::query_of(shown_key.query) {
-                    Query::Cls => "attention of [CLS]".to_string(),
-                    Query::Patch { row, col } => format!("attention of patch ({row}, {col})"),
-                }
-            ));
-            if Some(shown_key) != key {
-                ui.spinner();
-                if key.is_some_and(|k| self.skipped.contains(&k))
-                    && ui
-                        .button("Compute")
-                        .on_hover_text("Compute this view")
-                        .clicked()
-                    && let Some(k) = key
-                {
-                    self.skipped.remove(&k);
-                }
-            }
-        });
+        self.heading(ui, cx, shown_key, key);
         egui::ScrollArea::vertical()
             .auto_shrink(false)
             .show(ui, |ui| {
-                if let Some((row, col)) = self.view.ui(
-                    ui,
-                    shown_key,
-                    &result,
-                    &self.settings,
-                    worker::query_of(shown_key.query),
-                ) {
+                if let Some((row, col)) =
+                    self.panel
+                        .ui(ui, shown_key, &result, cx.settings, shown_key.query)
+                {
                     self.query = Query::Patch { row, col };
                 }
             });
+    }
+
+    /// Asks the worker for the current view when it is neither cached nor under way.
+    fn request(&mut self, cx: &mut ViewContext<'_>) {
+        let Some(key) = self.current_key(cx.shared()) else {
+            return;
+        };
+        if self.cache.contains_key(&key) || self.skipped.contains(&key) {
+            return;
+        }
+        // One attention job at a time: scrubbing the layer slider asks only for where it stops.
+        if cx.tasks.any::<AttnKey>() || cx.tasks.any::<ModelLoad>() {
+            return;
+        }
+        let Some(input) = cx.shared().input(key.image) else {
+            return;
+        };
+        let label = format!("Attention of {}", input.name);
+        cx.worker
+            .submit(cx.tasks, key, label, AttentionJob { key, input });
+    }
+
+    fn take_output(&mut self, output: Output) -> Result<(), Output> {
+        let AttentionOutput { key, result } = *output.downcast::<AttentionOutput>()?;
+        self.cache.insert(key, result);
+        Ok(())
+    }
+
+    fn task_dropped(&mut self, key: &dyn Any) {
+        if let Some(key) = key.downcast_ref::<AttnKey>() {
+            self.skipped.insert(*key);
+        }
+    }
+
+    fn model_loaded(&mut self, info: &ModelInfo, settings: &mut Settings) {
+        if settings.layer.is_some_and(|l| l >= info.config.depth) {
+            settings.layer = None;
+        }
+        self.query = Query::Cls;
+        self.cache.clear();
+        self.skipped.clear();
+        self.shown = None;
+    }
+
+    fn escape(&mut self) {
+        self.query = Query::Cls;
+    }
+
+    fn step_block(&mut self, step: isize, cx: &mut ViewContext<'_>) {
+        let depth = cx.shared().depth();
+        let block = layer(cx.shared()).saturating_add_signed(step);
+        set_layer(cx.settings, depth, block);
+    }
+
+    fn exports(&self, shared: Shared<'_>) -> Vec<ExportItem> {
+        let available = self.current_result(shared).is_some();
+        let name = self.export_name(shared);
+        vec![
+            ExportItem {
+                id: "png",
+                label: "Export head-mean view (PNG)...",
+                hover: "The attention tab's head mean over the image",
+                available,
+                pick: Pick::Save {
+                    title: "Export the head-mean view".into(),
+                    file_name: format!("{name}.png"),
+                    filter: ("PNG", &["png"]),
+                },
+            },
+            ExportItem {
+                id: "npy",
+                label: "Export attention values (.npy)...",
+                hover: "[heads, rows, cols] float32",
+                available,
+                pick: Pick::Save {
+                    title: "Export the attention values".into(),
+                    file_name: format!("{name}.npy"),
+                    filter: ("NumPy", &["npy"]),
+                },
+            },
+        ]
+    }
+
+    fn export(&self, id: &str, path: PathBuf, shared: Shared<'_>) -> Option<ExportJob> {
+        let result = self.current_result(shared)?.clone();
+        match id {
+            "png" => {
+                let settings = shared.settings.clone();
+                Some(Box::new(move || {
+                    export::export_png(&path, &result, &settings).map(|()| vec![path])
+                }))
+            }
+            "npy" => Some(Box::new(move || {
+                export::export_npy(&path, &result).map(|()| vec![path])
+            })),
+            _ => None,
+        }
+    }
+
+    fn use_wgpu(&mut self, render_state: &eframe::egui_wgpu::RenderState) {
+        patch_overlay::install(render_state);
+        self.panel.gpu = true;
+    }
+
+    fn cached(&self) -> usize {
+        self.cache.len()
     }
 }

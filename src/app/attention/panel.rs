@@ -1,4 +1,4 @@
-//! The attention view: one tile per head plus the head mean, each the input image with its
+//! The attention view's drawing: one tile per head plus the head mean, each the input image with its
 //! attention coloured over it, mass-mask outlines, hover read-out and click-to-query.
 //!
 //! With the wgpu renderer, each map is uploaded once and coloured by the WGSL shader
@@ -11,12 +11,12 @@ use std::sync::Arc;
 
 use egui::{Color32, Pos2, Rect, Sense, Stroke, TextureHandle, TextureOptions, Vec2};
 
+use super::job::{AttentionResult, AttnKey};
 use super::patch_overlay::{self, OverlayStyle, PatchMap};
-use super::state::Settings;
-use super::textures::rgb_texture;
-use super::worker::{AttentionResult, AttnKey};
 use crate::analysis::attention::{Query, mass_mask};
 use crate::analysis::colormap::{Colormap, render_map};
+use crate::app::state::Settings;
+use crate::app::textures::rgb_texture;
 use crate::model::Grid;
 
 /// Colours of one result under one colormap.
@@ -46,7 +46,7 @@ pub struct Hover {
 }
 
 #[derive(Default)]
-pub struct AttentionView {
+pub struct AttentionPanel {
     rendered: Option<Rendered>,
     masks: Option<Masks>,
     image: Option<(usize, TextureHandle)>,
@@ -101,7 +101,7 @@ fn color_image(values: &[f32], grid: Grid, colormap: Colormap) -> egui::ColorIma
     egui::ColorImage::from_rgb([grid.cols, grid.rows], rgb.as_raw())
 }
 
-impl AttentionView {
+impl AttentionPanel {
     pub fn mean(&mut self, key: AttnKey, result: &AttentionResult) -> Arc<Vec<f32>> {
         match &self.mean {
             Some((k, m)) if *k == key => m.clone(),
@@ -268,37 +268,7 @@ impl AttentionView {
             if let Some((_, texture)) = &self.image {
                 painter.image(texture.id(), rect, full_uv, Color32::WHITE);
             }
-            if self.gpu {
-                let (low, high) = values
-                    .iter()
-                    .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
-                        (lo.min(v), hi.max(v))
-                    });
-                let map = PatchMap {
-                    id: map_id(key, index),
-                    rows: grid.rows,
-                    cols: grid.cols,
-                    values: Arc::new(values.to_vec()),
-                };
-                let style = OverlayStyle {
-                    colormap: settings.colormap,
-                    low,
-                    high,
-                    opacity: settings.opacity,
-                    cutoff: None,
-                };
-                patch_overlay::paint(&painter, rect, map, style);
-            } else if let Some(rendered) = &self.rendered
-                && let Some(texture) = rendered.textures.get(index)
-            {
-                let alpha = (settings.opacity.clamp(0.0, 1.0) * 255.0).round() as u8;
-                painter.image(
-                    texture.id(),
-                    rect,
-                    full_uv,
-                    Color32::from_white_alpha(alpha),
-                );
-            }
+            self.paint_colours(&painter, rect, (key, index), values, grid, settings);
             if settings.show_masks
                 && let Some(masks) = &self.masks
                 && let Some(mask) = masks.masks.get(index)
@@ -306,30 +276,13 @@ impl AttentionView {
                 painter.extend(outline_shapes(mask, grid, rect, image_size));
             }
             if let Query::Patch { row, col } = query {
-                let cell = cell_rect(rect, grid, image_size, row, col);
-                painter.rect_stroke(
-                    cell.expand(1.0),
-                    0.0,
-                    Stroke::new(2.0, Color32::WHITE),
-                    egui::StrokeKind::Outside,
-                );
-                painter.rect_stroke(
-                    cell,
-                    0.0,
-                    Stroke::new(1.0, Color32::BLACK),
-                    egui::StrokeKind::Outside,
-                );
+                query_mark(&painter, cell_rect(rect, grid, image_size, row, col));
             }
             if let Some(pos) = response.hover_pos()
                 && let Some((row, col)) = cell_at(rect, grid, image_size, pos)
             {
+                hover_mark(&painter, cell_rect(rect, grid, image_size, row, col));
                 let value = values.get(row * grid.cols + col).copied().unwrap_or(0.0);
-                painter.rect_stroke(
-                    cell_rect(rect, grid, image_size, row, col),
-                    0.0,
-                    Stroke::new(1.5, Color32::from_rgb(255, 220, 0)),
-                    egui::StrokeKind::Outside,
-                );
                 self.hover = Some(Hover {
                     head,
                     row,
@@ -354,6 +307,77 @@ impl AttentionView {
         })
         .inner
     }
+
+    /// The attention colours of map `index` of `key` over the tile: on the GPU when the WGSL
+    /// renderer is installed, else the textures coloured on the CPU.
+    fn paint_colours(
+        &self,
+        painter: &egui::Painter,
+        rect: Rect,
+        (key, index): (AttnKey, usize),
+        values: &[f32],
+        grid: Grid,
+        settings: &Settings,
+    ) {
+        let full_uv = Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0));
+        if self.gpu {
+            let (low, high) = values
+                .iter()
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+                    (lo.min(v), hi.max(v))
+                });
+            let map = PatchMap {
+                id: map_id(key, index),
+                rows: grid.rows,
+                cols: grid.cols,
+                values: Arc::new(values.to_vec()),
+            };
+            let style = OverlayStyle {
+                colormap: settings.colormap,
+                low,
+                high,
+                opacity: settings.opacity,
+                cutoff: None,
+            };
+            patch_overlay::paint(painter, rect, map, style);
+        } else if let Some(rendered) = &self.rendered
+            && let Some(texture) = rendered.textures.get(index)
+        {
+            let alpha = (settings.opacity.clamp(0.0, 1.0) * 255.0).round() as u8;
+            painter.image(
+                texture.id(),
+                rect,
+                full_uv,
+                Color32::from_white_alpha(alpha),
+            );
+        }
+    }
+}
+
+/// The outline of the patch under the pointer.
+fn hover_mark(painter: &egui::Painter, cell: Rect) {
+    painter.rect_stroke(
+        cell,
+        0.0,
+        Stroke::new(1.5, Color32::from_rgb(255, 220, 0)),
+        egui::StrokeKind::Outside,
+    );
+}
+
+/// The outline of the query patch.
+fn query_mark(painter: &egui::Painter, cell: Rect) {
+    painter.rect_stroke(
+        cell.expand(1.0),
+        0.0,
+        Stroke::new(2.0, Color32::WHITE),
+        egui::StrokeKind::Outside,
+    );
+    painter.rect_stroke(
+        cell,
+        0.0,
+        Stroke::new(1.0, Color32::BLACK),
+        egui::StrokeKind::Outside,
+    );
 }
 
 #[derive(Clone, Copy)]

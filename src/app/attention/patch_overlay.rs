@@ -11,7 +11,7 @@ use eframe::wgpu;
 
 use crate::analysis::colormap::Colormap;
 
-const SHADER: &str = include_str!("../../shaders/patch_overlay.wgsl");
+const SHADER: &str = include_str!("../../../shaders/patch_overlay.wgsl");
 /// Uploaded maps kept on the GPU before the cache is cleared (they re-upload on demand).
 const MAX_CACHED_MAPS: usize = 256;
 

@@ -8,14 +8,14 @@ use std::sync::Arc;
 use image::RgbImage;
 use serde_json::{Value, json};
 
-use super::correspond_job::{CorrImage, CorrSpec};
-use super::export::{create_dir, save_json, save_png, unique_stems};
-use super::notifications::AppError;
-use super::worker::ImageId;
+use super::job::{CorrImage, CorrSpec};
 use crate::analysis::colormap::Colormap;
 use crate::analysis::coords::PixelMap;
 use crate::analysis::correspond::{BestBuddies, PointQuery, pixel_heatmap};
 use crate::analysis::figure::{RED, dot, overlay_heatmap, pair_color, pair_marker, side_by_side};
+use crate::app::export::{create_dir, save_json, save_png, unique_stems};
+use crate::app::notifications::AppError;
+use crate::app::tasks::ImageId;
 use crate::arrays::write_npy;
 
 pub const PNG_FILE: &str = "correspondence.png";
@@ -142,7 +142,7 @@ impl CorrExport {
         json!({
             "descriptors": {
                 "layer": self.spec.layer,
-                "facet": format!("{:?}", self.spec.facet()).to_lowercase(),
+                "facet": format!("{:?}", self.spec.facet).to_lowercase(),
                 "stride": self.spec.stride,
                 "log_bin": self.spec.log_bin,
             },
@@ -153,32 +153,6 @@ impl CorrExport {
             },
             "query": query,
             "targets": targets,
-        })
-    }
-}
-
-impl super::App {
-    /// What the correspondence view shows now (`None` before the source's descriptors).
-    pub fn corr_export(&self) -> Option<CorrExport> {
-        let spec = self.corr_spec()?;
-        let (source, targets) = self.corr_shown_images(spec)?;
-        let query = self
-            .corr_point()
-            .and_then(|p| p.answer.as_ref())
-            .filter(|a| a.spec == spec && a.source == source.id)
-            .map(|a| ShownQuery {
-                point: a.point,
-                query: a.query.clone(),
-                targets: a.targets.clone(),
-            });
-        Some(CorrExport {
-            spec,
-            source,
-            targets,
-            query,
-            buddies: self.current_buddies(),
-            colormap: self.settings.colormap,
-            opacity: self.settings.opacity,
         })
     }
 }

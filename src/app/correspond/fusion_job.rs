@@ -8,16 +8,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::correspond_job::{CorrImage, CorrSpec};
-use super::notifications::AppError;
-use super::pca_job::PcaInput;
-use super::state::InputSize;
-use super::worker::{ImageId, WorkerState};
+use super::job::{CorrImage, CorrSpec};
 use crate::analysis::coords::PixelMap;
 use crate::analysis::correspond::ImageDescriptors;
 use crate::analysis::features::{DescriptorSpec, FeatureMap, extract};
 use crate::analysis::fusion::{ExternalMap, FusionConfig, SecondSource, fuse_pair, load_external};
 use crate::analysis::similarity::Score;
+use crate::app::notifications::{AppError, file_label};
+use crate::app::state::InputSize;
+use crate::app::tasks::{ImageId, Output, TaskContext};
+use crate::app::worker::{ImageInput, ModelJob, WorkerState};
 use crate::model::preprocess::{DEFAULT_MAX_PATCHES, prepare};
 use crate::model::vit::Vit;
 use crate::model::{Facet, LoadOptions, load_model};
@@ -38,7 +38,7 @@ impl SecondChoice {
             SecondChoice::Checkpoint(p) => ("checkpoint", p),
             SecondChoice::Folder(p) => ("feature maps in", p),
         };
-        format!("{kind} {}", super::worker::file_label(path))
+        format!("{kind} {}", file_label(path))
     }
 }
 
@@ -76,28 +76,59 @@ impl SecondMap {
     }
 }
 
-/// The worker's cache of second-source maps and the second model.
+/// The second-source maps and the second model, kept by the worker between fusion jobs.
 #[derive(Default)]
-pub struct SecondCache {
+struct SecondCache {
     model: Option<(PathBuf, Vit)>,
     maps: HashMap<(ImageId, SecondChoice, InputSize), Arc<SecondMap>>,
 }
 
-impl SecondCache {
-    pub fn clear(&mut self) {
-        self.maps.clear();
+/// A fused pair, sent back by the worker.
+pub struct FusedOutput {
+    pub key: FuseKey,
+    pub images: [Arc<CorrImage>; 2],
+}
+
+/// A source and a target's descriptors fused with a second source.
+pub struct FuseJob {
+    pub key: FuseKey,
+    pub images: [Arc<CorrImage>; 2],
+    pub inputs: [ImageInput; 2],
+}
+
+impl ModelJob for FuseJob {
+    fn generation(&self) -> u64 {
+        self.key.spec.generation
+    }
+
+    fn run(
+        self: Box<Self>,
+        state: &mut WorkerState,
+        task: &TaskContext,
+    ) -> Result<Option<Output>, AppError> {
+        task.progress(format!("Fusing with the {}", self.key.second.label()));
+        let [a, b] = fuse(state, &self.key, &self.images, &self.inputs)?;
+        Ok(Some(Box::new(FusedOutput {
+            key: self.key,
+            images: [Arc::new(a), Arc::new(b)],
+        })))
     }
 }
 
 /// The fused descriptors of a source and a target (second-source maps from the cache).
-pub(super) fn fuse(
+fn fuse(
     state: &mut WorkerState,
     key: &FuseKey,
-    images: [&Arc<CorrImage>; 2],
-    inputs: [&PcaInput; 2],
+    images: &[Arc<CorrImage>; 2],
+    inputs: &[ImageInput; 2],
 ) -> Result<[CorrImage; 2], AppError> {
     let start = Instant::now();
-    let [a, b] = inputs.map(|input| second_map(state, &key.second, key.spec.input_size, input));
+    let mut cache = std::mem::take(state.stash::<SecondCache>());
+    let maps = inputs
+        .each_ref()
+        .map(|input| second_map(state, &mut cache, &key.second, key.spec.input_size, input));
+    *state.stash::<SecondCache>() = cache;
+    let [a, b] = maps;
     let (a, b) = (a?, b?);
     let config = FusionConfig {
         weights: key.weights(),
@@ -124,50 +155,52 @@ pub(super) fn fuse(
             elapsed: start.elapsed(),
         }
     };
-    Ok([describe(images[0], fa), describe(images[1], fb)])
+    Ok([describe(&images[0], fa), describe(&images[1], fb)])
 }
 
 fn second_map(
-    state: &mut WorkerState,
+    state: &WorkerState,
+    cache: &mut SecondCache,
     choice: &SecondChoice,
     input_size: InputSize,
-    input: &PcaInput,
+    input: &ImageInput,
 ) -> Result<Arc<SecondMap>, AppError> {
     let key = (input.id, choice.clone(), input_size);
-    if let Some(found) = state.second.maps.get(&key) {
+    if let Some(found) = cache.maps.get(&key) {
         return Ok(found.clone());
     }
     let map = match choice {
         SecondChoice::Checkpoint(path) => {
-            SecondMap::Model(second_model_map(state, path, input_size, input)?)
+            SecondMap::Model(second_model_map(state, cache, path, input_size, input)?)
         }
         SecondChoice::Folder(dir) => SecondMap::External(external_map(dir, &input.name)?),
     };
     let map = Arc::new(map);
-    state.second.maps.insert(key, map.clone());
+    cache.maps.insert(key, map.clone());
     Ok(map)
 }
 
 fn second_model_map(
-    state: &mut WorkerState,
+    state: &WorkerState,
+    cache: &mut SecondCache,
     path: &Path,
     input_size: InputSize,
-    input: &PcaInput,
+    input: &ImageInput,
 ) -> Result<FeatureMap, AppError> {
-    let (loaded_path, vit) = match state.second.model.take() {
+    let (loaded_path, vit) = match cache.model.take() {
         Some((p, vit)) if p == path => (p, vit),
         _ => {
-            state.second.maps.clear();
+            cache.maps.clear();
             let loaded = load_model(path, &LoadOptions::default(), state.device())?;
             (path.to_path_buf(), loaded.vit)
         }
     };
     let map = model_map(&vit, input_size, input);
-    state.second.model = Some((loaded_path, vit));
+    cache.model = Some((loaded_path, vit));
     map
 }
 
-fn model_map(vit: &Vit, input_size: InputSize, input: &PcaInput) -> Result<FeatureMap, AppError> {
+fn model_map(vit: &Vit, input_size: InputSize, input: &ImageInput) -> Result<FeatureMap, AppError> {
     let patch = vit.config().patch_size;
     let prepared =
         prepare(&input.rgb, input_size.resize(), patch, DEFAULT_MAX_PATCHES).map_err(|source| {

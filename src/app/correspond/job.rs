@@ -5,22 +5,21 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::notifications::AppError;
-use super::pca_job::PcaInput;
-use super::state::InputSize;
-use super::worker::{CancelToken, FeatureKey, ImageId, WorkerState, facet_index, facet_of};
 use crate::analysis::coords::PixelMap;
 use crate::analysis::correspond::{BestBuddies, BuddySide, ImageDescriptors, find_best_buddies};
 use crate::analysis::features::{FeatureMap, default_saliency_heads, saliency};
 use crate::analysis::similarity::Score;
+use crate::app::notifications::AppError;
+use crate::app::state::InputSize;
+use crate::app::tasks::{ImageId, Output, TaskContext};
+use crate::app::worker::{FeatureKey, ImageInput, ModelJob, WorkerState};
 use crate::model::{Facet, PreparedImage};
 
 /// Everything an image's matching descriptors depend on besides the image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CorrSpec {
     pub layer: usize,
-    /// [`Facet`] as its index.
-    pub facet: u8,
+    pub facet: Facet,
     /// Stride in pixels (resolved against the model's patch size).
     pub stride: usize,
     pub log_bin: bool,
@@ -30,15 +29,6 @@ pub struct CorrSpec {
 }
 
 impl CorrSpec {
-    pub fn facet(&self) -> Facet {
-        facet_of(self.facet)
-    }
-
-    pub fn with_facet(mut self, facet: Facet) -> Self {
-        self.facet = facet_index(facet);
-        self
-    }
-
     pub fn feature_key(&self, image: ImageId) -> FeatureKey {
         FeatureKey {
             image,
@@ -81,64 +71,110 @@ impl BuddiesKey {
     }
 }
 
-/// Descriptors of one image (features from the worker's cache).
-pub(super) fn descriptors(
-    state: &mut WorkerState,
-    spec: CorrSpec,
-    input: &PcaInput,
-) -> Result<CorrImage, AppError> {
-    let start = Instant::now();
-    check_layer(state, spec.layer)?;
-    let (prepared, features) =
-        state.features(spec.feature_key(input.id), &input.rgb, &input.name)?;
-    let pixels = PixelMap::new(features.grid, &prepared);
-    let descriptors = ImageDescriptors::new(&features, pixels, Score::Cosine);
-    Ok(CorrImage {
-        id: input.id,
-        name: input.name.clone(),
-        prepared,
-        features,
-        descriptors,
-        elapsed: start.elapsed(),
-    })
+/// One image's descriptors, sent back by the worker.
+pub struct DescriptorsOutput {
+    pub spec: CorrSpec,
+    pub image: Arc<CorrImage>,
 }
 
-fn check_layer(state: &WorkerState, layer: usize) -> Result<(), AppError> {
-    match state.config() {
-        Some(c) if layer >= c.depth => Err(AppError::Compute {
-            what: "correspondence".into(),
-            detail: format!(
-                "block {layer} does not exist: the model has {} blocks",
-                c.depth
-            ),
-        }),
-        _ => Ok(()),
+/// The key of a descriptors task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DescriptorsKey {
+    pub image: ImageId,
+    pub spec: CorrSpec,
+}
+
+/// Descriptors of one image (features from the worker's cache).
+pub struct DescriptorsJob {
+    pub spec: CorrSpec,
+    pub input: ImageInput,
+}
+
+impl ModelJob for DescriptorsJob {
+    fn generation(&self) -> u64 {
+        self.spec.generation
+    }
+
+    fn run(
+        self: Box<Self>,
+        state: &mut WorkerState,
+        task: &TaskContext,
+    ) -> Result<Option<Output>, AppError> {
+        let DescriptorsJob { spec, input } = *self;
+        task.progress(format!("Descriptors of {}", input.name));
+        let start = Instant::now();
+        state.check_layer(spec.layer, "correspondence")?;
+        let (prepared, features) = state.features(spec.feature_key(input.id), &input)?;
+        let pixels = PixelMap::new(features.grid, &prepared);
+        let descriptors = ImageDescriptors::new(&features, pixels, Score::Cosine);
+        let image = CorrImage {
+            id: input.id,
+            name: input.name,
+            prepared,
+            features,
+            descriptors,
+            elapsed: start.elapsed(),
+        };
+        Ok(Some(Box::new(DescriptorsOutput {
+            spec,
+            image: Arc::new(image),
+        })))
+    }
+}
+
+/// Best-buddy pairs, sent back by the worker.
+pub struct BuddiesOutput {
+    pub key: BuddiesKey,
+    pub result: Arc<BestBuddies>,
+}
+
+pub struct BuddiesJob {
+    pub key: BuddiesKey,
+    pub source: ImageInput,
+    pub target: ImageInput,
+}
+
+impl ModelJob for BuddiesJob {
+    fn generation(&self) -> u64 {
+        self.key.spec.generation
+    }
+
+    fn run(
+        self: Box<Self>,
+        state: &mut WorkerState,
+        task: &TaskContext,
+    ) -> Result<Option<Output>, AppError> {
+        let key = self.key;
+        let result = best_buddies(state, key, [&self.source, &self.target], task)?;
+        Ok(result.map(|result| {
+            Box::new(BuddiesOutput {
+                key,
+                result: Arc::new(result),
+            }) as Output
+        }))
     }
 }
 
 /// Best-buddy pairs between two images: their descriptors and saliency, mutual nearest
 /// neighbours, the saliency filter and the diverse selection (the library's `find_best_buddies`).
 /// `Ok(None)` when cancelled.
-pub(super) fn best_buddies(
+fn best_buddies(
     state: &mut WorkerState,
     key: BuddiesKey,
-    source: &PcaInput,
-    target: &PcaInput,
-    token: &CancelToken,
-    progress: &dyn Fn(String, Option<f32>),
+    images: [&ImageInput; 2],
+    task: &TaskContext,
 ) -> Result<Option<BestBuddies>, AppError> {
-    check_layer(state, key.spec.layer)?;
+    state.check_layer(key.spec.layer, "correspondence")?;
     let mut sides = Vec::new();
-    for (i, input) in [source, target].into_iter().enumerate() {
-        if token.is_cancelled() {
+    for (i, input) in images.into_iter().enumerate() {
+        if task.is_cancelled() {
             return Ok(None);
         }
-        progress(
+        task.report(
             format!("Descriptors and saliency of {}", input.name),
             Some(i as f32 / 3.0),
         );
-        let (prepared, features) =
-            state.features(key.spec.feature_key(input.id), &input.rgb, &input.name)?;
+        let (prepared, features) = state.features(key.spec.feature_key(input.id), input)?;
         let Some(vit) = state.vit() else {
             return Ok(None);
         };
@@ -161,10 +197,10 @@ pub(super) fn best_buddies(
         let pixels = PixelMap::new(features.grid, &prepared);
         sides.push((features, salient, pixels));
     }
-    if token.is_cancelled() {
+    if task.is_cancelled() {
         return Ok(None);
     }
-    progress("Best buddies".into(), Some(2.0 / 3.0));
+    task.report("Best buddies".into(), Some(2.0 / 3.0));
     fn side((features, saliency, pixels): &(Arc<FeatureMap>, Vec<f32>, PixelMap)) -> BuddySide<'_> {
         BuddySide {
             features,

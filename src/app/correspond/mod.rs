@@ -1,30 +1,53 @@
-//! The correspondence tab of the app: descriptors per image (computed by the worker, cached here),
-//! the point query on the cached descriptors when the point's patch changes (one mat-vec per
-//! target on the point-query thread, no model work), best buddies as a worker job, the tab's
-//! controls and its view.
+//! The correspondence view: descriptors per image (computed by the worker, [`job`], cached
+//! here), the point query on the cached descriptors when the point's patch changes (one mat-vec
+//! per target on the point-query thread, [`point_query`], no model work), best buddies and
+//! fusion with a second source ([`fusion`]) as worker jobs.
+
+mod controls;
+pub mod export;
+pub mod fusion;
+pub mod fusion_job;
+pub mod job;
+pub mod panel;
+pub mod point_query;
 
 use eframe::egui;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::any::Any;
+use std::collections::{HashSet, VecDeque};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::correspond_job::{BuddiesKey, CorrImage, CorrSpec};
-use super::correspond_panel::{CorrPanel, Shown};
-use super::fusion_job::{FuseKey, SecondChoice};
-use super::pca_job::PcaInput;
-use super::pca_panel::stride_combo;
-use super::point_query::{PointQueries, QueryAnswer, QueryRequest};
-use super::worker::{EventSender, ImageId, Job, facet_index};
-use super::{App, TaskKind, input_size_combo};
-use crate::analysis::colormap::Colormap;
-use crate::analysis::correspond::{BestBuddies, PointQuery, patch_at_pixel};
-use crate::model::Facet;
+use super::cache::BoundedCache;
+use super::dialogs::{Dialog, Pick};
+use super::state::{Settings, ViewTab};
+use super::tasks::{EventSender, ImageId, Output};
+use super::view::{ExportItem, ExportJob, Shared, View, ViewContext};
+use super::widgets::{add_images_hint, centered};
+use super::worker::{ModelInfo, ModelLoad};
+use crate::analysis::correspond::{BestBuddies, patch_at_pixel};
+use export::{CorrExport, ShownQuery};
+use fusion_job::{FuseKey, FusedOutput, SecondChoice};
+use job::{
+    BuddiesJob, BuddiesKey, BuddiesOutput, CorrImage, CorrSpec, DescriptorsJob, DescriptorsKey,
+    DescriptorsOutput,
+};
+use panel::{CorrPanel, Shown};
+use point_query::{PointQueries, QueryAnswer, QueryRequest};
 
 /// Images with descriptors kept in memory.
-const CORR_CACHE_CAPACITY: usize = 16;
+const CACHE_CAPACITY: usize = 16;
 
-/// What was asked last: spec, targets, source patch, the request's serial and the source's
-/// descriptors (fused ones change with the weight).
-type Requested = (CorrSpec, Vec<ImageId>, usize, u64, Arc<CorrImage>);
+/// What the point's query was last asked with.
+#[derive(Clone, Debug)]
+struct Requested {
+    spec: CorrSpec,
+    targets: Vec<ImageId>,
+    /// The source patch under the point.
+    patch: usize,
+    serial: u64,
+    /// The source's descriptors (fused ones change with the weight).
+    source: Arc<CorrImage>,
+}
 
 /// The point on the source and its query.
 #[derive(Clone, Debug)]
@@ -51,7 +74,7 @@ impl PointState {
     }
 
     /// The newest query answered.
-    pub fn query(&self) -> Option<&Arc<PointQuery>> {
+    pub fn query(&self) -> Option<&Arc<crate::analysis::correspond::PointQuery>> {
         self.answer.as_ref().map(|a| &a.query)
     }
 
@@ -59,81 +82,334 @@ impl PointState {
     pub fn is_current(&self) -> bool {
         matches!(
             (&self.requested, &self.answer),
-            (Some((_, _, _, serial, _)), Some(a)) if a.serial == *serial
+            (Some(r), Some(a)) if a.serial == r.serial
         )
     }
 }
 
-#[derive(Default)]
-pub struct CorrState {
-    images: HashMap<(ImageId, CorrSpec), Arc<CorrImage>>,
-    order: VecDeque<(ImageId, CorrSpec)>,
-    pub skipped: HashSet<(ImageId, CorrSpec)>,
-    pub point: Option<PointState>,
-    buddies: HashMap<BuddiesKey, Arc<BestBuddies>>,
-    pub buddies_skipped: HashSet<BuddiesKey>,
+/// Where a fusion's second source is picked.
+#[derive(Clone, Copy, Debug)]
+enum SecondPick {
+    Checkpoint,
+    Folder,
+}
+
+pub struct CorrespondenceTab {
+    images: BoundedCache<DescriptorsKey, Arc<CorrImage>>,
+    skipped: HashSet<DescriptorsKey>,
+    point: Option<PointState>,
+    buddies: BoundedCache<BuddiesKey, Arc<BestBuddies>>,
+    buddies_skipped: HashSet<BuddiesKey>,
     /// Best buddies asked for (drawn once computed).
     wanted: HashSet<BuddiesKey>,
     /// The target when not matching against all other images.
-    pub target: Option<ImageId>,
+    target: Option<ImageId>,
     pub panel: CorrPanel,
     /// Point queries asked for so far (for tests and the debug overlay).
-    pub queries: u64,
+    queries: u64,
     /// Compute times of the last answers, in milliseconds.
-    pub query_ms: VecDeque<f32>,
+    query_ms: VecDeque<f32>,
     /// The point-query thread (started on the first query).
     thread: Option<PointQueries>,
     /// The second source fused with the model's descriptors, if any.
-    pub fusion: Option<SecondChoice>,
-    fused: HashMap<FuseKey, [Arc<CorrImage>; 2]>,
-    pub fuse_skipped: HashSet<FuseKey>,
+    fusion: Option<SecondChoice>,
+    /// Every weight step makes a new pair: a bounded number is kept.
+    fused: BoundedCache<FuseKey, [Arc<CorrImage>; 2]>,
+    fuse_skipped: HashSet<FuseKey>,
+    dialog: Dialog<SecondPick>,
 }
 
-impl CorrState {
-    pub fn insert(&mut self, spec: CorrSpec, image: Arc<CorrImage>) {
-        let key = (image.id, spec);
-        if self.images.insert(key, image).is_none() {
-            self.order.push_back(key);
+impl Default for CorrespondenceTab {
+    fn default() -> Self {
+        CorrespondenceTab {
+            images: BoundedCache::with_capacity(CACHE_CAPACITY),
+            skipped: HashSet::new(),
+            point: None,
+            buddies: BoundedCache::with_capacity(4 * CACHE_CAPACITY),
+            buddies_skipped: HashSet::new(),
+            wanted: HashSet::new(),
+            target: None,
+            panel: CorrPanel::default(),
+            queries: 0,
+            query_ms: VecDeque::new(),
+            thread: None,
+            fusion: None,
+            fused: BoundedCache::with_capacity(4 * CACHE_CAPACITY),
+            fuse_skipped: HashSet::new(),
+            dialog: Dialog::default(),
         }
-        while self.order.len() > CORR_CACHE_CAPACITY {
-            if let Some(old) = self.order.pop_front() {
-                self.images.remove(&old);
-            }
+    }
+}
+
+/// The block matched: the chosen one, or three before the last.
+pub fn layer(shared: Shared<'_>) -> usize {
+    shared.block(shared.settings.correspondence.layer, 2)
+}
+
+impl CorrespondenceTab {
+    /// The descriptor spec the settings ask for (`None` without a model).
+    pub fn spec(&self, shared: Shared<'_>) -> Option<CorrSpec> {
+        let model = shared.model?;
+        let patch = shared.patch_size();
+        let c = &shared.settings.correspondence;
+        Some(CorrSpec {
+            layer: layer(shared),
+            facet: c.facet,
+            stride: c
+                .stride
+                .filter(|s| *s > 0 && patch.is_multiple_of(*s))
+                .unwrap_or(patch),
+            log_bin: c.log_bin,
+            input_size: shared.settings.input_size,
+            generation: model.generation,
+        })
+    }
+
+    /// The source image: the gallery's selection.
+    pub fn source(shared: Shared<'_>) -> Option<ImageId> {
+        shared.gallery.selected
+    }
+
+    /// The target images: every other gallery image, or the chosen one (by default the next).
+    pub fn targets(&self, shared: Shared<'_>) -> Vec<ImageId> {
+        let Some(source) = Self::source(shared) else {
+            return Vec::new();
+        };
+        let gallery = shared.gallery;
+        let others: Vec<ImageId> = gallery
+            .entries
+            .iter()
+            .map(|e| e.id)
+            .filter(|&id| id != source)
+            .collect();
+        if shared.settings.correspondence.all_targets {
+            return others;
+        }
+        let chosen = self.target.filter(|t| others.contains(t));
+        let next = || {
+            let i = gallery.selected_index().unwrap_or(0);
+            gallery
+                .entries
+                .iter()
+                .cycle()
+                .skip(i + 1)
+                .take(gallery.entries.len())
+                .map(|e| e.id)
+                .find(|&id| id != source)
+        };
+        chosen.or_else(next).into_iter().collect()
+    }
+
+    pub fn set_target(&mut self, target: ImageId) {
+        self.target = Some(target);
+    }
+
+    /// The point on the source and its query, once computed.
+    pub fn point(&self) -> Option<&PointState> {
+        self.point.as_ref()
+    }
+
+    /// Puts the source point at original-image pixel-index `(x, y)` (as a click does).
+    pub fn set_point(&mut self, shared: Shared<'_>, point: (f64, f64)) {
+        let source = Self::source(shared);
+        if let Some(state) = self.point.as_mut().filter(|p| Some(p.source) == source) {
+            // Same source: a new query is asked only if the point left its patch.
+            state.point = point;
+        } else if let Some(source) = source {
+            let stamp = self.point.as_ref().map_or(0, |p| p.stamp);
+            self.point = Some(PointState::new(source, point, stamp));
         }
     }
 
-    pub fn insert_fused(&mut self, key: FuseKey, images: [Arc<CorrImage>; 2]) {
-        // Every weight step makes a new pair: keep the memory bounded.
-        if self.fused.len() >= 4 * CORR_CACHE_CAPACITY {
-            self.fused.clear();
+    /// Descriptors of an image under `spec`, once computed.
+    pub fn image(&self, image: ImageId, spec: CorrSpec) -> Option<&Arc<CorrImage>> {
+        self.images.get(&DescriptorsKey { image, spec })
+    }
+
+    /// Point queries asked for so far.
+    pub fn queries(&self) -> u64 {
+        self.queries
+    }
+
+    /// Compute times of the last point queries (on their thread), in milliseconds.
+    pub fn query_ms(&self) -> Vec<f32> {
+        self.query_ms.iter().copied().collect()
+    }
+
+    /// The point's query is answered for the current point, targets and settings.
+    pub fn query_current(&self, shared: Shared<'_>) -> bool {
+        let spec = self.spec(shared);
+        let matching = spec.and_then(|s| self.matching(shared, s));
+        self.point.as_ref().is_some_and(|p| {
+            p.is_current()
+                && p.requested.as_ref().is_some_and(|r| {
+                    Some(r.spec) == spec
+                        && r.targets == self.targets(shared)
+                        && matching
+                            .as_ref()
+                            .is_some_and(|(s, _)| Arc::ptr_eq(s, &r.source))
+                })
+        })
+    }
+
+    /// The images the view shows: the matched descriptors (fused ones when a second source is
+    /// chosen), or the model's own while a fusion is computed; `None` before the source's.
+    pub fn shown_images(
+        &self,
+        shared: Shared<'_>,
+        spec: CorrSpec,
+    ) -> Option<(Arc<CorrImage>, Vec<Arc<CorrImage>>)> {
+        let own = self.own_images(shared, spec)?;
+        Some(self.matching(shared, spec).unwrap_or(own))
+    }
+
+    /// The model's own descriptors of the source and the targets computed so far.
+    fn own_images(
+        &self,
+        shared: Shared<'_>,
+        spec: CorrSpec,
+    ) -> Option<(Arc<CorrImage>, Vec<Arc<CorrImage>>)> {
+        let source = self.image(Self::source(shared)?, spec)?.clone();
+        let targets = self
+            .targets(shared)
+            .iter()
+            .filter_map(|&id| self.image(id, spec).cloned())
+            .collect();
+        Some((source, targets))
+    }
+
+    /// The best-buddy keys for the source and each target under the current settings.
+    fn buddies_keys(&self, shared: Shared<'_>) -> Vec<BuddiesKey> {
+        let (Some(spec), Some(source)) = (self.spec(shared), Self::source(shared)) else {
+            return Vec::new();
+        };
+        let c = &shared.settings.correspondence;
+        self.targets(shared)
+            .into_iter()
+            .map(|target| BuddiesKey {
+                source,
+                target,
+                spec,
+                num_pairs: c.num_pairs,
+                threshold_milli: (c.saliency_threshold.clamp(0.0, 1.0) * 1000.0).round() as u16,
+            })
+            .collect()
+    }
+
+    /// Asks for best-buddy pairs between the source and each target ("Auto").
+    pub fn find_best_buddies(&mut self, shared: Shared<'_>) {
+        for key in self.buddies_keys(shared) {
+            self.buddies_skipped.remove(&key);
+            self.wanted.insert(key);
         }
-        self.fused.insert(key, images);
     }
 
-    pub fn fused(&self, key: &FuseKey) -> Option<&[Arc<CorrImage>; 2]> {
-        self.fused.get(key)
+    fn clear_buddies(&mut self, shared: Shared<'_>) {
+        for key in self.buddies_keys(shared) {
+            self.wanted.remove(&key);
+            self.buddies.remove(&key);
+        }
     }
 
-    pub fn insert_buddies(&mut self, key: BuddiesKey, result: Arc<BestBuddies>) {
-        self.buddies.insert(key, result);
+    /// Best buddies of the source with each target, as far as computed.
+    pub fn current_buddies(&self, shared: Shared<'_>) -> Vec<(ImageId, Arc<BestBuddies>)> {
+        self.buddies_keys(shared)
+            .into_iter()
+            .filter_map(|k| self.buddies.get(&k).map(|b| (k.target, b.clone())))
+            .collect()
     }
 
-    pub fn image(&self, id: ImageId, spec: CorrSpec) -> Option<&Arc<CorrImage>> {
-        self.images.get(&(id, spec))
+    /// Asks the worker for the first missing descriptors (source first); returns whether a
+    /// job was submitted.
+    fn request_descriptors(&mut self, cx: &mut ViewContext<'_>, spec: CorrSpec) -> bool {
+        let shared = cx.shared();
+        let mut needed: Vec<ImageId> = Self::source(shared).into_iter().collect();
+        needed.extend(self.targets(shared));
+        let missing = needed
+            .into_iter()
+            .map(|image| DescriptorsKey { image, spec });
+        let Some((key, input)) = missing
+            .filter(|k| !self.images.contains_key(k) && !self.skipped.contains(k))
+            .find_map(|k| Some((k, shared.input(k.image)?)))
+        else {
+            return false;
+        };
+        let label = format!("Descriptors of {}", input.name);
+        cx.worker
+            .submit(cx.tasks, key, label, DescriptorsJob { spec, input });
+        true
     }
 
-    pub fn cached(&self) -> usize {
-        self.images.len() + self.buddies.len()
+    /// Asks the worker for the first wanted best buddies not computed yet.
+    fn request_buddies(&mut self, cx: &mut ViewContext<'_>) {
+        let shared = cx.shared();
+        let wanted = self.buddies_keys(shared).into_iter().find(|k| {
+            self.wanted.contains(k)
+                && !self.buddies.contains_key(k)
+                && !self.buddies_skipped.contains(k)
+        });
+        if let Some(key) = wanted
+            && let (Some(source), Some(target)) =
+                (shared.input(key.source), shared.input(key.target))
+        {
+            let label = format!("Best buddies of {} and {}", source.name, target.name);
+            let job = BuddiesJob {
+                key,
+                source,
+                target,
+            };
+            cx.worker.submit(cx.tasks, key, label, job);
+        }
     }
 
-    fn send_query(&mut self, events: EventSender, request: QueryRequest) {
+    /// Asks the point-query thread for the point's query when the point's patch, the targets or
+    /// the descriptors changed.
+    fn update_point_query(&mut self, shared: Shared<'_>, events: EventSender) {
+        let Some(spec) = self.spec(shared) else {
+            return;
+        };
+        let Some((source, targets)) = self.matching(shared, spec) else {
+            return;
+        };
+        let Some(state) = self.point.as_ref().filter(|p| p.source == source.id) else {
+            return;
+        };
+        let ids: Vec<ImageId> = targets.iter().map(|t| t.id).collect();
+        let patch = patch_at_pixel(&source.descriptors.pixels, state.point);
+        let asked = state.requested.as_ref().is_some_and(|r| {
+            r.spec == spec
+                && r.targets == ids
+                && r.patch == patch
+                && Arc::ptr_eq(&r.source, &source)
+        });
+        if asked {
+            return;
+        }
+        let point = state.point;
+        self.queries += 1;
+        let serial = self.queries;
+        if let Some(state) = &mut self.point {
+            state.requested = Some(Requested {
+                spec,
+                targets: ids,
+                patch,
+                serial,
+                source: source.clone(),
+            });
+        }
         self.thread
             .get_or_insert_with(|| PointQueries::new(events))
-            .send(request);
+            .send(QueryRequest {
+                serial,
+                spec,
+                source,
+                targets,
+                point,
+            });
     }
 
     /// Takes an answer of the point-query thread (ignored when it is stale).
-    pub fn answered(&mut self, answer: QueryAnswer) {
+    fn answered(&mut self, answer: QueryAnswer) {
         let Some(state) = &mut self.point else {
             return;
         };
@@ -151,10 +427,189 @@ impl CorrState {
         }
     }
 
-    /// Forgets everything (a new model).
-    pub fn clear(&mut self) {
+    /// What the view shows now (`None` before the source's descriptors).
+    pub fn export_view(&self, shared: Shared<'_>) -> Option<CorrExport> {
+        let spec = self.spec(shared)?;
+        let (source, targets) = self.shown_images(shared, spec)?;
+        let query = self
+            .point()
+            .and_then(|p| p.answer.as_ref())
+            .filter(|a| a.spec == spec && a.source == source.id)
+            .map(|a| ShownQuery {
+                point: a.point,
+                query: a.query.clone(),
+                targets: a.targets.clone(),
+            });
+        Some(CorrExport {
+            spec,
+            source,
+            targets,
+            query,
+            buddies: self.current_buddies(shared),
+            colormap: shared.settings.colormap,
+            opacity: shared.settings.opacity,
+        })
+    }
+
+    /// The empty view before the source's descriptors: a hint, a spinner or a retry button.
+    fn placeholder(&mut self, ui: &mut egui::Ui, cx: &ViewContext<'_>, spec: CorrSpec) {
+        self.panel.source_rect = None;
+        self.panel.target_rects.clear();
+        let skipped = Self::source(cx.shared())
+            .is_some_and(|image| self.skipped.contains(&DescriptorsKey { image, spec }));
+        centered(ui, |ui| {
+            if cx.is_empty() {
+                add_images_hint(ui);
+            } else if skipped {
+                if ui.button("Compute descriptors").clicked() {
+                    self.skipped.retain(|k| k.spec != spec);
+                }
+            } else {
+                ui.spinner();
+            }
+        });
+    }
+
+    /// Draws the source and targets; a click or drag on the source moves the point.
+    fn draw(&mut self, ui: &mut egui::Ui, cx: &ViewContext<'_>, spec: CorrSpec) {
+        let shared = cx.shared();
+        let Some((source, targets)) = self.shown_images(shared, spec) else {
+            return;
+        };
+        let buddies = self.current_buddies(shared);
+        let point = self.point.clone();
+        let answer = point
+            .as_ref()
+            .and_then(|p| p.answer.as_ref().map(|a| (a, p.stamp)))
+            .filter(|(a, _)| a.spec == spec);
+        let settings = &shared.settings;
+        let shown = Shown {
+            source: &source,
+            targets: targets.iter().collect(),
+            point: point.as_ref().map(|p| p.point),
+            query: answer.map(|(a, stamp)| (a.query.as_ref(), a.targets.as_slice(), stamp)),
+            buddies: buddies.iter().map(|(id, b)| (*id, b.as_ref())).collect(),
+            colormap: settings.colormap,
+            opacity: settings.opacity,
+            tile: settings.tile_size * 1.5,
+        };
+        let picked = egui::ScrollArea::both()
+            .auto_shrink(false)
+            .show(ui, |ui| self.panel.ui(ui, &shown))
+            .inner;
+        if let Some(p) = picked {
+            self.set_point(shared, p);
+            // Ask right away; the answer wakes the UI when it arrives.
+            self.update_point_query(shared, cx.tasks.sender());
+        }
+    }
+}
+
+impl View for CorrespondenceTab {
+    fn id(&self) -> ViewTab {
+        ViewTab::CORRESPONDENCE
+    }
+
+    fn title(&self) -> &'static str {
+        "Correspondence"
+    }
+
+    fn controls(&mut self, ui: &mut egui::Ui, cx: &mut ViewContext<'_>) {
+        self.controls_ui(ui, cx);
+    }
+
+    fn central(&mut self, ui: &mut egui::Ui, cx: &mut ViewContext<'_>) {
+        let shared = cx.shared();
+        let Some(spec) = self.spec(shared) else {
+            centered(ui, |ui| ui.spinner());
+            return;
+        };
+        // A point belongs to one source image.
+        if self
+            .point
+            .as_ref()
+            .is_some_and(|p| Some(p.source) != Self::source(shared))
+        {
+            self.point = None;
+        }
+        self.update_point_query(shared, cx.tasks.sender());
+        if self.own_images(shared, spec).is_none() {
+            self.placeholder(ui, cx, spec);
+            return;
+        }
+        if self.targets(shared).is_empty() {
+            ui.label("Add a second image to match against.");
+        }
+        self.draw(ui, cx, spec);
+    }
+
+    /// Asks the worker for missing descriptors (source first), fused pairs and wanted best
+    /// buddies; one job at a time, so that switching images asks only for what is shown.
+    fn request(&mut self, cx: &mut ViewContext<'_>) {
+        let Some(spec) = self.spec(cx.shared()) else {
+            return;
+        };
+        let tasks = &cx.tasks;
+        if tasks.any::<ModelLoad>()
+            || tasks.any::<DescriptorsKey>()
+            || tasks.any::<BuddiesKey>()
+            || tasks.any::<FuseKey>()
+        {
+            return;
+        }
+        if self.request_descriptors(cx, spec) || self.request_fusion(cx, spec) {
+            return;
+        }
+        self.request_buddies(cx);
+    }
+
+    fn poll(&mut self, _ctx: &egui::Context, cx: &mut ViewContext<'_>) {
+        self.take_picked_source(cx);
+    }
+
+    fn take_output(&mut self, output: Output) -> Result<(), Output> {
+        let output = match output.downcast::<DescriptorsOutput>() {
+            Ok(o) => {
+                let key = DescriptorsKey {
+                    image: o.image.id,
+                    spec: o.spec,
+                };
+                self.images.insert(key, o.image);
+                return Ok(());
+            }
+            Err(other) => other,
+        };
+        let output = match output.downcast::<BuddiesOutput>() {
+            Ok(o) => {
+                self.buddies.insert(o.key, o.result);
+                return Ok(());
+            }
+            Err(other) => other,
+        };
+        let output = match output.downcast::<FusedOutput>() {
+            Ok(o) => {
+                self.fused.insert(o.key, o.images);
+                return Ok(());
+            }
+            Err(other) => other,
+        };
+        let answer = output.downcast::<QueryAnswer>()?;
+        self.answered(*answer);
+        Ok(())
+    }
+
+    fn task_dropped(&mut self, key: &dyn Any) {
+        if let Some(key) = key.downcast_ref::<DescriptorsKey>() {
+            self.skipped.insert(*key);
+        } else if let Some(key) = key.downcast_ref::<BuddiesKey>() {
+            self.buddies_skipped.insert(*key);
+        } else if let Some(key) = key.downcast_ref::<FuseKey>() {
+            self.fuse_skipped.insert(key.clone());
+        }
+    }
+
+    fn model_loaded(&mut self, info: &ModelInfo, settings: &mut Settings) {
         self.images.clear();
-        self.order.clear();
         self.skipped.clear();
         self.buddies.clear();
         self.buddies_skipped.clear();
@@ -164,518 +619,38 @@ impl CorrState {
         if let Some(p) = &mut self.point {
             *p = PointState::new(p.source, p.point, p.stamp);
         }
-    }
-}
-
-const FACETS: [(Facet, &str); 4] = [
-    (Facet::Key, "key"),
-    (Facet::Query, "query"),
-    (Facet::Value, "value"),
-    (Facet::Token, "token (block output)"),
-];
-
-impl App {
-    /// The block the correspondence tab matches: the chosen one, or three before the last.
-    pub fn corr_layer(&self) -> usize {
-        let depth = self.model.as_ref().map_or(1, |m| m.config.depth).max(1);
-        self.settings
-            .correspondence
-            .layer
-            .unwrap_or(depth.saturating_sub(3))
-            .min(depth - 1)
-    }
-
-    pub fn set_corr_layer(&mut self, layer: usize) {
-        let depth = self.model.as_ref().map_or(1, |m| m.config.depth).max(1);
-        self.settings.correspondence.layer = Some(layer.min(depth - 1));
-    }
-
-    /// The descriptor spec the settings ask for (`None` without a model).
-    pub fn corr_spec(&self) -> Option<CorrSpec> {
-        let model = self.model.as_ref()?;
-        let patch = model.config.patch_size.max(1);
-        let c = &self.settings.correspondence;
-        Some(CorrSpec {
-            layer: self.corr_layer(),
-            facet: facet_index(c.facet),
-            stride: c
-                .stride
-                .filter(|s| *s > 0 && patch.is_multiple_of(*s))
-                .unwrap_or(patch),
-            log_bin: c.log_bin,
-            input_size: self.settings.input_size,
-            generation: model.generation,
-        })
-    }
-
-    /// The source image: the gallery's selection.
-    pub fn corr_source(&self) -> Option<ImageId> {
-        self.gallery.selected
-    }
-
-    /// The target images: every other gallery image, or the chosen one (by default the next).
-    pub fn corr_targets(&self) -> Vec<ImageId> {
-        let Some(source) = self.corr_source() else {
-            return Vec::new();
-        };
-        let others: Vec<ImageId> = self
-            .gallery
-            .entries
-            .iter()
-            .map(|e| e.id)
-            .filter(|&id| id != source)
-            .collect();
-        if self.settings.correspondence.all_targets {
-            return others;
-        }
-        let chosen = self.corr.target.filter(|t| others.contains(t));
-        let next = || {
-            let i = self.gallery.selected_index().unwrap_or(0);
-            self.gallery
-                .entries
-                .iter()
-                .cycle()
-                .skip(i + 1)
-                .take(self.gallery.entries.len())
-                .map(|e| e.id)
-                .find(|&id| id != source)
-        };
-        chosen.or_else(next).into_iter().collect()
-    }
-
-    pub fn set_corr_target(&mut self, target: ImageId) {
-        self.corr.target = Some(target);
-    }
-
-    /// The point on the source and its query, once computed.
-    pub fn corr_point(&self) -> Option<&PointState> {
-        self.corr.point.as_ref()
-    }
-
-    /// Puts the source point at original-image pixel-index `(x, y)` (as a click does).
-    pub fn set_corr_point(&mut self, point: (f64, f64)) {
-        let source = self.corr_source();
-        if let Some(state) = self
-            .corr
-            .point
-            .as_mut()
-            .filter(|p| Some(p.source) == source)
-        {
-            // Same source: a new query is asked only if the point left its patch.
-            state.point = point;
-        } else if let Some(source) = source {
-            let stamp = self.corr.point.as_ref().map_or(0, |p| p.stamp);
-            self.corr.point = Some(PointState::new(source, point, stamp));
+        let c = &mut settings.correspondence;
+        if c.layer.is_some_and(|l| l >= info.config.depth) {
+            c.layer = None;
         }
     }
 
-    /// Descriptors of an image under the current spec, once computed.
-    pub fn corr_image(&self, id: ImageId) -> Option<&Arc<CorrImage>> {
-        self.corr.image(id, self.corr_spec()?)
+    fn step_block(&mut self, step: isize, cx: &mut ViewContext<'_>) {
+        let depth = cx.shared().depth();
+        let block = layer(cx.shared()).saturating_add_signed(step);
+        cx.settings.correspondence.layer = Some(block.min(depth - 1));
     }
 
-    /// The correspondence view of the last frame (tile rectangles, markers).
-    pub fn corr_view(&self) -> &CorrPanel {
-        &self.corr.panel
+    fn exports(&self, shared: Shared<'_>) -> Vec<ExportItem> {
+        vec![ExportItem {
+            id: "correspondence",
+            label: "Export correspondence (PNG + JSON + .npy)...",
+            hover: "correspondence.png, correspondence.json and <target>_similarity.npy",
+            available: self.export_view(shared).is_some(),
+            pick: Pick::Folder {
+                title: "Export the correspondence view (PNG, JSON, heatmaps) to a folder".into(),
+            },
+        }]
     }
 
-    /// Point queries asked for so far.
-    pub fn corr_queries(&self) -> u64 {
-        self.corr.queries
-    }
-
-    /// Compute times of the last point queries (on their thread), in milliseconds.
-    pub fn corr_query_ms(&self) -> Vec<f32> {
-        self.corr.query_ms.iter().copied().collect()
-    }
-
-    /// The point's query is answered for the current point, targets and settings.
-    pub fn corr_query_current(&self) -> bool {
-        let matching = self.corr_spec().and_then(|s| self.corr_matching(s));
-        self.corr.point.as_ref().is_some_and(|p| {
-            p.is_current()
-                && p.requested
-                    .as_ref()
-                    .is_some_and(|(spec, targets, _, _, source)| {
-                        Some(*spec) == self.corr_spec()
-                            && *targets == self.corr_targets()
-                            && matching
-                                .as_ref()
-                                .is_some_and(|(s, _)| Arc::ptr_eq(s, source))
-                    })
-        })
-    }
-
-    /// The images the view shows: the matched descriptors (fused ones when a second source is
-    /// chosen), or the model's own while a fusion is computed; `None` before the source's.
-    pub(super) fn corr_shown_images(
-        &self,
-        spec: CorrSpec,
-    ) -> Option<(Arc<CorrImage>, Vec<Arc<CorrImage>>)> {
-        let source = self.corr.image(self.corr_source()?, spec)?.clone();
-        Some(self.corr_matching(spec).unwrap_or_else(|| {
-            let targets = self
-                .corr_targets()
-                .iter()
-                .filter_map(|&id| self.corr.image(id, spec).cloned())
-                .collect();
-            (source, targets)
+    fn export(&self, _id: &str, dir: PathBuf, shared: Shared<'_>) -> Option<ExportJob> {
+        let shown = self.export_view(shared)?;
+        Some(Box::new(move || {
+            export::export_correspondence(&dir, &shown)
         }))
     }
 
-    pub(super) fn corr_input(&self, id: ImageId) -> Option<PcaInput> {
-        let e = self.gallery.entries.iter().find(|e| e.id == id)?;
-        Some(PcaInput {
-            id,
-            name: e.name.clone(),
-            rgb: e.rgb.clone(),
-        })
-    }
-
-    /// The best-buddy keys for the source and each target under the current settings.
-    fn buddies_keys(&self) -> Vec<BuddiesKey> {
-        let (Some(spec), Some(source)) = (self.corr_spec(), self.corr_source()) else {
-            return Vec::new();
-        };
-        let c = &self.settings.correspondence;
-        self.corr_targets()
-            .into_iter()
-            .map(|target| BuddiesKey {
-                source,
-                target,
-                spec,
-                num_pairs: c.num_pairs,
-                threshold_milli: (c.saliency_threshold.clamp(0.0, 1.0) * 1000.0).round() as u16,
-            })
-            .collect()
-    }
-
-    /// Asks for best-buddy pairs between the source and each target ("Auto").
-    pub fn find_best_buddies(&mut self) {
-        for key in self.buddies_keys() {
-            self.corr.buddies_skipped.remove(&key);
-            self.corr.wanted.insert(key);
-        }
-    }
-
-    /// Best buddies of the source with each target, as far as computed.
-    pub fn current_buddies(&self) -> Vec<(ImageId, Arc<BestBuddies>)> {
-        self.buddies_keys()
-            .into_iter()
-            .filter_map(|k| self.corr.buddies.get(&k).map(|b| (k.target, b.clone())))
-            .collect()
-    }
-
-    /// Asks the worker for missing descriptors (source first) and wanted best buddies; one job
-    /// at a time, so that switching images asks only for what is shown.
-    pub(super) fn request_correspondence(&mut self) {
-        let Some(spec) = self.corr_spec() else {
-            return;
-        };
-        if self.tasks.values().any(|(k, _)| {
-            matches!(
-                k,
-                TaskKind::Model
-                    | TaskKind::Descriptors(..)
-                    | TaskKind::Buddies(_)
-                    | TaskKind::Fuse(_)
-            )
-        }) {
-            return;
-        }
-        let mut needed: Vec<ImageId> = self.corr_source().into_iter().collect();
-        needed.extend(self.corr_targets());
-        if let Some(id) = needed.into_iter().find(|&id| {
-            self.corr.image(id, spec).is_none() && !self.corr.skipped.contains(&(id, spec))
-        }) && let Some(input) = self.corr_input(id)
-        {
-            self.submit(
-                TaskKind::Descriptors(id, spec),
-                format!("Descriptors of {}", input.name),
-                Job::Descriptors { spec, input },
-            );
-            return;
-        }
-        if self.request_fusion(spec) {
-            return;
-        }
-        let wanted = self.buddies_keys().into_iter().find(|k| {
-            self.corr.wanted.contains(k)
-                && !self.corr.buddies.contains_key(k)
-                && !self.corr.buddies_skipped.contains(k)
-        });
-        if let Some(key) = wanted
-            && let (Some(source), Some(target)) =
-                (self.corr_input(key.source), self.corr_input(key.target))
-        {
-            self.submit(
-                TaskKind::Buddies(key),
-                format!("Best buddies of {} and {}", source.name, target.name),
-                Job::BestBuddies {
-                    key,
-                    source,
-                    target,
-                },
-            );
-        }
-    }
-
-    /// Asks the point-query thread for the point's query when the point's patch, the targets or
-    /// the descriptors changed.
-    fn update_point_query(&mut self) {
-        let Some(spec) = self.corr_spec() else {
-            return;
-        };
-        let Some((source, targets)) = self.corr_matching(spec) else {
-            return;
-        };
-        let Some(state) = self.corr.point.as_ref().filter(|p| p.source == source.id) else {
-            return;
-        };
-        let ids: Vec<ImageId> = targets.iter().map(|t| t.id).collect();
-        let patch = patch_at_pixel(&source.descriptors.pixels, state.point);
-        let asked = state.requested.as_ref().is_some_and(|(s, t, p, _, d)| {
-            *s == spec && *t == ids && *p == patch && Arc::ptr_eq(d, &source)
-        });
-        if asked {
-            return;
-        }
-        let point = state.point;
-        self.corr.queries += 1;
-        let serial = self.corr.queries;
-        if let Some(state) = &mut self.corr.point {
-            state.requested = Some((spec, ids, patch, serial, source.clone()));
-        }
-        let events = self.worker.sender();
-        self.corr.send_query(
-            events,
-            QueryRequest {
-                serial,
-                spec,
-                source,
-                targets,
-                point,
-            },
-        );
-    }
-
-    pub(super) fn corr_controls(&mut self, ui: &mut egui::Ui) {
-        let depth = self.model.as_ref().map_or(1, |m| m.config.depth).max(1);
-        let patch = self.model.as_ref().map_or(16, |m| m.config.patch_size);
-        ui.heading("Correspondence");
-        ui.label(
-            egui::RichText::new(
-                "Source: the selected image. Click or drag on it to match the point.",
-            )
-            .weak(),
-        );
-        let others: Vec<(ImageId, String)> = self
-            .gallery
-            .entries
-            .iter()
-            .filter(|e| Some(e.id) != self.corr_source())
-            .map(|e| (e.id, e.name.clone()))
-            .collect();
-        let targets = self.corr_targets();
-        let c = &mut self.settings.correspondence;
-        ui.horizontal(|ui| {
-            ui.radio_value(&mut c.all_targets, false, "One target");
-            ui.radio_value(&mut c.all_targets, true, "All other images");
-        });
-        if !c.all_targets {
-            let current = targets
-                .first()
-                .and_then(|t| others.iter().find(|(id, _)| id == t))
-                .map_or("(none)".to_string(), |(_, n)| n.clone());
-            let mut chosen = None;
-            egui::ComboBox::from_label("Target")
-                .selected_text(current)
-                .show_ui(ui, |ui| {
-                    for (id, name) in &others {
-                        if ui
-                            .selectable_label(targets.first() == Some(id), name)
-                            .clicked()
-                        {
-                            chosen = Some(*id);
-                        }
-                    }
-                });
-            if let Some(id) = chosen {
-                self.corr.target = Some(id);
-            }
-        }
-        let layer = self.corr_layer();
-        let c = &mut self.settings.correspondence;
-        let mut chosen = layer;
-        ui.add_enabled(
-            depth > 1,
-            egui::Slider::new(&mut chosen, 0..=depth - 1).text("Block (layer)"),
-        )
-        .on_hover_text("Which block's features are matched (Up / Down)");
-        if chosen != layer {
-            c.layer = Some(chosen);
-        }
-        egui::ComboBox::from_label("Facet")
-            .selected_text(
-                FACETS
-                    .iter()
-                    .find(|(f, _)| *f == c.facet)
-                    .map_or("key", |(_, l)| *l),
-            )
-            .show_ui(ui, |ui| {
-                for (facet, label) in FACETS {
-                    ui.selectable_value(&mut c.facet, facet, label);
-                }
-            });
-        stride_combo(ui, &mut c.stride, patch, patch)
-            .on_hover_text("A smaller stride gives denser matches (dino-vit-features: 4)");
-        ui.checkbox(&mut c.log_bin, "Log-binning descriptor")
-            .on_hover_text("Adds each patch's neighbourhood at two scales (17x longer descriptors; dino-vit-features' choice)");
-        input_size_combo(ui, &mut self.settings.input_size);
-        egui::ComboBox::from_label("Colormap")
-            .selected_text(format!("{:?}", self.settings.colormap))
-            .show_ui(ui, |ui| {
-                for cm in Colormap::ALL {
-                    ui.selectable_value(&mut self.settings.colormap, cm, format!("{cm:?}"));
-                }
-            });
-        ui.add(egui::Slider::new(&mut self.settings.opacity, 0.0..=1.0).text("Opacity"));
-        ui.add(egui::Slider::new(&mut self.settings.tile_size, 80.0..=600.0).text("Tile size"));
-        ui.separator();
-        self.fusion_controls(ui);
-        ui.separator();
-        ui.heading("Best buddies");
-        let c = &mut self.settings.correspondence;
-        ui.add(egui::Slider::new(&mut c.num_pairs, 1..=50).text("Pairs"));
-        ui.add(
-            egui::Slider::new(&mut c.saliency_threshold, 0.0..=0.5)
-                .step_by(0.01)
-                .text("Saliency threshold"),
-        )
-        .on_hover_text("Only patches whose CLS attention is above this are paired");
-        ui.horizontal(|ui| {
-            if ui
-                .button("Auto")
-                .on_hover_text(
-                    "Find pairs of patches that are each other's best match (best buddies) on \
-                     the salient parts, and keep a diverse few",
-                )
-                .clicked()
-            {
-                self.find_best_buddies();
-            }
-            if ui.button("Clear").clicked() {
-                for key in self.buddies_keys() {
-                    self.corr.wanted.remove(&key);
-                    self.corr.buddies.remove(&key);
-                }
-            }
-        });
-        for (target, found) in self.current_buddies() {
-            let name = self
-                .gallery
-                .entries
-                .iter()
-                .find(|e| e.id == target)
-                .map_or("?".into(), |e| e.name.clone());
-            ui.label(format!(
-                "{name}: {} mutual, {} salient, {} shown",
-                found.mutual,
-                found.salient,
-                found.pairs.len()
-            ));
-        }
-        ui.separator();
-        ui.heading("Point");
-        let spec = self.corr_spec();
-        match &self.corr.point {
-            Some(p) => {
-                ui.label(format!("source ({:.0}, {:.0}) px", p.point.0, p.point.1));
-                if let Some(a) = &p.answer {
-                    for (id, m) in a.targets.iter().zip(&a.query.matches) {
-                        let name = spec
-                            .and_then(|s| self.corr.image(*id, s))
-                            .map_or("?".to_string(), |i| i.name.clone());
-                        ui.label(format!(
-                            "{name}: best ({:.0}, {:.0}) px, score {:.3}",
-                            m.best_pixel.0, m.best_pixel.1, m.best_score
-                        ));
-                    }
-                }
-            }
-            None => {
-                ui.label(egui::RichText::new("(click the source image)").weak());
-            }
-        }
-    }
-
-    pub(super) fn corr_central(&mut self, ui: &mut egui::Ui) {
-        let Some(spec) = self.corr_spec() else {
-            super::centered(ui, |ui| ui.spinner());
-            return;
-        };
-        // A point belongs to one source image.
-        if self
-            .corr
-            .point
-            .as_ref()
-            .is_some_and(|p| Some(p.source) != self.corr_source())
-        {
-            self.corr.point = None;
-        }
-        self.update_point_query();
-        let source = self
-            .corr_source()
-            .and_then(|s| self.corr.image(s, spec).cloned());
-        let Some(source) = source else {
-            self.corr.panel.source_rect = None;
-            self.corr.panel.target_rects.clear();
-            super::centered(ui, |ui| {
-                let skipped = self
-                    .corr_source()
-                    .is_some_and(|s| self.corr.skipped.contains(&(s, spec)));
-                if self.gallery.entries.is_empty() && self.tasks.is_empty() {
-                    ui.label("Drop images or folders here, or use File > Open images (Ctrl+O).");
-                } else if skipped {
-                    if ui.button("Compute descriptors").clicked() {
-                        self.corr.skipped.retain(|(_, s)| *s != spec);
-                    }
-                } else {
-                    ui.spinner();
-                }
-            });
-            return;
-        };
-        if self.corr_targets().is_empty() {
-            ui.label("Add a second image to match against.");
-        }
-        let (source, targets) = self
-            .corr_shown_images(spec)
-            .unwrap_or_else(|| (source, Vec::new()));
-        let buddies = self.current_buddies();
-        let point = self.corr.point.clone();
-        let answer = point
-            .as_ref()
-            .and_then(|p| p.answer.as_ref().map(|a| (a, p.stamp)))
-            .filter(|(a, _)| a.spec == spec);
-        let shown = Shown {
-            source: &source,
-            targets: targets.iter().collect(),
-            point: point.as_ref().map(|p| p.point),
-            query: answer.map(|(a, stamp)| (a.query.as_ref(), a.targets.as_slice(), stamp)),
-            buddies: buddies.iter().map(|(id, b)| (*id, b.as_ref())).collect(),
-            colormap: self.settings.colormap,
-            opacity: self.settings.opacity,
-            tile: self.settings.tile_size * 1.5,
-        };
-        let picked = egui::ScrollArea::both()
-            .auto_shrink(false)
-            .show(ui, |ui| self.corr.panel.ui(ui, &shown))
-            .inner;
-        if let Some(p) = picked {
-            self.set_corr_point(p);
-            // Ask right away; the answer wakes the UI when it arrives.
-            self.update_point_query();
-        }
+    fn cached(&self) -> usize {
+        self.images.len() + self.buddies.len()
     }
 }

@@ -12,11 +12,11 @@ use std::sync::Arc;
 
 use egui::{Color32, Pos2, Rect, Sense, Stroke, TextureHandle, TextureOptions, Vec2};
 
-use super::correspond_job::CorrImage;
-use super::textures::rgb_texture;
-use super::worker::ImageId;
+use super::job::CorrImage;
 use crate::analysis::colormap::{Colormap, render_map};
 use crate::analysis::correspond::{BestBuddies, PointMatch, PointQuery};
+use crate::app::tasks::ImageId;
+use crate::app::textures::rgb_texture;
 use crate::model::PreparedImage;
 
 /// Screen position of an original-image pixel-index point `(x, y)` on a tile showing `image`.
@@ -157,127 +157,165 @@ impl CorrPanel {
 
     /// Draws the view; returns the new source point when the user clicked or dragged on it.
     pub fn ui(&mut self, ui: &mut egui::Ui, shown: &Shown<'_>) -> Option<(f64, f64)> {
-        let ctx = ui.ctx().clone();
         self.target_rects.clear();
         self.markers.clear();
-        let mut picked = None;
-        let spacing = 12.0;
-        let tile_size = |image: &CorrImage| {
-            let (w, h) = size_of(&image.prepared);
-            Vec2::new(shown.tile, shown.tile * (h / w) as f32)
-        };
-        let uv = Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0));
-        let mut all: Vec<&Arc<CorrImage>> = vec![shown.source];
-        all.extend(shown.targets.iter().copied());
-        let per_row = (((ui.available_width() + spacing) / (shown.tile + spacing)) as usize).max(1);
-        let mut rects: Vec<(ImageId, Rect)> = Vec::new();
-        for (row, chunk) in all.chunks(per_row).enumerate() {
-            ui.horizontal_top(|ui| {
-                ui.spacing_mut().item_spacing = Vec2::splat(spacing);
-                for (j, image) in chunk.iter().enumerate() {
-                    let is_source = row == 0 && j == 0;
-                    ui.vertical(|ui| {
-                        let title = if is_source {
-                            format!("Source: {}", image.name)
-                        } else {
-                            format!("Target: {}", image.name)
-                        };
-                        ui.label(egui::RichText::new(title).strong());
-                        let sense = if is_source {
-                            Sense::click_and_drag()
-                        } else {
-                            Sense::hover()
-                        };
-                        let (rect, response) = ui.allocate_exact_size(tile_size(image), sense);
-                        let accessible = if is_source {
-                            format!("correspondence source {}", image.name)
-                        } else {
-                            format!("correspondence target {}", image.name)
-                        };
-                        response.widget_info(|| {
-                            egui::WidgetInfo::labeled(egui::Role::Image, true, &accessible)
-                        });
-                        let texture = self.image_texture(&ctx, image);
-                        ui.painter().image(texture, rect, uv, Color32::WHITE);
-                        if is_source {
-                            if (response.clicked() || response.dragged())
-                                && let Some(pos) = response.interact_pointer_pos()
-                                && rect.contains(pos)
-                            {
-                                picked = Some(from_screen(rect, image, pos));
-                            }
-                            response.on_hover_text_at_pointer(
-                                "click or drag: match this point in the targets",
-                            );
-                        }
-                        rects.push((image.id, rect));
-                    });
-                }
-            });
-            ui.add_space(spacing);
-        }
+        let (rects, picked) = self.tiles(ui, shown);
         let painter = ui.painter().clone();
-        let rect_of = |id: ImageId| rects.iter().find(|(i, _)| *i == id).map(|(_, r)| *r);
-        let source_rect = rect_of(shown.source.id);
+        let source_rect = rect_of(&rects, shown.source.id);
         self.source_rect = source_rect.map(|r| (shown.source.id, r));
-        // Scores over each target, best match marked.
-        if let (Some((query, ids, stamp)), Some(source_rect)) = (shown.query, source_rect) {
-            let patch = query.source_patch;
-            let centre = shown.source.descriptors.pixels.patch_center(patch);
-            let cell = patch_outline(source_rect, shown.source, centre);
-            painter.rect_stroke(
-                cell,
-                0.0,
-                Stroke::new(1.5, Color32::WHITE),
-                egui::StrokeKind::Outside,
-            );
-            for (id, found) in ids.iter().zip(&query.matches) {
-                let (Some(target), Some(rect)) =
-                    (shown.targets.iter().find(|t| t.id == *id), rect_of(*id))
-                else {
-                    continue;
-                };
-                let texture = self.heatmap_texture(&ctx, target.id, found, stamp, shown.colormap);
-                let alpha = (shown.opacity.clamp(0.0, 1.0) * 255.0).round() as u8;
-                painter.with_clip_rect(rect).image(
-                    texture,
-                    heatmap_rect(rect, target),
-                    uv,
-                    Color32::from_white_alpha(alpha),
-                );
-                let best = to_screen(rect, target, found.best_pixel);
-                marker(&painter, best);
-                self.markers.push((target.id, best));
+        if let Some(source_rect) = source_rect {
+            self.paint_scores(ui.ctx(), &painter, shown, &rects, source_rect);
+            if let Some(point) = shown.point {
+                crosshair(&painter, to_screen(source_rect, shown.source, point));
             }
-        }
-        if let (Some(point), Some(source_rect)) = (shown.point, source_rect) {
-            crosshair(&painter, to_screen(source_rect, shown.source, point));
-        }
-        // Best-buddy pairs as lines from the source to each target.
-        for (target_id, buddies) in &shown.buddies {
-            let (Some(target), Some(a_rect), Some(b_rect)) = (
-                shown.targets.iter().find(|t| t.id == *target_id),
-                source_rect,
-                rect_of(*target_id),
-            ) else {
-                continue;
-            };
-            let n = buddies.pairs.len();
-            for (i, pair) in buddies.pairs.iter().enumerate() {
-                let colour = pair_colour(i, n);
-                let a = to_screen(a_rect, shown.source, pair.pixel_a);
-                let b = to_screen(b_rect, target, pair.pixel_b);
-                painter.line_segment([a, b], Stroke::new(1.5, colour));
-                for p in [a, b] {
-                    painter.circle(p, 4.0, colour, Stroke::new(1.0, Color32::BLACK));
-                }
-            }
+            paint_buddies(&painter, shown, &rects, source_rect);
         }
         self.target_rects = rects
             .into_iter()
             .filter(|(id, _)| *id != shown.source.id)
             .collect();
         picked
+    }
+
+    /// The source and the targets in rows of tiles; their screen rectangles, and the point the
+    /// user clicked or dragged to on the source.
+    fn tiles(&mut self, ui: &mut egui::Ui, shown: &Shown<'_>) -> (TileRects, Option<(f64, f64)>) {
+        let spacing = 12.0;
+        let mut all: Vec<&Arc<CorrImage>> = vec![shown.source];
+        all.extend(shown.targets.iter().copied());
+        let per_row = (((ui.available_width() + spacing) / (shown.tile + spacing)) as usize).max(1);
+        let mut rects: Vec<(ImageId, Rect)> = Vec::new();
+        let mut picked = None;
+        for (row, chunk) in all.chunks(per_row).enumerate() {
+            ui.horizontal_top(|ui| {
+                ui.spacing_mut().item_spacing = Vec2::splat(spacing);
+                for (j, image) in chunk.iter().enumerate() {
+                    let is_source = row == 0 && j == 0;
+                    let (rect, clicked) = ui
+                        .vertical(|ui| self.tile(ui, image, shown.tile, is_source))
+                        .inner;
+                    picked = picked.or(clicked);
+                    rects.push((image.id, rect));
+                }
+            });
+            ui.add_space(spacing);
+        }
+        (rects, picked)
+    }
+
+    /// One image under its title; for the source, the point clicked or dragged to.
+    fn tile(
+        &mut self,
+        ui: &mut egui::Ui,
+        image: &CorrImage,
+        tile: f32,
+        is_source: bool,
+    ) -> (Rect, Option<(f64, f64)>) {
+        let (role, sense) = if is_source {
+            ("Source", Sense::click_and_drag())
+        } else {
+            ("Target", Sense::hover())
+        };
+        ui.label(egui::RichText::new(format!("{role}: {}", image.name)).strong());
+        let (w, h) = size_of(&image.prepared);
+        let size = Vec2::new(tile, tile * (h / w) as f32);
+        let (rect, response) = ui.allocate_exact_size(size, sense);
+        let accessible = format!("correspondence {} {}", role.to_lowercase(), image.name);
+        response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Image, true, &accessible));
+        let texture = self.image_texture(ui.ctx(), image);
+        ui.painter().image(texture, rect, FULL_UV, Color32::WHITE);
+        let mut picked = None;
+        if is_source {
+            if (response.clicked() || response.dragged())
+                && let Some(pos) = response.interact_pointer_pos()
+                && rect.contains(pos)
+            {
+                picked = Some(from_screen(rect, image, pos));
+            }
+            response.on_hover_text_at_pointer("click or drag: match this point in the targets");
+        }
+        (rect, picked)
+    }
+
+    /// The query patch on the source; the scores over each target with its best match marked.
+    fn paint_scores(
+        &mut self,
+        ctx: &egui::Context,
+        painter: &egui::Painter,
+        shown: &Shown<'_>,
+        rects: &[(ImageId, Rect)],
+        source_rect: Rect,
+    ) {
+        let Some((query, ids, stamp)) = shown.query else {
+            return;
+        };
+        let centre = shown
+            .source
+            .descriptors
+            .pixels
+            .patch_center(query.source_patch);
+        painter.rect_stroke(
+            patch_outline(source_rect, shown.source, centre),
+            0.0,
+            Stroke::new(1.5, Color32::WHITE),
+            egui::StrokeKind::Outside,
+        );
+        let alpha = (shown.opacity.clamp(0.0, 1.0) * 255.0).round() as u8;
+        for (id, found) in ids.iter().zip(&query.matches) {
+            let (Some(target), Some(rect)) = (
+                shown.targets.iter().find(|t| t.id == *id),
+                rect_of(rects, *id),
+            ) else {
+                continue;
+            };
+            let texture = self.heatmap_texture(ctx, target.id, found, stamp, shown.colormap);
+            painter.with_clip_rect(rect).image(
+                texture,
+                heatmap_rect(rect, target),
+                FULL_UV,
+                Color32::from_white_alpha(alpha),
+            );
+            let best = to_screen(rect, target, found.best_pixel);
+            marker(painter, best);
+            self.markers.push((target.id, best));
+        }
+    }
+}
+
+/// Each image's screen rectangle.
+type TileRects = Vec<(ImageId, Rect)>;
+
+/// The whole texture.
+const FULL_UV: Rect = Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0));
+
+fn rect_of(rects: &[(ImageId, Rect)], id: ImageId) -> Option<Rect> {
+    rects.iter().find(|(i, _)| *i == id).map(|(_, r)| *r)
+}
+
+/// Best-buddy pairs as lines from the source to each target.
+fn paint_buddies(
+    painter: &egui::Painter,
+    shown: &Shown<'_>,
+    rects: &[(ImageId, Rect)],
+    source_rect: Rect,
+) {
+    for (target_id, buddies) in &shown.buddies {
+        let (Some(target), Some(b_rect)) = (
+            shown.targets.iter().find(|t| t.id == *target_id),
+            rect_of(rects, *target_id),
+        ) else {
+            continue;
+        };
+        let n = buddies.pairs.len();
+        for (i, pair) in buddies.pairs.iter().enumerate() {
+            let colour = pair_colour(i, n);
+            let a = to_screen(source_rect, shown.source, pair.pixel_a);
+            let b = to_screen(b_rect, target, pair.pixel_b);
+            painter.line_segment([a, b], Stroke::new(1.5, colour));
+            for p in [a, b] {
+                painter.circle(p, 4.0, colour, Stroke::new(1.0, Color32::BLACK));
+            }
+        }
     }
 }
 

@@ -1,14 +1,17 @@
 //! The point-query thread of the correspondence view: the library's `query_point` on descriptors
 //! already computed, off the UI thread (log-binned descriptors of a large image are ~100 MB to
 //! stream per query). Only the newest request is answered; older ones still queued are dropped.
+//! A query never runs on the UI thread: without its thread the view shows an error instead.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::{Duration, Instant};
 
-use super::correspond_job::{CorrImage, CorrSpec};
-use super::worker::{Event, EventSender, ImageId};
+use super::job::{CorrImage, CorrSpec};
 use crate::analysis::correspond::{PointQuery, query_point};
+use crate::app::notifications::AppError;
+use crate::app::tasks::{Event, EventSender, ImageId, Output, panic_text};
 
 /// One query: the point on the source against the targets.
 pub struct QueryRequest {
@@ -34,41 +37,59 @@ pub struct QueryAnswer {
     pub elapsed: Duration,
 }
 
-/// The UI side: sends requests; answers come back as [`Event::PointAnswer`].
-pub struct PointQueries {
-    requests: Option<Sender<QueryRequest>>,
-    events: EventSender,
-}
+/// The point queries of the correspondence view.
+pub type PointQueries = NewestOnly<QueryRequest>;
 
 impl PointQueries {
     pub fn new(events: EventSender) -> Self {
-        PointQueries {
+        NewestOnly::with_answer(events, |request| -> Output { Box::new(answer(request)) })
+    }
+}
+
+/// A thread that answers the newest of its queued requests with `answer` (sent back as an
+/// [`Event::Output`]); a request that panics is an error message, and the thread goes on.
+pub struct NewestOnly<R> {
+    requests: Option<Sender<R>>,
+    events: EventSender,
+    answer: fn(R) -> Output,
+}
+
+impl<R: Send + 'static> NewestOnly<R> {
+    pub fn with_answer(events: EventSender, answer: fn(R) -> Output) -> Self {
+        NewestOnly {
             requests: None,
             events,
+            answer,
         }
     }
 
-    /// Queues a request (the thread starts on the first one).
-    pub fn send(&mut self, request: QueryRequest) {
+    /// Queues a request (the thread starts on the first one, and again after it stopped).
+    pub fn send(&mut self, request: R) {
         if self.requests.is_none() {
             let (tx, rx) = channel();
-            let events = self.events.clone();
+            let (events, answer) = (self.events.clone(), self.answer);
             let spawned = std::thread::Builder::new()
                 .name("dinoscope-point-query".into())
-                .spawn(move || answer_loop(rx, events));
-            if spawned.is_err() {
-                // No thread: answer here (small queries only reach this on a broken system).
-                self.events.send(Event::PointAnswer(answer(request)));
+                .spawn(move || answer_loop(rx, events, answer));
+            if let Err(e) = spawned {
+                self.stopped(e.to_string());
                 return;
             }
             self.requests = Some(tx);
         }
         if let Some(tx) = &self.requests
-            && let Err(failed) = tx.send(request)
+            && tx.send(request).is_err()
         {
             self.requests = None;
-            self.events.send(Event::PointAnswer(answer(failed.0)));
+            self.stopped("the thread has stopped".into());
         }
+    }
+
+    fn stopped(&self, detail: String) {
+        self.events.send(Event::Error(AppError::Compute {
+            what: "the point query".into(),
+            detail,
+        }));
     }
 }
 
@@ -87,12 +108,63 @@ fn answer(request: QueryRequest) -> QueryAnswer {
     }
 }
 
-fn answer_loop(requests: Receiver<QueryRequest>, events: EventSender) {
+fn answer_loop<R>(requests: Receiver<R>, events: EventSender, answer: fn(R) -> Output) {
     while let Ok(mut request) = requests.recv() {
         // Only the newest request matters.
         while let Ok(newer) = requests.try_recv() {
             request = newer;
         }
-        events.send(Event::PointAnswer(answer(request)));
+        match catch_unwind(AssertUnwindSafe(|| answer(request))) {
+            Ok(output) => events.send(Event::Output(output)),
+            Err(payload) => events.send(Event::Error(AppError::Compute {
+                what: "the point query".into(),
+                detail: panic_text(payload.as_ref()),
+            })),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::tasks::Tasks;
+    use eframe::egui;
+
+    /// Answers with the thread's name; 0 panics.
+    fn named(n: u32) -> Output {
+        assert!(n != 0, "query {n} failed");
+        Box::new((n, std::thread::current().name().map(str::to_string)))
+    }
+
+    fn next_event(tasks: &Tasks) -> Event {
+        let start = Instant::now();
+        loop {
+            if let Some(event) = tasks.try_recv() {
+                return event;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "no answer");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    #[test]
+    fn a_panicking_query_is_an_error_and_the_next_is_answered_on_the_query_thread() {
+        let tasks = Tasks::new(egui::Context::default());
+        let mut queries = NewestOnly::with_answer(tasks.sender(), named);
+        queries.send(0);
+        match next_event(&tasks) {
+            Event::Error(e) => assert!(e.to_string().contains("query 0 failed"), "{e}"),
+            _ => panic!("expected the panic as an error"),
+        }
+        queries.send(7);
+        let Event::Output(output) = next_event(&tasks) else {
+            panic!("expected an answer");
+        };
+        let answered = output.downcast::<(u32, Option<String>)>().map(|b| *b).ok();
+        assert_eq!(
+            answered,
+            Some((7, Some("dinoscope-point-query".to_string()))),
+            "answered on the query thread, not the caller's"
+        );
     }
 }

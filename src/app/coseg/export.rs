@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use super::coseg_job::{CosegMode, CosegResult};
-use super::coseg_panel::label_name;
-use super::export::{create_dir, save_json, save_png, unique_stems};
-use super::notifications::AppError;
-use super::state::CosegShow;
+use super::job::CosegResult;
+use super::panel::label_name;
 use crate::analysis::overlay::part_color;
+use crate::app::export::{create_dir, save_json, save_png, unique_stems};
+use crate::app::notifications::{AppError, file_label};
+use crate::app::state::{CosegMode, CosegShow};
 use crate::arrays::write_npy;
 
 /// The legend file of a co-segmentation export.
@@ -58,9 +58,9 @@ pub fn export_coseg(
             "grid": shape,
             "model_size": [image.prepared.width(), image.prepared.height()],
             "outlier": image.outlier,
-            "png": file_name(&png),
-            "labels": file_name(&labels),
-            "foreground": file_name(&foreground),
+            "png": file_label(&png),
+            "labels": file_label(&labels),
+            "foreground": file_label(&foreground),
         }));
         written.extend([png, labels, foreground]);
     }
@@ -97,10 +97,6 @@ pub fn export_coseg(
     save_json(&path, &report)?;
     written.push(path);
     Ok(written)
-}
-
-fn file_name(path: &Path) -> String {
-    super::worker::file_label(path)
 }
 
 #[cfg(test)]

@@ -6,26 +6,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use image::RgbImage;
-use serde::{Deserialize, Serialize};
 
-use super::notifications::AppError;
-use super::pca_job::PcaInput;
-use super::state::InputSize;
-use super::worker::{CancelToken, ImageId, WorkerState, patch_budget};
 use crate::analysis::coords::PixelMap;
 use crate::analysis::coseg::{
     CosegConfig, CosegError, Cosegmentation, PartConfig, cosegment, part_cosegment,
 };
 use crate::analysis::overlay::{cutout, parts_overlay};
+use crate::app::notifications::AppError;
+use crate::app::state::{CosegMode, InputSize};
+use crate::app::tasks::{ImageId, Output, TaskContext};
+use crate::app::worker::{ImageInput, ModelJob, WorkerState, patch_budget};
 use crate::model::{Grid, PreparedImage};
-
-/// Co-segmentation (common foreground) or part co-segmentation (common parts).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum CosegMode {
-    #[default]
-    Foreground,
-    Parts,
-}
 
 /// Everything a co-segmentation depends on; results are cached under it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -103,13 +94,44 @@ pub struct CosegResult {
     pub elapsed: Duration,
 }
 
+/// What the worker sends back.
+pub struct CosegOutput {
+    pub key: CosegKey,
+    pub result: Arc<CosegResult>,
+}
+
+pub struct CosegJob {
+    pub key: CosegKey,
+    pub inputs: Vec<ImageInput>,
+}
+
+impl ModelJob for CosegJob {
+    fn generation(&self) -> u64 {
+        self.key.generation
+    }
+
+    fn run(
+        self: Box<Self>,
+        state: &mut WorkerState,
+        task: &TaskContext,
+    ) -> Result<Option<Output>, AppError> {
+        let CosegJob { key, inputs } = *self;
+        let result = run(state, &key, inputs, task)?;
+        Ok(result.map(|result| {
+            Box::new(CosegOutput {
+                key,
+                result: Arc::new(result),
+            }) as Output
+        }))
+    }
+}
+
 /// Runs the co-segmentation; `Ok(None)` when cancelled.
-pub(super) fn run(
+fn run(
     state: &mut WorkerState,
     key: &CosegKey,
-    inputs: Vec<PcaInput>,
-    token: &CancelToken,
-    progress: &dyn Fn(String, Option<f32>),
+    inputs: Vec<ImageInput>,
+    task: &TaskContext,
 ) -> Result<Option<CosegResult>, AppError> {
     let start = Instant::now();
     let names: Vec<String> = inputs.iter().map(|i| i.name.clone()).collect();
@@ -117,7 +139,7 @@ pub(super) fn run(
     let budget = patch_budget(patch, key.stride);
     let mut prepared = Vec::with_capacity(inputs.len());
     for input in &inputs {
-        if token.is_cancelled() {
+        if task.is_cancelled() {
             return Ok(None);
         }
         prepared.push(state.prepared_image(input, key.input_size, budget)?);
@@ -127,8 +149,8 @@ pub(super) fn run(
     };
     let owned: Vec<PreparedImage> = prepared.iter().map(|p| p.as_ref().clone()).collect();
     let mut report = |done: f32, what: &str| {
-        progress(format!("Co-segmentation: {what}"), Some(done));
-        !token.is_cancelled()
+        task.report(format!("Co-segmentation: {what}"), Some(done));
+        !task.is_cancelled()
     };
     let error = |e: CosegError| coseg_error(e, &names);
     let (coseg, parts) = match key.mode {
@@ -154,7 +176,7 @@ pub(super) fn run(
             }
         }
     };
-    progress("Co-segmentation: overlays".into(), Some(1.0));
+    task.report("Co-segmentation: overlays".into(), Some(1.0));
     Ok(Some(assemble(
         key.mode, inputs, prepared, coseg, parts, start,
     )))
@@ -181,7 +203,7 @@ type Parts = Option<(usize, Vec<crate::analysis::coseg::ImageParts>)>;
 
 fn assemble(
     mode: CosegMode,
-    inputs: Vec<PcaInput>,
+    inputs: Vec<ImageInput>,
     prepared: Vec<Arc<PreparedImage>>,
     coseg: Cosegmentation,
     parts: Parts,

@@ -1,95 +1,89 @@
-//! The co-segmentation tab of the app: which images and settings, running the job when asked
-//! (it is the heaviest analysis), the results cache, the tab's controls and its view.
+//! The co-segmentation view: what the checked gallery images have in common. It is the heaviest
+//! analysis, so it runs (on the worker, [`job`]) only when asked; results are cached per images
+//! and settings.
+
+pub mod export;
+pub mod job;
+pub mod panel;
 
 use eframe::egui;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::coseg_job::{CosegKey, CosegMode, CosegResult};
-use super::coseg_panel::{CosegPanel, label_name};
-use super::pca_job::PcaInput;
-use super::pca_panel::stride_combo;
-use super::state::CosegShow;
-use super::worker::{ImageId, Job};
-use super::{App, TaskKind, input_size_combo};
+use super::cache::BoundedCache;
+use super::dialogs::Pick;
+use super::state::{CosegShow, Settings, ViewTab};
+use super::tasks::{ImageId, Output};
+use super::view::{ExportItem, ExportJob, Shared, View, ViewContext};
+use super::widgets::{add_images_hint, centered, input_size_combo, stride_combo, tile_size_slider};
+use super::worker::{ImageInput, ModelInfo};
+pub use crate::app::state::CosegMode;
+use job::{CosegJob, CosegKey, CosegOutput, CosegResult};
+use panel::{CosegHover, CosegPanel, label_name};
 
 /// Co-segmentation results kept in memory.
-const COSEG_CACHE_CAPACITY: usize = 8;
+const CACHE_CAPACITY: usize = 8;
 
-#[derive(Default)]
-pub struct CosegState {
-    cache: HashMap<CosegKey, Arc<CosegResult>>,
-    order: VecDeque<CosegKey>,
+pub struct CosegTab {
+    cache: BoundedCache<CosegKey, Arc<CosegResult>>,
     /// Gallery images left out of the set.
-    pub excluded: HashSet<ImageId>,
+    excluded: HashSet<ImageId>,
     /// What is on screen (possibly computed with other settings than the current ones).
     shown: Option<(CosegKey, Arc<CosegResult>)>,
     pub panel: CosegPanel,
 }
 
-impl CosegState {
-    pub fn insert(&mut self, key: CosegKey, result: Arc<CosegResult>) {
-        if self.cache.insert(key.clone(), result.clone()).is_none() {
-            self.order.push_back(key.clone());
+impl Default for CosegTab {
+    fn default() -> Self {
+        CosegTab {
+            cache: BoundedCache::with_capacity(CACHE_CAPACITY),
+            excluded: HashSet::new(),
+            shown: None,
+            panel: CosegPanel::default(),
         }
-        self.shown = Some((key, result));
-        while self.order.len() > COSEG_CACHE_CAPACITY {
-            if let Some(old) = self.order.pop_front() {
-                self.cache.remove(&old);
-            }
-        }
-    }
-
-    pub fn cached(&self) -> usize {
-        self.cache.len()
-    }
-
-    /// Forgets everything (a new model).
-    pub fn clear(&mut self) {
-        self.cache.clear();
-        self.order.clear();
-        self.shown = None;
     }
 }
 
-impl App {
+/// Half the patch size when it is even (the reference's 4 for 8-pixel patches), else the patch.
+fn default_stride(patch: usize) -> usize {
+    if patch.is_multiple_of(2) {
+        patch / 2
+    } else {
+        patch
+    }
+}
+
+impl CosegTab {
     /// The images of the set: the gallery's, minus those left out, in gallery order.
-    fn coseg_inputs(&self) -> Vec<PcaInput> {
-        self.gallery
+    fn inputs(&self, shared: Shared<'_>) -> Vec<ImageInput> {
+        shared
+            .gallery
             .entries
             .iter()
-            .filter(|e| !self.coseg.excluded.contains(&e.id))
-            .map(|e| PcaInput {
-                id: e.id,
-                name: e.name.clone(),
-                rgb: e.rgb.clone(),
-            })
+            .filter(|e| !self.excluded.contains(&e.id))
+            .filter_map(|e| shared.input(e.id))
             .collect()
     }
 
     /// Leaves an image out of (or puts it back into) the co-segmented set.
-    pub fn set_coseg_included(&mut self, image: ImageId, included: bool) {
+    pub fn set_included(&mut self, image: ImageId, included: bool) {
         if included {
-            self.coseg.excluded.remove(&image);
+            self.excluded.remove(&image);
         } else {
-            self.coseg.excluded.insert(image);
+            self.excluded.insert(image);
         }
     }
 
     /// The key the settings ask for (`None` without a model or images).
-    pub fn current_coseg_key(&self) -> Option<CosegKey> {
-        let model = self.model.as_ref()?;
-        let images: Vec<ImageId> = self.coseg_inputs().iter().map(|i| i.id).collect();
+    pub fn current_key(&self, shared: Shared<'_>) -> Option<CosegKey> {
+        let model = shared.model?;
+        let images: Vec<ImageId> = self.inputs(shared).iter().map(|i| i.id).collect();
         if images.is_empty() {
             return None;
         }
-        let patch = model.config.patch_size.max(1);
-        let c = &self.settings.coseg;
-        let default_stride = if patch.is_multiple_of(2) {
-            patch / 2
-        } else {
-            patch
-        };
+        let patch = shared.patch_size();
+        let c = &shared.settings.coseg;
         Some(CosegKey {
             images,
             mode: c.mode,
@@ -101,40 +95,29 @@ impl App {
             stride: c
                 .stride
                 .filter(|s| *s > 0 && patch.is_multiple_of(*s))
-                .unwrap_or(default_stride),
+                .unwrap_or(default_stride(patch)),
             saliency_milli: (c.saliency_threshold.clamp(0.0, 1.0) * 1000.0).round() as u16,
             votes_percentage: c.votes_percentage.clamp(1, 100),
-            input_size: self.settings.input_size,
+            input_size: shared.settings.input_size,
             generation: model.generation,
         })
     }
 
     /// The result for the current settings, once computed.
-    pub fn current_coseg_result(&self) -> Option<&Arc<CosegResult>> {
-        self.current_coseg_key()
-            .and_then(|k| self.coseg.cache.get(&k))
-    }
-
-    /// The co-segmentation view of the last frame.
-    pub fn coseg_view(&self) -> &CosegPanel {
-        &self.coseg.panel
+    pub fn current_result(&self, shared: Shared<'_>) -> Option<&Arc<CosegResult>> {
+        self.current_key(shared).and_then(|k| self.cache.get(&k))
     }
 
     /// Starts the co-segmentation of the current set (the "Run" button); nothing when it is
     /// cached or already running.
-    pub fn run_coseg(&mut self) {
-        let Some(key) = self.current_coseg_key() else {
+    pub fn run(&mut self, cx: &mut ViewContext<'_>) {
+        let Some(key) = self.current_key(cx.shared()) else {
             return;
         };
-        if self.coseg.cache.contains_key(&key)
-            || self
-                .tasks
-                .values()
-                .any(|(k, _)| *k == TaskKind::Coseg(key.clone()))
-        {
+        if self.cache.contains_key(&key) || cx.tasks.running::<CosegKey>().any(|(_, k)| *k == key) {
             return;
         }
-        let inputs = self.coseg_inputs();
+        let inputs = self.inputs(cx.shared());
         let label = format!(
             "{} of {} images",
             match key.mode {
@@ -143,17 +126,17 @@ impl App {
             },
             inputs.len()
         );
-        self.submit(
-            TaskKind::Coseg(key.clone()),
-            label,
-            Job::Coseg { key, inputs },
-        );
+        let job = CosegJob {
+            key: key.clone(),
+            inputs,
+        };
+        cx.worker.submit(cx.tasks, key, label, job);
     }
 
-    pub(super) fn coseg_controls(&mut self, ui: &mut egui::Ui) {
-        let patch = self.model.as_ref().map_or(16, |m| m.config.patch_size);
+    fn settings_controls(ui: &mut egui::Ui, cx: &mut ViewContext<'_>) {
+        let patch = cx.shared().patch_size();
         ui.heading("Co-segmentation");
-        let c = &mut self.settings.coseg;
+        let c = &mut cx.settings.coseg;
         ui.radio_value(&mut c.mode, CosegMode::Foreground, "Common foreground")
             .on_hover_text("Cluster all images' patches; keep the clusters salient in most images");
         ui.radio_value(&mut c.mode, CosegMode::Parts, "Common parts")
@@ -162,12 +145,7 @@ impl App {
             c.mode == CosegMode::Parts,
             egui::Slider::new(&mut c.num_parts, 2..=10).text("Parts"),
         );
-        let default_stride = if patch.is_multiple_of(2) {
-            patch / 2
-        } else {
-            patch
-        };
-        stride_combo(ui, &mut c.stride, patch, default_stride);
+        stride_combo(ui, &mut c.stride, patch, default_stride(patch));
         ui.add(
             egui::Slider::new(&mut c.saliency_threshold, 0.0..=0.5)
                 .step_by(0.005)
@@ -181,31 +159,25 @@ impl App {
             ui.radio_value(&mut c.show, CosegShow::Labels, "labels");
             ui.radio_value(&mut c.show, CosegShow::Foreground, "foreground");
         });
-        input_size_combo(ui, &mut self.settings.input_size);
-        ui.add(egui::Slider::new(&mut self.settings.tile_size, 80.0..=600.0).text("Tile size"));
-        ui.separator();
+        input_size_combo(ui, &mut cx.settings.input_size);
+        tile_size_slider(ui, &mut cx.settings.tile_size);
+    }
+
+    /// A checkbox per gallery image: in the set or left out.
+    fn image_checkboxes(&mut self, ui: &mut egui::Ui, cx: &ViewContext<'_>) {
         ui.label(egui::RichText::new("Images").strong());
-        let entries: Vec<(ImageId, String)> = self
-            .gallery
-            .entries
-            .iter()
-            .map(|e| (e.id, e.name.clone()))
-            .collect();
-        for (id, name) in entries {
-            let mut included = !self.coseg.excluded.contains(&id);
-            if ui.checkbox(&mut included, name).changed() {
-                self.set_coseg_included(id, included);
+        for e in &cx.gallery.entries {
+            let mut included = !self.excluded.contains(&e.id);
+            if ui.checkbox(&mut included, &e.name).changed() {
+                self.set_included(e.id, included);
             }
         }
-        ui.separator();
-        let key = self.current_coseg_key();
-        let cached = key
-            .as_ref()
-            .is_some_and(|k| self.coseg.cache.contains_key(k));
-        let running = self
-            .tasks
-            .values()
-            .any(|(k, _)| matches!(k, TaskKind::Coseg(_)));
+    }
+
+    fn run_button(&mut self, ui: &mut egui::Ui, cx: &mut ViewContext<'_>) {
+        let key = self.current_key(cx.shared());
+        let cached = key.as_ref().is_some_and(|k| self.cache.contains_key(k));
+        let running = cx.tasks.any::<CosegKey>();
         if ui
             .add_enabled(
                 key.is_some() && !cached && !running,
@@ -214,51 +186,29 @@ impl App {
             .on_hover_text("Co-segment the checked images with these settings")
             .clicked()
         {
-            self.run_coseg();
+            self.run(cx);
         }
-        ui.separator();
-        let mode = self
-            .coseg
-            .shown
-            .as_ref()
-            .map_or(self.settings.coseg.mode, |(_, r)| r.mode);
-        hover_ui(ui, self.coseg.panel.hover, mode);
     }
 
-    pub(super) fn coseg_central(&mut self, ui: &mut egui::Ui) {
-        let key = self.current_coseg_key();
-        if let Some(k) = &key
-            && let Some(r) = self.coseg.cache.get(k)
-        {
-            self.coseg.shown = Some((k.clone(), r.clone()));
-        }
-        let shown = self
-            .coseg
-            .shown
-            .clone()
-            .filter(|(k, _)| key.as_ref().is_some_and(|c| c.generation == k.generation));
-        let Some((shown_key, result)) = shown else {
-            self.coseg.panel.tiles.clear();
-            self.coseg.panel.hover = None;
-            super::centered(ui, |ui| {
-                let running = self
-                    .tasks
-                    .values()
-                    .any(|(k, _)| matches!(k, TaskKind::Coseg(_)));
-                if self.gallery.entries.is_empty() && self.tasks.is_empty() {
-                    ui.label("Drop images or folders here, or use File > Open images (Ctrl+O).");
-                } else if running {
-                    ui.spinner();
-                } else if ui
-                    .button("Run co-segmentation")
-                    .on_hover_text("Find what the checked images have in common (takes a while)")
-                    .clicked()
-                {
-                    self.run_coseg();
-                }
-            });
-            return;
-        };
+    fn placeholder(&mut self, ui: &mut egui::Ui, cx: &mut ViewContext<'_>) {
+        self.panel.tiles.clear();
+        self.panel.hover = None;
+        centered(ui, |ui| {
+            if cx.is_empty() {
+                add_images_hint(ui);
+            } else if cx.tasks.any::<CosegKey>() {
+                ui.spinner();
+            } else if ui
+                .button("Run co-segmentation")
+                .on_hover_text("Find what the checked images have in common (takes a while)")
+                .clicked()
+            {
+                self.run(cx);
+            }
+        });
+    }
+
+    fn heading(ui: &mut egui::Ui, result: &CosegResult, stale: bool) {
         ui.horizontal(|ui| {
             ui.heading(match result.mode {
                 CosegMode::Foreground => "Common foreground",
@@ -274,22 +224,99 @@ impl App {
                 result.elapsed.as_secs_f64()
             ));
             ui.label(text);
-            if Some(&shown_key) != key.as_ref() {
+            if stale {
                 ui.label(egui::RichText::new("(other settings: Run to update)").weak());
             }
         });
+    }
+}
+
+impl View for CosegTab {
+    fn id(&self) -> ViewTab {
+        ViewTab::COSEG
+    }
+
+    fn title(&self) -> &'static str {
+        "Co-segmentation"
+    }
+
+    fn controls(&mut self, ui: &mut egui::Ui, cx: &mut ViewContext<'_>) {
+        Self::settings_controls(ui, cx);
+        ui.separator();
+        self.image_checkboxes(ui, cx);
+        ui.separator();
+        self.run_button(ui, cx);
+        ui.separator();
+        let mode = self
+            .shown
+            .as_ref()
+            .map_or(cx.settings.coseg.mode, |(_, r)| r.mode);
+        hover_ui(ui, self.panel.hover, mode);
+    }
+
+    fn central(&mut self, ui: &mut egui::Ui, cx: &mut ViewContext<'_>) {
+        let key = self.current_key(cx.shared());
+        if let Some(k) = &key
+            && let Some(r) = self.cache.get(k)
+        {
+            self.shown = Some((k.clone(), r.clone()));
+        }
+        let shown = self
+            .shown
+            .clone()
+            .filter(|(k, _)| key.as_ref().is_some_and(|c| c.generation == k.generation));
+        let Some((shown_key, result)) = shown else {
+            self.placeholder(ui, cx);
+            return;
+        };
+        Self::heading(ui, &result, Some(&shown_key) != key.as_ref());
         CosegPanel::legend(ui, &result, result.images.len());
         ui.separator();
-        let show = self.settings.coseg.show;
-        let tile = self.settings.tile_size;
+        let (show, tile) = (cx.settings.coseg.show, cx.settings.tile_size);
         egui::ScrollArea::vertical()
             .auto_shrink(false)
-            .show(ui, |ui| self.coseg.panel.ui(ui, &result, show, tile));
+            .show(ui, |ui| self.panel.ui(ui, &result, show, tile));
+    }
+
+    fn take_output(&mut self, output: Output) -> Result<(), Output> {
+        let CosegOutput { key, result } = *output.downcast::<CosegOutput>()?;
+        self.cache.insert(key.clone(), result.clone());
+        self.shown = Some((key, result));
+        Ok(())
+    }
+
+    fn model_loaded(&mut self, _info: &ModelInfo, _settings: &mut Settings) {
+        self.cache.clear();
+        self.shown = None;
+    }
+
+    fn exports(&self, shared: Shared<'_>) -> Vec<ExportItem> {
+        vec![ExportItem {
+            id: "coseg",
+            label: "Export co-segmentation (PNG + .npy + JSON)...",
+            hover: "Per image <name>_coseg.png, <name>_labels.npy, <name>_foreground.npy; \
+                    coseg_legend.json",
+            available: self.current_result(shared).is_some(),
+            pick: Pick::Folder {
+                title: "Export the co-segmentation (PNG + .npy per image, legend) to a folder"
+                    .into(),
+            },
+        }]
+    }
+
+    fn export(&self, _id: &str, dir: PathBuf, shared: Shared<'_>) -> Option<ExportJob> {
+        let result = self.current_result(shared)?.clone();
+        let show = shared.settings.coseg.show;
+        Some(Box::new(move || export::export_coseg(&dir, &result, show)))
+    }
+
+    fn cached(&self) -> usize {
+        self.cache.len()
     }
 }
 
 /// The read-out of the label under the pointer.
-fn hover_ui(ui: &mut egui::Ui, hover: Option<super::coseg_panel::CosegHover>, mode: CosegMode) {
+fn hover_ui(ui: &mut egui::Ui, hover: Option<CosegHover>, mode: CosegMode) {
     ui.heading("Under the pointer");
     match hover {
         Some(h) => {

@@ -8,12 +8,12 @@ use std::sync::Arc;
 
 use egui::{Color32, Pos2, Rect, Sense, TextureOptions, Vec2};
 
-use super::coseg_job::{CosegImage, CosegMode, CosegResult};
-use super::state::CosegShow;
-use super::textures::{PerResult, refresh_per_result, rgb_texture};
-use super::worker::ImageId;
+use super::job::{CosegImage, CosegResult};
 use crate::analysis::coords::PixelMap;
 use crate::analysis::overlay::part_color;
+use crate::app::state::{CosegMode, CosegShow};
+use crate::app::tasks::ImageId;
+use crate::app::textures::{PerResult, refresh_per_result, rgb_texture};
 
 /// The label under the pointer.
 #[derive(Clone, Copy, Debug, PartialEq)]

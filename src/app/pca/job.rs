@@ -1,21 +1,21 @@
 //! The PCA job run by the worker: features of each image (cached per image), then the library's
 //! PCA colouring, rendered at the model image's resolution so the UI only uploads textures.
 
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use image::RgbImage;
 
-use super::notifications::AppError;
-use super::state::InputSize;
-use super::worker::{CancelToken, FeatureKey, ImageId, WorkerState, facet_index};
 use crate::analysis::coords::PixelMap;
 use crate::analysis::pca_rgb::{PcaColoring, PcaView, pca_colors, render_patch_colors};
+use crate::app::notifications::AppError;
+use crate::app::state::InputSize;
+use crate::app::tasks::{ImageId, Output, TaskContext};
+use crate::app::worker::{FeatureKey, ImageInput, ModelJob, WorkerState};
 use crate::model::{Facet, Grid, PreparedImage};
 
 /// Everything a PCA result depends on; results are cached under it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PcaKey {
     /// The images, in gallery order.
     pub images: Vec<ImageId>,
@@ -31,19 +31,6 @@ pub struct PcaKey {
     pub generation: u64,
 }
 
-impl Hash for PcaKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.images.hash(state);
-        self.layer.hash(state);
-        facet_index(self.facet).hash(state);
-        self.stride.hash(state);
-        self.joint.hash(state);
-        self.foreground_milli.hash(state);
-        self.input_size.hash(state);
-        self.generation.hash(state);
-    }
-}
-
 impl PcaKey {
     pub fn foreground_threshold(&self) -> Option<f32> {
         self.foreground_milli.map(|m| m as f32 / 1000.0)
@@ -53,20 +40,12 @@ impl PcaKey {
         FeatureKey {
             image,
             layer: self.layer,
-            facet: facet_index(self.facet),
+            facet: self.facet,
             stride: self.stride,
             log_bin: false,
             input_size: self.input_size,
         }
     }
-}
-
-/// One image to colour.
-#[derive(Clone)]
-pub struct PcaInput {
-    pub id: ImageId,
-    pub name: String,
-    pub rgb: Arc<RgbImage>,
 }
 
 /// One image's colouring.
@@ -90,44 +69,65 @@ pub struct PcaResult {
     pub elapsed: Duration,
 }
 
+/// What the worker sends back.
+pub struct PcaOutput {
+    pub key: PcaKey,
+    pub result: Arc<PcaResult>,
+}
+
+pub struct PcaJob {
+    pub key: PcaKey,
+    pub inputs: Vec<ImageInput>,
+}
+
+impl ModelJob for PcaJob {
+    fn generation(&self) -> u64 {
+        self.key.generation
+    }
+
+    fn run(
+        self: Box<Self>,
+        state: &mut WorkerState,
+        task: &TaskContext,
+    ) -> Result<Option<Output>, AppError> {
+        let PcaJob { key, inputs } = *self;
+        let result = run(state, &key, inputs, task)?;
+        Ok(result.map(|result| {
+            Box::new(PcaOutput {
+                key,
+                result: Arc::new(result),
+            }) as Output
+        }))
+    }
+}
+
 /// Computes the colouring; `Ok(None)` when cancelled.
-pub(super) fn run(
+fn run(
     state: &mut WorkerState,
     key: &PcaKey,
-    inputs: Vec<PcaInput>,
-    token: &CancelToken,
-    progress: &dyn Fn(String, Option<f32>),
+    inputs: Vec<ImageInput>,
+    task: &TaskContext,
 ) -> Result<Option<PcaResult>, AppError> {
     let start = Instant::now();
-    if let Some(config) = state.config()
-        && key.layer >= config.depth
-    {
-        return Err(AppError::Compute {
-            what: "PCA".into(),
-            detail: format!(
-                "block {} does not exist: the model has {} blocks",
-                key.layer, config.depth
-            ),
-        });
-    }
+    state.check_layer(key.layer, "PCA")?;
     let n = inputs.len();
     let mut computed = Vec::with_capacity(n);
     for (i, input) in inputs.iter().enumerate() {
-        if token.is_cancelled() || state.generation() != key.generation {
+        if task.is_cancelled() || state.generation() != key.generation {
             return Ok(None);
         }
-        progress(
+        task.report(
             format!("Features of {} ({}/{n})", input.name, i + 1),
             Some(i as f32 / (n as f32 + 1.0)),
         );
-        let (prepared, map) = state.features(key.feature_key(input.id), &input.rgb, &input.name)?;
+        let (prepared, map) = state.features(key.feature_key(input.id), input)?;
         computed.push((prepared, map));
     }
-    if token.is_cancelled() {
+    if task.is_cancelled() {
         return Ok(None);
     }
     let patches: usize = computed.iter().map(|(_, m)| m.len()).sum();
-    progress(
+    task.report(
         format!("PCA of {patches} patches"),
         Some(n as f32 / (n as f32 + 1.0)),
     );

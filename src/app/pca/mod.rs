@@ -1,103 +1,81 @@
-//! The PCA tab of the app: which colouring the settings ask for, asking the worker for it
-//! (cancelling a stale one), the results cache, the tab's controls and its central view.
+//! The PCA view: the patch features of a block reduced to three principal components, shown as
+//! RGB beside each image. The colouring is computed by the worker ([`job`]); a colouring for
+//! stale settings is cancelled, results are cached per settings.
+
+pub mod export;
+pub mod job;
+pub mod panel;
 
 use eframe::egui;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::any::Any;
+use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::pca_job::{PcaInput, PcaKey, PcaResult};
-use super::pca_panel::{self, PcaPanel};
-use super::worker::{Job, TaskId};
-use super::{App, TaskKind, input_size_combo};
+use super::cache::BoundedCache;
+use super::dialogs::Pick;
+use super::state::{Settings, ViewTab};
+use super::tasks::Output;
+use super::view::{ExportItem, ExportJob, Shared, View, ViewContext};
+use super::widgets::{add_images_hint, centered, input_size_combo, tile_size_slider};
+use super::worker::{ImageInput, ModelInfo, ModelLoad};
+use job::{PcaJob, PcaKey, PcaOutput, PcaResult};
+use panel::PcaPanel;
 
 /// PCA results kept in memory.
-const PCA_CACHE_CAPACITY: usize = 16;
+const CACHE_CAPACITY: usize = 16;
 
-/// Results, what failed or was cancelled, what is on screen, and the view.
-#[derive(Default)]
-pub struct PcaState {
-    cache: HashMap<PcaKey, Arc<PcaResult>>,
-    order: VecDeque<PcaKey>,
+/// Results, what failed or was cancelled, what is on screen, and the drawing.
+pub struct PcaTab {
+    cache: BoundedCache<PcaKey, Arc<PcaResult>>,
     /// Keys whose computation failed or was cancelled: not retried until asked.
-    pub skipped: HashSet<PcaKey>,
+    skipped: HashSet<PcaKey>,
     /// What is on screen (may be an older result while the next one computes).
     shown: Option<(PcaKey, Arc<PcaResult>)>,
     pub panel: PcaPanel,
 }
 
-impl PcaState {
-    pub fn insert(&mut self, key: PcaKey, result: Arc<PcaResult>) {
-        if self.cache.insert(key.clone(), result).is_none() {
-            self.order.push_back(key);
+impl Default for PcaTab {
+    fn default() -> Self {
+        PcaTab {
+            cache: BoundedCache::with_capacity(CACHE_CAPACITY),
+            skipped: HashSet::new(),
+            shown: None,
+            panel: PcaPanel::default(),
         }
-        while self.order.len() > PCA_CACHE_CAPACITY {
-            if let Some(old) = self.order.pop_front() {
-                self.cache.remove(&old);
-            }
-        }
-    }
-
-    pub fn get(&self, key: &PcaKey) -> Option<&Arc<PcaResult>> {
-        self.cache.get(key)
-    }
-
-    /// Results kept.
-    pub fn cached(&self) -> usize {
-        self.cache.len()
-    }
-
-    /// Forgets everything (a new model).
-    pub fn clear(&mut self) {
-        self.cache.clear();
-        self.order.clear();
-        self.skipped.clear();
-        self.shown = None;
     }
 }
 
-impl App {
-    /// The block the PCA uses: the chosen one, or the last block of the model.
-    pub fn pca_layer(&self) -> usize {
-        let depth = self.model.as_ref().map_or(1, |m| m.config.depth).max(1);
-        self.settings.pca.layer.unwrap_or(depth - 1).min(depth - 1)
-    }
+/// The block the PCA uses: the chosen one, or the last block of the model.
+pub fn layer(shared: Shared<'_>) -> usize {
+    shared.block(shared.settings.pca.layer, 0)
+}
 
-    pub fn set_pca_layer(&mut self, layer: usize) {
-        let depth = self.model.as_ref().map_or(1, |m| m.config.depth).max(1);
-        self.settings.pca.layer = Some(layer.min(depth - 1));
-    }
+/// The images the PCA shows: all of the gallery, or the selected one.
+fn images(shared: Shared<'_>) -> Vec<ImageInput> {
+    let gallery = shared.gallery;
+    let ids: Vec<_> = if shared.settings.pca.all_images {
+        gallery.entries.iter().map(|e| e.id).collect()
+    } else {
+        gallery.selected_entry().map(|e| e.id).into_iter().collect()
+    };
+    ids.into_iter().filter_map(|id| shared.input(id)).collect()
+}
 
-    /// The images the PCA tab shows: all of the gallery, or the selected one.
-    fn pca_images(&self) -> Vec<PcaInput> {
-        let entries = &self.gallery.entries;
-        let chosen: Vec<_> = if self.settings.pca.all_images {
-            entries.iter().collect()
-        } else {
-            self.gallery.selected_entry().into_iter().collect()
-        };
-        chosen
-            .into_iter()
-            .map(|e| PcaInput {
-                id: e.id,
-                name: e.name.clone(),
-                rgb: e.rgb.clone(),
-            })
-            .collect()
-    }
-
+impl PcaTab {
     /// The key of the colouring the settings ask for (`None` without a model or images).
-    pub fn current_pca_key(&self) -> Option<PcaKey> {
-        let model = self.model.as_ref()?;
-        let images: Vec<_> = self.pca_images().iter().map(|i| i.id).collect();
+    pub fn current_key(&self, shared: Shared<'_>) -> Option<PcaKey> {
+        let model = shared.model?;
+        let images: Vec<_> = images(shared).iter().map(|i| i.id).collect();
         if images.is_empty() {
             return None;
         }
-        let patch = model.config.patch_size.max(1);
-        let pca = &self.settings.pca;
+        let patch = shared.patch_size();
+        let pca = &shared.settings.pca;
         Some(PcaKey {
             joint: pca.joint && images.len() > 1,
             images,
-            layer: self.pca_layer(),
+            layer: layer(shared),
             facet: pca.facet,
             stride: pca
                 .stride
@@ -106,76 +84,18 @@ impl App {
             foreground_milli: pca
                 .foreground
                 .then(|| (pca.threshold.clamp(0.0, 1.0) * 1000.0).round() as u16),
-            input_size: self.settings.input_size,
+            input_size: shared.settings.input_size,
             generation: model.generation,
         })
     }
 
     /// The colouring for the current settings, once computed.
-    pub fn current_pca_result(&self) -> Option<&Arc<PcaResult>> {
-        self.current_pca_key().and_then(|k| self.pca.get(&k))
+    pub fn current_result(&self, shared: Shared<'_>) -> Option<&Arc<PcaResult>> {
+        self.current_key(shared).and_then(|k| self.cache.get(&k))
     }
 
-    /// The PCA view (tile rectangles, hover) of the last frame.
-    pub fn pca_view(&self) -> &PcaPanel {
-        &self.pca.panel
-    }
-
-    /// Asks the worker for the current colouring when it is neither cached nor under way; a
-    /// colouring under way for other settings is cancelled (its features stay cached).
-    pub(super) fn request_pca(&mut self) {
-        let Some(key) = self.current_pca_key() else {
-            return;
-        };
-        if self.pca.get(&key).is_some() || self.pca.skipped.contains(&key) {
-            return;
-        }
-        if self.tasks.values().any(|(k, _)| *k == TaskKind::Model) {
-            return;
-        }
-        let mut running = false;
-        let stale: Vec<TaskId> = self
-            .tasks
-            .iter()
-            .filter_map(|(id, (kind, _))| match kind {
-                TaskKind::Pca(k) if *k == key => {
-                    running = true;
-                    None
-                }
-                TaskKind::Pca(_) => Some(*id),
-                _ => None,
-            })
-            .collect();
-        for id in stale {
-            if let Some((_, task)) = self.tasks.remove(&id) {
-                task.token.cancel();
-            }
-        }
-        if running {
-            return;
-        }
-        let inputs = self.pca_images();
-        let label = match inputs.as_slice() {
-            [one] => format!("PCA of {}", one.name),
-            many => format!("PCA of {} images", many.len()),
-        };
-        self.submit(TaskKind::Pca(key.clone()), label, Job::Pca { key, inputs });
-    }
-
-    pub(super) fn pca_controls(&mut self, ui: &mut egui::Ui) {
-        let layer = self.pca_layer();
-        pca_panel::controls(
-            ui,
-            &mut self.settings.pca,
-            self.model.as_ref().map(|m| &m.config),
-            self.gallery.entries.len(),
-            layer,
-        );
-        input_size_combo(ui, &mut self.settings.input_size);
-        ui.add(egui::Slider::new(&mut self.settings.tile_size, 80.0..=600.0).text("Tile size"));
-        ui.separator();
-        pca_panel::hover_ui(ui, self.pca.panel.hover);
-        if let Some((_, result)) = &self.pca.shown {
+    fn computed_in(&self, ui: &mut egui::Ui) {
+        if let Some((_, result)) = &self.shown {
             ui.separator();
             ui.label(format!(
                 "computed in {:.0} ms",
@@ -189,69 +109,175 @@ impl App {
         }
     }
 
-    pub(super) fn pca_central(&mut self, ui: &mut egui::Ui) {
-        let key = self.current_pca_key();
-        if let Some(k) = &key
-            && let Some(r) = self.pca.get(k)
-        {
-            self.pca.shown = Some((k.clone(), r.clone()));
-        }
-        // Keep an older result of the same model on screen while the next one computes.
-        let shown = self
-            .pca
-            .shown
-            .clone()
-            .filter(|(k, _)| key.as_ref().is_some_and(|c| c.generation == k.generation));
-        let skipped = key.as_ref().is_some_and(|k| self.pca.skipped.contains(k));
-        let Some((shown_key, result)) = shown else {
-            self.pca.panel.hover = None;
-            self.pca.panel.tiles.clear();
-            super::centered(ui, |ui| {
-                if self.gallery.entries.is_empty() && self.tasks.is_empty() {
-                    ui.label("Drop images or folders here, or use File > Open images (Ctrl+O).");
-                } else if skipped {
-                    if ui.button("Compute PCA").clicked()
-                        && let Some(k) = &key
-                    {
-                        self.pca.skipped.remove(k);
-                    }
-                } else {
-                    ui.spinner();
-                }
-            });
-            return;
-        };
+    /// The heading: block, facet, stride, and a spinner while newer settings compute.
+    fn heading(&mut self, ui: &mut egui::Ui, shown: &PcaKey, key: Option<&PcaKey>) {
         ui.horizontal(|ui| {
             ui.heading("PCA of the patch features");
             ui.label(format!(
                 "block {}, {:?}, stride {} px{}",
-                shown_key.layer,
-                shown_key.facet,
-                shown_key.stride,
-                match shown_key.foreground_threshold() {
+                shown.layer,
+                shown.facet,
+                shown.stride,
+                match shown.foreground_threshold() {
                     Some(t) => format!(", foreground above {t:.2}"),
                     None => String::new(),
                 }
             ));
-            if Some(&shown_key) != key.as_ref() {
+            if Some(shown) != key {
                 ui.spinner();
-                if skipped
+                if let Some(k) = key.filter(|k| self.skipped.contains(k))
                     && ui
                         .button("Compute")
                         .on_hover_text("Compute this view")
                         .clicked()
-                    && let Some(k) = &key
                 {
-                    self.pca.skipped.remove(k);
+                    self.skipped.remove(k);
                 }
             }
         });
+    }
+
+    fn placeholder(&mut self, ui: &mut egui::Ui, cx: &ViewContext<'_>, key: Option<&PcaKey>) {
+        self.panel.hover = None;
+        self.panel.tiles.clear();
+        centered(ui, |ui| {
+            if cx.is_empty() {
+                add_images_hint(ui);
+            } else if let Some(k) = key.filter(|k| self.skipped.contains(k)) {
+                if ui.button("Compute PCA").clicked() {
+                    self.skipped.remove(k);
+                }
+            } else {
+                ui.spinner();
+            }
+        });
+    }
+}
+
+impl View for PcaTab {
+    fn id(&self) -> ViewTab {
+        ViewTab::PCA
+    }
+
+    fn title(&self) -> &'static str {
+        "PCA"
+    }
+
+    fn controls(&mut self, ui: &mut egui::Ui, cx: &mut ViewContext<'_>) {
+        let block = layer(cx.shared());
+        let images = cx.gallery.entries.len();
+        let config = cx.model.map(|m| &m.config);
+        panel::controls(ui, &mut cx.settings.pca, config, images, block);
+        input_size_combo(ui, &mut cx.settings.input_size);
+        tile_size_slider(ui, &mut cx.settings.tile_size);
+        ui.separator();
+        panel::hover_ui(ui, self.panel.hover);
+        self.computed_in(ui);
+    }
+
+    fn central(&mut self, ui: &mut egui::Ui, cx: &mut ViewContext<'_>) {
+        let key = self.current_key(cx.shared());
+        if let Some(k) = &key
+            && let Some(r) = self.cache.get(k)
+        {
+            self.shown = Some((k.clone(), r.clone()));
+        }
+        // Keep an older result of the same model on screen while the next one computes.
+        let shown = self
+            .shown
+            .clone()
+            .filter(|(k, _)| key.as_ref().is_some_and(|c| c.generation == k.generation));
+        let Some((shown_key, result)) = shown else {
+            self.placeholder(ui, cx, key.as_ref());
+            return;
+        };
+        self.heading(ui, &shown_key, key.as_ref());
+        let tile = cx.settings.tile_size;
         egui::ScrollArea::vertical()
             .auto_shrink(false)
-            .show(ui, |ui| {
-                self.pca
-                    .panel
-                    .ui(ui, &result, shown_key.joint, self.settings.tile_size)
-            });
+            .show(ui, |ui| self.panel.ui(ui, &result, shown_key.joint, tile));
+    }
+
+    /// Asks the worker for the current colouring when it is neither cached nor under way; a
+    /// colouring under way for other settings is cancelled (its features stay cached).
+    fn request(&mut self, cx: &mut ViewContext<'_>) {
+        let Some(key) = self.current_key(cx.shared()) else {
+            return;
+        };
+        if self.cache.contains_key(&key) || self.skipped.contains(&key) {
+            return;
+        }
+        if cx.tasks.any::<ModelLoad>() {
+            return;
+        }
+        let running: Vec<_> = cx
+            .tasks
+            .running::<PcaKey>()
+            .map(|(id, k)| (id, *k == key))
+            .collect();
+        for (id, _) in running.iter().filter(|(_, current)| !current) {
+            cx.tasks.cancel(*id);
+        }
+        if running.iter().any(|(_, current)| *current) {
+            return;
+        }
+        let inputs = images(cx.shared());
+        let label = match inputs.as_slice() {
+            [one] => format!("PCA of {}", one.name),
+            many => format!("PCA of {} images", many.len()),
+        };
+        let job = PcaJob {
+            key: key.clone(),
+            inputs,
+        };
+        cx.worker.submit(cx.tasks, key, label, job);
+    }
+
+    fn take_output(&mut self, output: Output) -> Result<(), Output> {
+        let PcaOutput { key, result } = *output.downcast::<PcaOutput>()?;
+        self.cache.insert(key, result);
+        Ok(())
+    }
+
+    fn task_dropped(&mut self, key: &dyn Any) {
+        if let Some(key) = key.downcast_ref::<PcaKey>() {
+            self.skipped.insert(key.clone());
+        }
+    }
+
+    fn model_loaded(&mut self, info: &ModelInfo, settings: &mut Settings) {
+        self.cache.clear();
+        self.skipped.clear();
+        self.shown = None;
+        if settings.pca.layer.is_some_and(|l| l >= info.config.depth) {
+            settings.pca.layer = None;
+        }
+    }
+
+    fn step_block(&mut self, step: isize, cx: &mut ViewContext<'_>) {
+        let depth = cx.shared().depth();
+        let block = layer(cx.shared()).saturating_add_signed(step);
+        cx.settings.pca.layer = Some(block.min(depth - 1));
+    }
+
+    fn exports(&self, shared: Shared<'_>) -> Vec<ExportItem> {
+        vec![ExportItem {
+            id: "pca",
+            label: "Export PCA colourings (PNG + .npy)...",
+            hover: "The PCA tab's images: <name>_pca.png and <name>_pca.npy each",
+            available: self.current_result(shared).is_some(),
+            pick: Pick::Folder {
+                title: "Export the PCA colourings (PNG + .npy per image) to a folder".into(),
+            },
+        }]
+    }
+
+    fn export(&self, _id: &str, dir: PathBuf, shared: Shared<'_>) -> Option<ExportJob> {
+        let result = self.current_result(shared)?.clone();
+        Some(Box::new(move || export::export_pca(&dir, &result)))
+    }
+
+    fn cached(&self) -> usize {
+        self.cache.len()
     }
 }

@@ -10,11 +10,12 @@ use std::sync::Arc;
 
 use egui::{Color32, Pos2, Rect, Sense, Stroke, TextureOptions, Vec2};
 
-use super::pca_job::{PcaImage, PcaResult};
-use super::state::PcaSettings;
-use super::textures::{PerResult, refresh_per_result, rgb_texture};
-use super::worker::ImageId;
-use crate::model::{Facet, VitConfig};
+use super::job::{PcaImage, PcaResult};
+use crate::app::state::PcaSettings;
+use crate::app::tasks::ImageId;
+use crate::app::textures::{PerResult, refresh_per_result, rgb_texture};
+use crate::app::widgets::{block_slider, facet_combo, stride_combo};
+use crate::model::VitConfig;
 
 /// The patch under the pointer.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -219,55 +220,6 @@ pub fn hover_at(image: &PcaImage, rect: Rect, pos: Pos2) -> Option<PcaHover> {
     })
 }
 
-/// Strides the model allows: the divisors of its patch size, largest first.
-/// The stride combo box: `stride` is `None` for `default`, the strides offered divide `patch`.
-pub fn stride_combo(
-    ui: &mut egui::Ui,
-    stride: &mut Option<usize>,
-    patch: usize,
-    default: usize,
-) -> egui::Response {
-    let shown = stride
-        .filter(|s| patch.is_multiple_of(*s))
-        .unwrap_or(default);
-    egui::ComboBox::from_label("Stride")
-        .selected_text(format!("{shown} px"))
-        .show_ui(ui, |ui| {
-            for s in stride_choices(patch) {
-                let label = if s == patch {
-                    format!("{s} px (no overlap)")
-                } else {
-                    format!("{s} px")
-                };
-                if ui.selectable_label(s == shown, label).clicked() {
-                    *stride = (s != default).then_some(s);
-                }
-            }
-        })
-        .response
-}
-
-pub fn stride_choices(patch: usize) -> Vec<usize> {
-    (1..=patch.max(1))
-        .rev()
-        .filter(|s| patch.is_multiple_of(*s))
-        .collect()
-}
-
-const FACETS: [(Facet, &str); 4] = [
-    (Facet::Key, "key"),
-    (Facet::Query, "query"),
-    (Facet::Value, "value"),
-    (Facet::Token, "token (block output)"),
-];
-
-fn facet_label(facet: Facet) -> &'static str {
-    FACETS
-        .iter()
-        .find(|(f, _)| *f == facet)
-        .map_or("key", |(_, l)| l)
-}
-
 /// The PCA controls; `images` is the gallery size. Edits `pca` in place.
 pub fn controls(
     ui: &mut egui::Ui,
@@ -291,24 +243,11 @@ pub fn controls(
         "One PCA over all images' patches, so the same part gets the same colour in every image; \
          off: one PCA per image",
     );
-    let mut chosen = layer;
-    ui.add_enabled(
-        depth > 1,
-        egui::Slider::new(&mut chosen, 0..=depth - 1).text("Block (layer)"),
-    )
-    .on_hover_text("Which block's features (Up / Down)");
+    let chosen = block_slider(ui, layer, depth, "Which block's features (Up / Down)");
     if chosen != layer {
         pca.layer = Some(chosen);
     }
-    egui::ComboBox::from_label("Facet")
-        .selected_text(facet_label(pca.facet))
-        .show_ui(ui, |ui| {
-            for (facet, label) in FACETS {
-                ui.selectable_value(&mut pca.facet, facet, label);
-            }
-        })
-        .response
-        .on_hover_text("Which features of the block: its attention keys (the usual choice), queries, values or output tokens");
+    facet_combo(ui, &mut pca.facet).on_hover_text("Which features of the block: its attention keys (the usual choice), queries, values or output tokens");
     stride_combo(ui, &mut pca.stride, patch, patch).on_hover_text(
         "Step between patches: a smaller stride gives a finer map (overlapping patches) but \
              costs more; large images are scaled down to keep the token count",
@@ -347,13 +286,6 @@ pub fn hover_ui(ui: &mut egui::Ui, hover: Option<PcaHover>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn strides_divide_the_patch() {
-        assert_eq!(stride_choices(8), vec![8, 4, 2, 1]);
-        assert_eq!(stride_choices(14), vec![14, 7, 2, 1]);
-        assert_eq!(stride_choices(16), vec![16, 8, 4, 2, 1]);
-    }
 
     #[test]
     fn explained_variance_reads_in_percent() {

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, channel};
 use std::thread::JoinHandle;
 
+use crate::app::tasks::panic_text;
 use crate::model::{DeviceChoice, backend};
 use crate::train::RunControl;
 use crate::train::run::{RunEvent, RunOptions, RunSummary, TrainConfig, train_with};
@@ -69,7 +70,10 @@ impl TrainingRun {
                 send(match outcome {
                     Ok(Ok(summary)) => TrainUpdate::Finished(summary),
                     Ok(Err(e)) => TrainUpdate::Failed(e.to_string()),
-                    Err(_) => TrainUpdate::Failed("internal error in the training thread".into()),
+                    Err(payload) => TrainUpdate::Failed(format!(
+                        "the training thread stopped: {}",
+                        panic_text(payload.as_ref())
+                    )),
                 });
             })?;
         Ok(TrainingRun {

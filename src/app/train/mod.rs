@@ -1,30 +1,34 @@
-//! The Training tab: a DINO run started from the form on its own thread ([`super::train_job`]), its
-//! metrics and attention probe as they arrive, pause / resume / stop, and loading its teacher into the
-//! visualizer.
+//! The Training view: a DINO run started from the form on its own thread ([`job`]), its metrics
+//! and attention probe as they arrive, pause / resume / stop, and loading its teacher into the
+//! other views.
+
+pub mod job;
+pub mod panel;
 
 use eframe::egui;
 use std::path::PathBuf;
-use std::sync::mpsc::{Receiver, channel};
 
-use super::App;
-use super::notifications::AppError;
-use super::train_job::{TrainUpdate, TrainingRun};
-use super::train_panel::{self, Phase, ProbeTextures, TrainAction, TrainForm};
-use super::worker::ModelSource;
+use super::dialogs::{Dialog, Pick};
+use super::notifications::{AppError, Notifications, file_label};
+use super::state::ViewTab;
+use super::view::{View, ViewContext};
+use super::worker::{ModelInfo, ModelRequest, ModelSource};
 use crate::train::Probe;
 use crate::train::run::{
     Metrics, RESUME_FILE, RunEvent, RunPlan, RunSummary, TEACHER_FILE, TrainConfig, metrics_before,
 };
+use job::{TrainUpdate, TrainingRun};
+use panel::{Phase, ProbeTextures, TrainAction, TrainForm};
 
 /// Which path a folder dialog picks.
 #[derive(Clone, Copy, Debug)]
-enum Pick {
+enum Folder {
     Data,
     Out,
 }
 
 /// The form, the run under way and what it reported.
-pub struct TrainState {
+pub struct TrainingTab {
     pub form: TrainForm,
     run: Option<TrainingRun>,
     phase: Phase,
@@ -38,12 +42,12 @@ pub struct TrainState {
     out: Option<PathBuf>,
     device: Option<String>,
     summary: Option<RunSummary>,
-    dialog: Option<Receiver<(Pick, Option<PathBuf>)>>,
+    dialog: Dialog<Folder>,
 }
 
-impl Default for TrainState {
+impl Default for TrainingTab {
     fn default() -> Self {
-        TrainState {
+        TrainingTab {
             form: TrainForm::default(),
             run: None,
             phase: Phase::Idle,
@@ -55,12 +59,21 @@ impl Default for TrainState {
             out: None,
             device: None,
             summary: None,
-            dialog: None,
+            dialog: Dialog::default(),
         }
     }
 }
 
-impl TrainState {
+/// The checkpoint fine-tuning would start from: the loaded model's file, if it has one.
+fn fine_tune_source(model: Option<&ModelInfo>) -> Option<(PathBuf, usize)> {
+    let model = model?;
+    match &model.source {
+        ModelSource::File(p) | ModelSource::Default(p) => Some((p.clone(), model.config.heads)),
+        ModelSource::Untrained => None,
+    }
+}
+
+impl TrainingTab {
     pub fn phase(&self) -> Phase {
         self.phase
     }
@@ -93,33 +106,20 @@ impl TrainState {
         self.saved?;
         self.out.as_ref().map(|o| o.join(TEACHER_FILE))
     }
-}
 
-impl App {
-    pub fn training(&self) -> &TrainState {
-        &self.training
-    }
-
-    pub fn training_mut(&mut self) -> &mut TrainState {
-        &mut self.training
-    }
-
-    /// The checkpoint fine-tuning would start from: the loaded model's file, if it has one.
-    fn fine_tune_source(&self) -> Option<(PathBuf, usize)> {
-        let model = self.model.as_ref()?;
-        match &model.source {
-            ModelSource::File(p) | ModelSource::Default(p) => Some((p.clone(), model.config.heads)),
-            ModelSource::Untrained => None,
-        }
-    }
-
-    /// Starts a run with the form's settings (a new output folder's files are overwritten), or with
-    /// `resume` continues the run saved in the form's output folder.
-    pub fn start_training(&mut self, ctx: &egui::Context, resume: bool) {
-        if self.training.run.is_some() {
+    /// Starts a run with the form's settings (a new output folder's files are overwritten), or
+    /// with `resume` continues the run saved in the form's output folder.
+    pub fn start(
+        &mut self,
+        ctx: &egui::Context,
+        model: Option<&ModelInfo>,
+        notifications: &mut Notifications,
+        resume: bool,
+    ) {
+        if self.run.is_some() {
             return;
         }
-        let form = &self.training.form;
+        let form = &self.form;
         let mut config = TrainConfig {
             data: form
                 .folder
@@ -128,7 +128,7 @@ impl App {
             ..form.config.clone()
         };
         if form.fine_tune {
-            let Some((path, heads)) = self.fine_tune_source() else {
+            let Some((path, heads)) = fine_tune_source(model) else {
                 return;
             };
             config.init = Some(path);
@@ -137,110 +137,86 @@ impl App {
         let out = form.out.clone();
         match TrainingRun::spawn(ctx.clone(), config, out.clone(), form.save_every, resume) {
             Ok(run) => {
-                let t = &mut self.training;
-                t.run = Some(run);
-                t.phase = Phase::Running;
-                t.plan = None;
-                t.history.clear();
-                t.probe = None;
-                t.textures = None;
-                t.saved = None;
-                t.summary = None;
-                t.out = Some(out);
+                self.run = Some(run);
+                self.phase = Phase::Running;
+                self.plan = None;
+                self.history.clear();
+                self.probe = None;
+                self.textures = None;
+                self.saved = None;
+                self.summary = None;
+                self.out = Some(out);
             }
-            Err(e) => self.notifications.error(&AppError::Compute {
+            Err(e) => notifications.error(&AppError::Compute {
                 what: "starting the training thread".into(),
                 detail: e.to_string(),
             }),
         }
     }
 
-    fn training_action(&mut self, ctx: &egui::Context, action: TrainAction) {
-        let t = &mut self.training;
+    fn act(&mut self, ctx: &egui::Context, cx: &mut ViewContext<'_>, action: TrainAction) {
+        let control = self.run.as_ref().map(|r| r.control.clone());
         match action {
-            TrainAction::Start => self.start_training(ctx, false),
-            TrainAction::Continue => self.start_training(ctx, true),
+            TrainAction::Start => self.start(ctx, cx.model, cx.notifications, false),
+            TrainAction::Continue => self.start(ctx, cx.model, cx.notifications, true),
             TrainAction::Pause => {
-                if let Some(run) = &t.run {
-                    run.control.pause();
-                    t.phase = Phase::Paused;
+                if let Some(control) = control {
+                    control.pause();
+                    self.phase = Phase::Paused;
                 }
             }
             TrainAction::Resume => {
-                if let Some(run) = &t.run {
-                    run.control.resume();
-                    t.phase = Phase::Running;
+                if let Some(control) = control {
+                    control.resume();
+                    self.phase = Phase::Running;
                 }
             }
             TrainAction::Stop => {
-                if let Some(run) = &t.run {
-                    run.control.stop();
-                    t.phase = Phase::Stopping;
+                if let Some(control) = control {
+                    control.stop();
+                    self.phase = Phase::Stopping;
                 }
             }
             TrainAction::ViewTeacher => {
-                if let Some(path) = t.teacher() {
-                    self.open_checkpoint(path);
+                if let Some(path) = self.teacher() {
+                    cx.worker.load(cx.tasks, ModelRequest::File(path));
                 }
             }
-            TrainAction::PickFolder => self.pick_training_path(ctx, Pick::Data),
-            TrainAction::PickOut => self.pick_training_path(ctx, Pick::Out),
+            TrainAction::PickFolder => self.pick(ctx, cx, Folder::Data),
+            TrainAction::PickOut => self.pick(ctx, cx, Folder::Out),
         }
     }
 
-    /// A native folder dialog on its own thread; the answer is read by [`Self::poll_training`].
-    fn pick_training_path(&mut self, ctx: &egui::Context, pick: Pick) {
-        if self.training.dialog.is_some() {
-            return;
-        }
-        let (tx, rx) = channel();
-        let ctx = ctx.clone();
-        let spawned = std::thread::Builder::new()
-            .name("dinoscope-dialog".into())
-            .spawn(move || {
-                let title = match pick {
-                    Pick::Data => "Training images (class sub-folders enable the k-NN evaluation)",
-                    Pick::Out => "Output folder of the run",
-                };
-                let _ = tx.send((pick, rfd::FileDialog::new().set_title(title).pick_folder()));
-                ctx.request_repaint();
-            });
-        match spawned {
-            Ok(_) => self.training.dialog = Some(rx),
-            Err(e) => self.notifications.error(&AppError::Compute {
-                what: "opening a file dialog".into(),
-                detail: e.to_string(),
-            }),
+    fn pick(&mut self, ctx: &egui::Context, cx: &mut ViewContext<'_>, folder: Folder) {
+        let title = match folder {
+            Folder::Data => "Training images (class sub-folders enable the k-NN evaluation)",
+            Folder::Out => "Output folder of the run",
+        };
+        let pick = Pick::Folder {
+            title: title.into(),
+        };
+        if let Err(e) = self.dialog.open(ctx, pick, folder) {
+            cx.notifications.error(&e);
         }
     }
 
-    /// Takes what the training thread and the folder dialog sent.
-    pub(super) fn poll_training(&mut self, ctx: &egui::Context) {
-        if let Some(rx) = &self.training.dialog
-            && let Ok((pick, path)) = rx.try_recv()
-        {
-            self.training.dialog = None;
-            match (pick, path) {
-                (Pick::Data, Some(p)) => self.training.form.folder = Some(p),
-                (Pick::Out, Some(p)) => self.training.form.out = p,
-                (_, None) => {}
-            }
-        }
+    /// Takes what the training thread sent.
+    fn take_updates(&mut self, notifications: &mut Notifications) {
         let mut ended = None;
-        if let Some(run) = &self.training.run {
+        if let Some(run) = &self.run {
             while let Some(update) = run.try_recv() {
                 match update {
-                    TrainUpdate::Device(d) => self.training.device = Some(d),
+                    TrainUpdate::Device(d) => self.device = Some(d),
                     TrainUpdate::Event(RunEvent::Started(plan)) => {
-                        if let Some(out) = &self.training.out {
-                            self.training.history = metrics_before(out, plan.start);
+                        if let Some(out) = &self.out {
+                            self.history = metrics_before(out, plan.start);
                         }
-                        self.training.plan = Some(*plan);
+                        self.plan = Some(*plan);
                     }
-                    TrainUpdate::Event(RunEvent::Iteration(m)) => self.training.history.push(m),
-                    TrainUpdate::Event(RunEvent::Probe(p)) => self.training.probe = Some(p),
+                    TrainUpdate::Event(RunEvent::Iteration(m)) => self.history.push(m),
+                    TrainUpdate::Event(RunEvent::Probe(p)) => self.probe = Some(p),
                     TrainUpdate::Event(RunEvent::Saved { next_step }) => {
-                        self.training.saved = Some(next_step)
+                        self.saved = Some(next_step)
                     }
                     TrainUpdate::Finished(summary) => ended = Some(Ok(summary)),
                     TrainUpdate::Failed(detail) => ended = Some(Err(detail)),
@@ -249,69 +225,51 @@ impl App {
         }
         if let Some(end) = ended {
             // The thread has sent its last update: joining it (in drop) does not wait.
-            self.training.run = None;
-            match end {
-                Ok(summary) => {
-                    self.notifications.info(format!(
-                        "Training {} after {} of {} iterations; teacher saved to {}",
-                        if summary.stopped {
-                            "stopped"
-                        } else {
-                            "finished"
-                        },
-                        summary.steps,
-                        summary.total_steps,
-                        summary.teacher.display()
-                    ));
-                    self.training.summary = Some(summary);
-                    self.training.phase = Phase::Finished;
-                }
-                Err(detail) => {
-                    self.notifications.error(&AppError::Compute {
-                        what: "training".into(),
-                        detail,
-                    });
-                    self.training.phase = Phase::Failed;
-                }
+            self.run = None;
+            self.ended(end, notifications);
+        }
+    }
+
+    fn ended(&mut self, end: Result<RunSummary, String>, notifications: &mut Notifications) {
+        match end {
+            Ok(summary) => {
+                notifications.info(format!(
+                    "Training {} after {} of {} iterations; teacher saved to {}",
+                    if summary.stopped {
+                        "stopped"
+                    } else {
+                        "finished"
+                    },
+                    summary.steps,
+                    summary.total_steps,
+                    summary.teacher.display()
+                ));
+                self.summary = Some(summary);
+                self.phase = Phase::Finished;
+            }
+            Err(detail) => {
+                notifications.error(&AppError::Compute {
+                    what: "training".into(),
+                    detail,
+                });
+                self.phase = Phase::Failed;
             }
         }
-        let colormap = self.settings.colormap;
-        let t = &mut self.training;
-        if let Some(probe) = &t.probe
-            && t.textures
-                .as_ref()
-                .is_none_or(|x| x.step != probe.step || x.colormap() != colormap)
-        {
-            t.textures = Some(ProbeTextures::new(ctx, probe, colormap));
-        }
     }
 
-    pub(super) fn train_controls(&mut self, ui: &mut egui::Ui) {
-        let loaded = self
-            .fine_tune_source()
-            .map(|(p, _)| super::worker::file_label(&p));
-        let editable = self.training.run.is_none();
-        let action = train_panel::form(ui, &mut self.training.form, loaded.as_deref(), editable);
-        if let Some(action) = action {
-            self.training_action(ui.ctx(), action);
-        }
-    }
-
-    pub(super) fn train_central(&mut self, ui: &mut egui::Ui) {
-        let t = &self.training;
-        let has_saved_run = t.run.is_none() && t.form.out.join(RESUME_FILE).is_file();
-        let action = train_panel::buttons(ui, t.phase, has_saved_run, t.teacher().is_some());
+    /// The state line: phase, iteration, loss, throughput, device, last save.
+    fn status_line(&self, ui: &mut egui::Ui) {
         ui.horizontal_wrapped(|ui| {
-            let state = match t.phase {
-                Phase::Idle => "Not started".to_string(),
-                Phase::Running => "Running".into(),
-                Phase::Paused => "Paused".into(),
-                Phase::Stopping => "Stopping (saving)".into(),
-                Phase::Finished => "Done".into(),
-                Phase::Failed => "Failed".into(),
+            let state = match self.phase {
+                Phase::Idle => "Not started",
+                Phase::Running => "Running",
+                Phase::Paused => "Paused",
+                Phase::Stopping => "Stopping (saving)",
+                Phase::Finished => "Done",
+                Phase::Failed => "Failed",
             };
             ui.label(egui::RichText::new(state).strong());
-            if let (Some(plan), Some(last)) = (&t.plan, t.history.last()) {
+            if let (Some(plan), Some(last)) = (&self.plan, self.history.last()) {
                 ui.label(format!(
                     "iteration {} / {} (epoch {}), loss {:.4}, {:.1} images/s",
                     last.step + 1,
@@ -324,14 +282,14 @@ impl App {
                     ui.label(egui::RichText::new("no evaluation (no labels)").weak());
                 }
             }
-            if let Some(d) = &t.device {
+            if let Some(d) = &self.device {
                 ui.label(egui::RichText::new(d).weak());
             }
-            if let Some(next) = t.saved {
+            if let Some(next) = self.saved {
                 ui.label(egui::RichText::new(format!("saved at iteration {next}")).weak());
             }
         });
-        if let Some(last) = t.history.last()
+        if let Some(last) = self.history.last()
             && let Some(mode) = &last.collapse
         {
             ui.colored_label(
@@ -343,19 +301,66 @@ impl App {
                 ),
             );
         }
+    }
+}
+
+impl View for TrainingTab {
+    fn id(&self) -> ViewTab {
+        ViewTab::TRAINING
+    }
+
+    fn title(&self) -> &'static str {
+        "Training"
+    }
+
+    fn controls(&mut self, ui: &mut egui::Ui, cx: &mut ViewContext<'_>) {
+        let loaded = fine_tune_source(cx.model).map(|(p, _)| file_label(&p));
+        let editable = self.run.is_none();
+        if let Some(action) = panel::form(ui, &mut self.form, loaded.as_deref(), editable) {
+            self.act(&ui.ctx().clone(), cx, action);
+        }
+    }
+
+    fn central(&mut self, ui: &mut egui::Ui, cx: &mut ViewContext<'_>) {
+        let has_saved_run = self.run.is_none() && self.form.out.join(RESUME_FILE).is_file();
+        let action = panel::buttons(ui, self.phase, has_saved_run, self.teacher().is_some());
+        self.status_line(ui);
         ui.separator();
-        let opacity = self.settings.opacity;
+        let opacity = cx.settings.opacity;
         egui::ScrollArea::vertical()
             .auto_shrink(false)
             .show(ui, |ui| {
-                if let Some(textures) = &self.training.textures {
+                if let Some(textures) = &self.textures {
                     textures.ui(ui, opacity);
                     ui.separator();
                 }
-                train_panel::charts(ui, self.training.plan.as_ref(), &self.training.history);
+                panel::charts(ui, self.plan.as_ref(), &self.history);
             });
         if let Some(action) = action {
-            self.training_action(ui.ctx(), action);
+            self.act(&ui.ctx().clone(), cx, action);
+        }
+    }
+
+    /// Takes what the training thread and the folder dialog sent.
+    fn poll(&mut self, ctx: &egui::Context, cx: &mut ViewContext<'_>) {
+        match self.dialog.poll() {
+            Some((folder, Ok(paths))) => match (folder, paths.into_iter().next()) {
+                (Folder::Data, Some(p)) => self.form.folder = Some(p),
+                (Folder::Out, Some(p)) => self.form.out = p,
+                (_, None) => {}
+            },
+            Some((_, Err(e))) => cx.notifications.error(&e),
+            None => {}
+        }
+        self.take_updates(cx.notifications);
+        let colormap = cx.settings.colormap;
+        if let Some(probe) = &self.probe
+            && self
+                .textures
+                .as_ref()
+                .is_none_or(|x| x.step != probe.step || x.colormap() != colormap)
+        {
+            self.textures = Some(ProbeTextures::new(ctx, probe, colormap));
         }
     }
 }

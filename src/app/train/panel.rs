@@ -6,8 +6,8 @@ use egui::{Color32, Pos2, Rect, TextureHandle, TextureOptions, Vec2};
 use egui_plot::{Legend, Line, LineStyle, Plot, PlotPoints};
 use std::path::PathBuf;
 
-use super::textures::rgb_texture;
 use crate::analysis::colormap::{Colormap, render_map};
+use crate::app::textures::rgb_texture;
 use crate::model::config::Arch;
 use crate::train::Probe;
 use crate::train::run::{Metrics, RunPlan, TrainConfig};
@@ -77,105 +77,122 @@ pub fn form(
     loaded: Option<&str>,
     editable: bool,
 ) -> Option<TrainAction> {
-    let mut action = None;
     ui.add_enabled_ui(editable, |ui| {
-        ui.heading("Data");
-        ui.horizontal(|ui| {
-            if ui
-                .radio(form.folder.is_none(), "Synthetic scenes")
-                .clicked()
-            {
-                form.folder = None;
-            }
-            if ui.radio(form.folder.is_some(), "Folder...").clicked() {
-                action = Some(TrainAction::PickFolder);
-            }
-        });
-        match &form.folder {
-            Some(f) => ui.label(egui::RichText::new(f.display().to_string()).weak()),
-            None => ui.add(
-                egui::DragValue::new(&mut form.config.synthetic.images)
-                    .range(8..=100_000)
-                    .prefix("scenes per epoch: "),
-            ),
-        };
+        let data = data_fields(ui, form);
         ui.separator();
-        ui.heading("Model");
-        ui.horizontal(|ui| {
-            ui.radio_value(&mut form.fine_tune, false, "From scratch");
-            ui.add_enabled_ui(loaded.is_some(), |ui| {
-                ui.radio_value(&mut form.fine_tune, true, "Fine-tune the loaded model")
-                    .on_disabled_hover_text(
-                        "The loaded model is untrained: open a checkpoint first",
-                    )
-            });
-        });
-        if loaded.is_none() {
-            form.fine_tune = false;
-        }
-        if form.fine_tune {
-            ui.label(format!("starts from {}", loaded.unwrap_or_default()));
-        } else {
-            egui::ComboBox::from_label("Architecture")
-                .selected_text(form.config.arch.clone())
-                .show_ui(ui, |ui| {
-                    for arch in [Arch::VitNano, Arch::VitTiny, Arch::VitS16, Arch::VitS8] {
-                        let name = arch.to_string();
-                        ui.selectable_value(&mut form.config.arch, name.clone(), name);
-                    }
-                });
-        }
+        model_fields(ui, form, loaded);
         ui.separator();
-        ui.heading("Schedule");
-        let c = &mut form.config;
-        ui.add(
-            egui::DragValue::new(&mut c.epochs)
-                .range(1..=10_000)
-                .prefix("epochs: "),
-        );
-        ui.add(
-            egui::DragValue::new(&mut c.batch)
-                .range(2..=1024)
-                .prefix("batch: "),
-        );
-        ui.add(
-            egui::DragValue::new(&mut c.lr)
-                .range(1e-6..=1e-1)
-                .speed(1e-5)
-                .prefix("lr (per 256): "),
-        );
-        ui.add(
-            egui::DragValue::new(&mut c.teacher_temp)
-                .range(0.01..=0.2)
-                .speed(1e-3)
-                .prefix("teacher temp: "),
-        );
-        ui.add(
-            egui::DragValue::new(&mut c.momentum_teacher)
-                .range(0.9..=0.99999)
-                .speed(1e-4)
-                .prefix("teacher momentum: "),
-        );
-        ui.add(
-            egui::DragValue::new(&mut c.augment.local_crops)
-                .range(0..=10)
-                .prefix("local crops: "),
-        );
-        ui.add(egui::DragValue::new(&mut c.eval_every).prefix("evaluate every: "))
-            .on_hover_text("Iterations between k-NN / mask-IoU evaluations (0: never)");
-        ui.add(egui::DragValue::new(&mut c.probe_every).prefix("probe every: "))
-            .on_hover_text("Iterations between attention-probe updates (0: never)");
-        ui.add(egui::DragValue::new(&mut form.save_every).prefix("save every: "));
+        schedule_fields(ui, form);
         ui.separator();
         ui.heading("Output");
-        ui.horizontal(|ui| {
-            ui.label(egui::RichText::new(form.out.display().to_string()).monospace());
-            if ui.button("Choose...").clicked() {
-                action = Some(TrainAction::PickOut);
-            }
+        let out = ui
+            .horizontal(|ui| {
+                ui.label(egui::RichText::new(form.out.display().to_string()).monospace());
+                ui.button("Choose...")
+                    .clicked()
+                    .then_some(TrainAction::PickOut)
+            })
+            .inner;
+        data.or(out)
+    })
+    .inner
+}
+
+/// Synthetic scenes or a folder of images.
+fn data_fields(ui: &mut egui::Ui, form: &mut TrainForm) -> Option<TrainAction> {
+    ui.heading("Data");
+    let mut action = None;
+    ui.horizontal(|ui| {
+        if ui
+            .radio(form.folder.is_none(), "Synthetic scenes")
+            .clicked()
+        {
+            form.folder = None;
+        }
+        if ui.radio(form.folder.is_some(), "Folder...").clicked() {
+            action = Some(TrainAction::PickFolder);
+        }
+    });
+    match &form.folder {
+        Some(f) => ui.label(egui::RichText::new(f.display().to_string()).weak()),
+        None => ui.add(
+            egui::DragValue::new(&mut form.config.synthetic.images)
+                .range(8..=100_000)
+                .prefix("scenes per epoch: "),
+        ),
+    };
+    action
+}
+
+/// From scratch (an architecture) or fine-tuning the loaded model.
+fn model_fields(ui: &mut egui::Ui, form: &mut TrainForm, loaded: Option<&str>) {
+    ui.heading("Model");
+    ui.horizontal(|ui| {
+        ui.radio_value(&mut form.fine_tune, false, "From scratch");
+        ui.add_enabled_ui(loaded.is_some(), |ui| {
+            ui.radio_value(&mut form.fine_tune, true, "Fine-tune the loaded model")
+                .on_disabled_hover_text("The loaded model is untrained: open a checkpoint first")
         });
     });
-    action
+    if loaded.is_none() {
+        form.fine_tune = false;
+    }
+    if form.fine_tune {
+        ui.label(format!("starts from {}", loaded.unwrap_or_default()));
+    } else {
+        egui::ComboBox::from_label("Architecture")
+            .selected_text(form.config.arch.clone())
+            .show_ui(ui, |ui| {
+                for arch in [Arch::VitNano, Arch::VitTiny, Arch::VitS16, Arch::VitS8] {
+                    let name = arch.to_string();
+                    ui.selectable_value(&mut form.config.arch, name.clone(), name);
+                }
+            });
+    }
+}
+
+/// Epochs, batch, learning rate, teacher, crops, and how often to evaluate, probe and save.
+fn schedule_fields(ui: &mut egui::Ui, form: &mut TrainForm) {
+    ui.heading("Schedule");
+    let c = &mut form.config;
+    ui.add(
+        egui::DragValue::new(&mut c.epochs)
+            .range(1..=10_000)
+            .prefix("epochs: "),
+    );
+    ui.add(
+        egui::DragValue::new(&mut c.batch)
+            .range(2..=1024)
+            .prefix("batch: "),
+    );
+    ui.add(
+        egui::DragValue::new(&mut c.lr)
+            .range(1e-6..=1e-1)
+            .speed(1e-5)
+            .prefix("lr (per 256): "),
+    );
+    ui.add(
+        egui::DragValue::new(&mut c.teacher_temp)
+            .range(0.01..=0.2)
+            .speed(1e-3)
+            .prefix("teacher temp: "),
+    );
+    ui.add(
+        egui::DragValue::new(&mut c.momentum_teacher)
+            .range(0.9..=0.99999)
+            .speed(1e-4)
+            .prefix("teacher momentum: "),
+    );
+    ui.add(
+        egui::DragValue::new(&mut c.augment.local_crops)
+            .range(0..=10)
+            .prefix("local crops: "),
+    );
+    ui.add(egui::DragValue::new(&mut c.eval_every).prefix("evaluate every: "))
+        .on_hover_text("Iterations between k-NN / mask-IoU evaluations (0: never)");
+    ui.add(egui::DragValue::new(&mut c.probe_every).prefix("probe every: "))
+        .on_hover_text("Iterations between attention-probe updates (0: never)");
+    ui.add(egui::DragValue::new(&mut form.save_every).prefix("save every: "));
 }
 
 /// Start / Continue saved run / Pause / Resume / Stop, and loading the teacher into the visualizer.
