@@ -86,33 +86,7 @@ impl OverlayRenderer {
             label: Some("patch_overlay"),
             source: wgpu::ShaderSource::Wgsl(SHADER.into()),
         });
-        let texture_entry = |binding| wgpu::BindGroupLayoutEntry {
-            binding,
-            visibility: wgpu::ShaderStages::FRAGMENT,
-            ty: wgpu::BindingType::Texture {
-                sample_type: wgpu::TextureSampleType::Float { filterable: false },
-                view_dimension: wgpu::TextureViewDimension::D2,
-                multisampled: false,
-            },
-            count: None,
-        };
-        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("patch_overlay"),
-            entries: &[
-                wgpu::BindGroupLayoutEntry {
-                    binding: 0,
-                    visibility: wgpu::ShaderStages::FRAGMENT,
-                    ty: wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Uniform,
-                        has_dynamic_offset: false,
-                        min_binding_size: None,
-                    },
-                    count: None,
-                },
-                texture_entry(1),
-                texture_entry(2),
-            ],
-        });
+        let layout = bind_group_layout(device);
         let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some("patch_overlay"),
             bind_group_layouts: &[Some(&layout)],
@@ -274,6 +248,37 @@ fn texture(
     texture.create_view(&wgpu::TextureViewDescriptor::default())
 }
 
+/// The uniforms (binding 0), the map (1) and the colormap lookup table (2).
+fn bind_group_layout(device: &wgpu::Device) -> wgpu::BindGroupLayout {
+    let texture_entry = |binding| wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::FRAGMENT,
+        ty: wgpu::BindingType::Texture {
+            sample_type: wgpu::TextureSampleType::Float { filterable: false },
+            view_dimension: wgpu::TextureViewDimension::D2,
+            multisampled: false,
+        },
+        count: None,
+    };
+    device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        label: Some("patch_overlay"),
+        entries: &[
+            wgpu::BindGroupLayoutEntry {
+                binding: 0,
+                visibility: wgpu::ShaderStages::FRAGMENT,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Uniform,
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            },
+            texture_entry(1),
+            texture_entry(2),
+        ],
+    })
+}
+
 /// Registers the renderer with eframe's wgpu state (once, at start-up).
 pub fn install(render_state: &RenderState) {
     let renderer = OverlayRenderer::new(
@@ -404,13 +409,23 @@ pub fn render_offscreen(
         },
     );
     queue.submit([encoder.finish()]);
-    let slice = readback.slice(..);
+    read_rows(device, &readback, padded_row, width * 4)
+}
+
+/// The rows of a mapped-for-reading buffer, each `row_bytes` long of its `padded_row` bytes.
+fn read_rows(
+    device: &wgpu::Device,
+    buffer: &wgpu::Buffer,
+    padded_row: u32,
+    row_bytes: u32,
+) -> Option<Vec<u8>> {
+    let slice = buffer.slice(..);
     slice.map_async(wgpu::MapMode::Read, |_| {});
     device.poll(wgpu::PollType::wait_indefinitely()).ok()?;
     let mapped = slice.get_mapped_range().ok()?;
     let pixels = mapped
         .chunks_exact(padded_row as usize)
-        .flat_map(|row| row[..(width * 4) as usize].iter().copied())
+        .flat_map(|row| row[..row_bytes as usize].iter().copied())
         .collect();
     Some(pixels)
 }
