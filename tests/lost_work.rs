@@ -210,3 +210,21 @@ fn an_export_killed_while_rewriting_leaves_whole_files() {
         }
     }
 }
+
+#[test]
+fn a_failed_checkpoint_save_is_reported_as_a_save_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let out = dir.path().join("run");
+    // A folder where the checkpoint file goes: the final rename fails.
+    std::fs::create_dir_all(out.join(RESUME_FILE).join("in-the-way")).unwrap();
+    let result = train(&config, &out, false)
+        .args(["--max-steps", "1"])
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&result.stderr);
+    assert!(!result.status.success());
+    assert!(err.contains("cannot save the training checkpoint"), "{err}");
+    assert!(!err.contains("resume"), "{err}");
+}
