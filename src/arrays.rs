@@ -13,7 +13,7 @@ pub enum ArrayFileError {
     Format { path: PathBuf, detail: String },
 }
 
-/// Writes `data` with the given shape as a float32 C-order `.npy` file.
+/// Writes `data` with the given shape as a float32 C-order `.npy` file (atomically).
 pub fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> Result<(), ArrayFileError> {
     use npyz::WriterBuilder;
     let io = |source| ArrayFileError::Io {
@@ -21,16 +21,17 @@ pub fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> Result<(), Array
         source,
     };
     debug_assert_eq!(shape.iter().product::<usize>(), data.len());
-    let file = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
     let shape: Vec<u64> = shape.iter().map(|&s| s as u64).collect();
-    let mut writer = npyz::WriteOptions::new()
-        .default_dtype()
-        .shape(&shape)
-        .writer(file)
-        .begin_nd()
-        .map_err(io)?;
-    writer.extend(data.iter().copied()).map_err(io)?;
-    writer.finish().map_err(io)
+    crate::atomic_file::write_with(path, |file| {
+        let mut writer = npyz::WriteOptions::new()
+            .default_dtype()
+            .shape(&shape)
+            .writer(file)
+            .begin_nd()?;
+        writer.extend(data.iter().copied())?;
+        writer.finish()
+    })
+    .map_err(io)
 }
 
 /// Reads a float32 or float64 `.npy` file as f32 with its shape.

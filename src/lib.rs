@@ -6,8 +6,11 @@
 pub mod analysis;
 pub mod app;
 pub mod arrays;
+pub mod atomic_file;
 pub mod cli;
+pub mod image_files;
 pub mod linalg;
 pub mod model;
+pub mod panics;
 pub mod rng;
 pub mod train;

@@ -5,14 +5,23 @@ use gemm::{Parallelism, gemm};
 
 use crate::rng::Rng;
 
-/// A row-major matrix view: `rows x cols`, element `(i, j)` at `i * row_stride + j * col_stride`.
+/// A matrix view: `rows x cols`, element `(i, j)` at `i * row_stride + j * col_stride`.
+///
+/// The fields are private and every constructor checks that each element lies inside `data`:
+/// [`gemm_block`] hands the view to `unsafe` gemm, so a view must not be able to lie about its extent.
+///
+/// ```compile_fail,E0451
+/// // Out of reach of safe code: a view claiming more elements than its slice holds.
+/// let data = [0.0f32; 2];
+/// let view = dinoscope::linalg::View { data: &data, rows: 100, cols: 100, row_stride: 100, col_stride: 1 };
+/// ```
 #[derive(Clone, Copy)]
 pub struct View<'a, T> {
-    pub data: &'a [T],
-    pub rows: usize,
-    pub cols: usize,
-    pub row_stride: usize,
-    pub col_stride: usize,
+    data: &'a [T],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
 }
 
 impl<'a, T> View<'a, T> {
@@ -50,6 +59,38 @@ impl<'a, T> View<'a, T> {
             row_stride,
             col_stride,
         })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Element `(i, j)`; panics outside `rows x cols`.
+    pub fn at(&self, i: usize, j: usize) -> T
+    where
+        T: Copy,
+    {
+        assert!(
+            i < self.rows && j < self.cols,
+            "({i}, {j}) outside the view"
+        );
+        self.data[i * self.row_stride + j * self.col_stride]
+    }
+
+    /// Row `i` as a slice, when the columns are contiguous (`col_stride == 1`).
+    pub fn contiguous_row(&self, i: usize) -> Option<&'a [T]> {
+        if i >= self.rows || (self.col_stride != 1 && self.cols > 1) {
+            return None;
+        }
+        if self.cols == 0 {
+            return Some(&[]);
+        }
+        let start = i * self.row_stride;
+        Some(&self.data[start..start + self.cols])
     }
 
     /// The transpose, without copying.

@@ -179,7 +179,8 @@ fn layer_switch_and_patch_click_match_the_library() {
         2,
         Query::Patch { row, col },
         8,
-    );
+    )
+    .unwrap();
     assert_eq!(shown.maps.grid, expected.grid);
     let max_err = shown
         .maps

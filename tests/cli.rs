@@ -360,3 +360,37 @@ fn eval_synthetic_scores_a_seeded_baseline_on_the_scenes_of_a_run_config() {
         stderr(&missing)
     );
 }
+
+#[test]
+fn every_benchmark_refuses_zero_timed_iterations_with_one_message() {
+    for command in [
+        vec!["bench", "--iters", "0"],
+        vec!["bench-train", "--iters", "0"],
+        vec!["bench-analysis", "a.png", "--data-out", "d", "--iters", "0"],
+    ] {
+        let out = dinoscope(&command);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{command:?}: {err}");
+        assert!(
+            err.contains("--iters") && err.contains("at least 1 timed iteration is needed"),
+            "{command:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{command:?}: {err}");
+    }
+}
+
+#[test]
+fn a_successful_command_without_a_desktop_session_prints_no_driver_noise() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dinoscope"))
+        .args([
+            "bench", "--arch", "vit-nano", "--size", "16", "--iters", "1",
+        ])
+        .args(["--warmup", "0", "--device", "auto"])
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("XDG_RUNTIME_DIR"), "{err}");
+    assert!(!err.to_lowercase().contains("error"), "{err}");
+}

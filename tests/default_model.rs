@@ -30,10 +30,10 @@ fn the_default_model_finds_objects_and_shapes_better_than_untrained_models() {
     assert_eq!(*model.vit.config(), Arch::VitNano.config());
     let config = TrainConfig::from_file(&weights("default-model.json")).unwrap();
     let scenes = config.synthetic;
-    let trained = evaluate_synthetic(&model.vit, &scenes, 0, 200, 100);
+    let trained = evaluate_synthetic(&model.vit, &scenes, 0, 200, 100).unwrap();
     for seed in 0..3 {
         let untrained = Vit::init_seeded(Arch::VitNano.config(), seed, &device);
-        let baseline = evaluate_synthetic(&untrained, &scenes, 0, 200, 100);
+        let baseline = evaluate_synthetic(&untrained, &scenes, 0, 200, 100).unwrap();
         assert!(
             trained.mask_iou > baseline.mask_iou + 0.1
                 && trained.knn_accuracy > baseline.knn_accuracy + 0.08,

@@ -108,7 +108,7 @@ fn network_error(
     key_bias_bound: Option<f64>,
 ) -> (f64, String) {
     let dim = network.backbone.config().dim;
-    let tensors = network.official_tensors();
+    let tensors = network.official_tensors().unwrap();
     let expected = raw_tensors(fixture, prefix);
     assert_eq!(
         tensors.len(),

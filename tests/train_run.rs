@@ -539,7 +539,7 @@ fn fine_tuning_starts_both_backbones_from_the_checkpoint() {
         )
         .unwrap();
         let saved = tensors(&dir.path().join(RESUME_FILE));
-        for (name, t) in official_tensors(&expected.vit) {
+        for (name, t) in official_tensors(&expected.vit).unwrap() {
             let bytes: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
             for network in ["student.module", "teacher"] {
                 assert!(

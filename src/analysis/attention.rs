@@ -2,6 +2,7 @@
 
 use burn::tensor::Tensor;
 
+use crate::model::host::{HostReadError, f32_values};
 use crate::model::{Grid, Vit};
 
 /// Attention of one query token over the patch grid, per head.
@@ -51,7 +52,7 @@ pub fn attention_maps(
     layer: usize,
     query: Query,
     stride: usize,
-) -> AttentionMaps {
+) -> Result<AttentionMaps, HostReadError> {
     let prefix = vit.config().prefix_tokens();
     let [_, _, h, w] = image.dims();
     let grid = Grid::for_image(h, w, vit.config().patch_size, stride);
@@ -63,17 +64,16 @@ pub fn attention_maps(
     };
     let (probs, grid) = vit.attention_rows(image, layer, &[row], stride);
     let [_, heads, _, tokens] = probs.dims();
-    let values = probs
-        .reshape([heads, tokens])
-        .narrow(1, prefix, tokens - prefix)
-        .into_data()
-        .try_to_vec::<f32>()
-        .unwrap_or_default();
-    AttentionMaps {
+    let values = f32_values(
+        probs
+            .reshape([heads, tokens])
+            .narrow(1, prefix, tokens - prefix),
+    )?;
+    Ok(AttentionMaps {
         heads,
         grid,
         values,
-    }
+    })
 }
 
 /// The smallest set of largest values whose share of the total mass reaches `keep` (DINO's
@@ -93,7 +93,11 @@ pub fn mass_mask(values: &[f32], keep: f32) -> Vec<bool> {
 
 /// Attention rollout (Abnar & Zuidema): the product over blocks of `0.5 * A + 0.5 * I`, each
 /// head-averaged and row-normalised; returns the CLS row over patches, `[rows * cols]`.
-pub fn rollout(vit: &Vit, image: Tensor<4>, stride: usize) -> (Vec<f32>, Grid) {
+pub fn rollout(
+    vit: &Vit,
+    image: Tensor<4>,
+    stride: usize,
+) -> Result<(Vec<f32>, Grid), HostReadError> {
     let prefix = vit.config().prefix_tokens();
     let (mut x, grid) = vit.embed(image, stride);
     let tokens = x.dims()[1];
@@ -110,13 +114,8 @@ pub fn rollout(vit: &Vit, image: Tensor<4>, stride: usize) -> (Vec<f32>, Grid) {
         joint = mixed.matmul(joint);
         x = block.forward(x);
     }
-    let row = joint
-        .narrow(0, 0, 1)
-        .narrow(1, prefix, tokens - prefix)
-        .into_data()
-        .try_to_vec::<f32>()
-        .unwrap_or_default();
-    (row, grid)
+    let row = f32_values(joint.narrow(0, 0, 1).narrow(1, prefix, tokens - prefix))?;
+    Ok((row, grid))
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Correspondences between two images' descriptors: the click-a-point query (DIFT's demo and
 //! dino-vit-features' `inspect_similarity.py`) and sparse best-buddy pairs (`correspondences.py`),
-//! `shared/docs/dense-features.md` §4 and §6.
+//! as in ShirAmir/dino-vit-features and Tsingularity/dift.
 //!
 //! Coordinates: points given to and returned by this module are original-image pixel-index
 //! coordinates `(x, y)` (integer values are pixel centres, as in SPair annotations, DIFT clicks and

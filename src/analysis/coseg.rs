@@ -1,5 +1,5 @@
 //! Co-segmentation and part co-segmentation of an image set, after dino-vit-features'
-//! `cosegmentation.py` and `part_cosegmentation.py` (`shared/docs/dense-features.md` §2, §3).
+//! `cosegmentation.py` and `part_cosegmentation.py` (Amir et al., ECCVW 2022).
 //!
 //! Both start alike: descriptors of every image (default: key facet of the last block, stride 4),
 //! a saliency map per image, an elbow k-means over all L2-normalised descriptors, and a vote in
@@ -58,6 +58,8 @@ pub enum CosegError {
     },
     #[error(transparent)]
     Feature(#[from] FeatureError),
+    #[error(transparent)]
+    HostRead(#[from] crate::model::host::HostReadError),
     #[error("invalid setting: {0}")]
     InvalidSetting(String),
     #[error(

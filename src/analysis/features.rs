@@ -1,9 +1,11 @@
-//! Dense descriptors as in dino-vit-features' `ViTExtractor` (`shared/docs/dense-features.md` §1):
+//! Dense descriptors as in dino-vit-features' `ViTExtractor` (`extractor.py`; Amir et al., "Deep ViT
+//! Features as Dense Visual Descriptors", ECCVW 2022):
 //! a block's facet on a (possibly overlapping) patch grid, the log-binning descriptor and the
 //! CLS-attention saliency map.
 
 use crate::analysis::attention::{Query, attention_maps};
 use crate::analysis::colormap::normalize_min_max;
+use crate::model::host::{HostReadError, f32_values};
 use crate::model::{Facet, Grid, PreparedImage, Vit};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -20,6 +22,8 @@ pub enum FeatureError {
         height: usize,
         patch: usize,
     },
+    #[error(transparent)]
+    HostRead(#[from] HostReadError),
 }
 
 /// Dense descriptors of one image on its patch grid.
@@ -132,10 +136,7 @@ pub fn extract(
     let outputs = vit.layer_outputs(image.to_tensor(&vit.device()), spec.layer, stride);
     let descriptors = outputs.descriptors(spec.facet);
     let [_, n, dim] = descriptors.dims();
-    let data = descriptors
-        .into_data()
-        .try_to_vec::<f32>()
-        .unwrap_or_default();
+    let data = f32_values(descriptors)?;
     debug_assert_eq!(data.len(), n * dim);
     let map = FeatureMap {
         grid: outputs.grid,
@@ -253,7 +254,7 @@ pub fn saliency(
         layer,
         Query::Cls,
         stride,
-    );
+    )?;
     let n = maps.grid.len();
     let mut mean = vec![0f32; n];
     for &h in heads {

@@ -1,5 +1,6 @@
 //! Correspondence figures: side-by-side layout, the reference's circle markers and palette
-//! (`shared/docs/dense-features.md` §4.7) and DIFT's heatmap overlay (§6).
+//! (dino-vit-features' `correspondences.py`) and DIFT's heatmap overlay (Tsingularity/dift's click
+//! demo, `demo.ipynb` with `src/utils/visualization.py`).
 
 use image::{Rgb, RgbImage};
 

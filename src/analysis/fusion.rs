@@ -1,4 +1,5 @@
-//! Fusing two dense descriptor sources as sd-dino does (`shared/docs/dense-features.md` §5.3):
+//! Fusing two dense descriptor sources as sd-dino does (Zhang et al., "A Tale of Two Features",
+//! NeurIPS 2023; Junyi42/sd-dino):
 //! optional joint ("co") PCA per source over both images, bilinear resampling of the coarser source
 //! to the finer grid, separate L2 normalisation per source, per-source weights, concatenation.
 //! The second source is another model's [`FeatureMap`] or an external map from a file (for example

@@ -1,6 +1,6 @@
 //! k-means for descriptor clustering: k-means++ seeding, Lloyd iterations with gemm-based
 //! assignment, several restarts keeping the lowest inertia, and the elbow rule of
-//! dino-vit-features' co-segmentation (`shared/docs/dense-features.md` §2.5). Deterministic for a seed.
+//! dino-vit-features' co-segmentation (`cosegmentation.py`). Deterministic for a seed.
 
 use rayon::prelude::*;
 

@@ -1,5 +1,5 @@
-//! Figures of dino-vit-features' co-segmentation scripts (`shared/docs/dense-features.md` §2.9,
-//! §3.7): the foreground cut out on a grey checkerboard, and part colours at half opacity.
+//! Figures of dino-vit-features' co-segmentation scripts (`cosegmentation.py`,
+//! `part_cosegmentation.py`): the foreground cut out on a grey checkerboard, and part colours at half opacity.
 
 use image::{GrayImage, Rgb, RgbImage};
 

@@ -1,4 +1,5 @@
-//! Percentage of correct keypoints (`shared/docs/dense-features.md` §5.4): a prediction is correct
+//! Percentage of correct keypoints (as sd-dino's `pck_spair_pascal.py` and DIFT's SPair evaluation
+//! compute it): a prediction is correct
 //! when its distance to the truth is strictly below `alpha * L`, with `L` the larger side of the
 //! target bounding box (SPair-71k) or of the image, in the frame the points are given in.
 

@@ -1,4 +1,5 @@
-//! Descriptor similarity (`shared/docs/dense-features.md` §1.7, §5.3): one query against a map
+//! Descriptor similarity (cosine, as dino-vit-features' `chunk_cosine_sim` and sd-dino): one query
+//! against a map
 //! (a single matrix-vector product on rows prepared once) and nearest neighbours between two maps,
 //! computed in row chunks (gemm) so the full `t1 x t2` matrix is never held when it is large.
 

@@ -21,7 +21,7 @@ pub struct BenchArgs {
     /// Patch-embedding stride (default: the patch size); 4 on ViT-S/8 is dino-vit-features' setting.
     #[arg(long)]
     pub stride: Option<usize>,
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = super::timed_iterations)]
     pub iters: usize,
     #[arg(long, default_value_t = 3)]
     pub warmup: usize,

@@ -28,14 +28,14 @@ pub struct BenchAnalysisArgs {
     /// Where the features for the PyTorch side are written.
     #[arg(long)]
     pub data_out: PathBuf,
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = super::timed_iterations)]
     pub iters: usize,
     #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
     pub device: DeviceChoice,
 }
 
 fn median_ms(iters: usize, mut run: impl FnMut()) -> f64 {
-    let mut times: Vec<f64> = (0..iters.max(1))
+    let mut times: Vec<f64> = (0..iters)
         .map(|_| {
             let start = Instant::now();
             run();

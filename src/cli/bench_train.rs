@@ -11,7 +11,7 @@ use crate::train::run::{METRICS_FILE, Metrics, RunOptions, TrainConfig, train};
 #[derive(Args, Debug)]
 pub struct BenchTrainArgs {
     /// Timed iterations.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = super::timed_iterations)]
     pub iters: usize,
     /// Untimed iterations first.
     #[arg(long, default_value_t = 3)]
@@ -61,7 +61,7 @@ pub fn run(args: &BenchTrainArgs) -> Result<()> {
         .collect::<Result<_, _>>()?;
     let timed = lines.get(args.warmup..).unwrap_or_default();
     if timed.is_empty() {
-        anyhow::bail!("no timed iterations (--iters 0, or the schedule is shorter than --warmup)");
+        anyhow::bail!("no timed iterations: the schedule is shorter than --warmup");
     }
     let (images_per_s, step_images_per_s, data_share) = throughput(timed, config.batch);
     let a = &config.augment;

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde_json::json;
 
-use super::{ArchArg, ModelArgs, open_image};
+use super::{ArchArg, ModelArgs, open_image, save_png};
 use crate::analysis::colormap::Colormap;
 use crate::analysis::coords::PixelMap;
 use crate::analysis::correspond::{
@@ -342,13 +342,8 @@ fn create_dir(out: &Path) -> Result<()> {
 }
 
 fn write_text(path: &Path, text: &str) -> Result<()> {
-    std::fs::write(path, text).with_context(|| format!("{}: cannot write", path.display()))
-}
-
-fn save_png(image: &image::RgbImage, path: &Path) -> Result<()> {
-    image
-        .save(path)
-        .with_context(|| format!("{}: cannot write image", path.display()))
+    crate::atomic_file::write(path, text.as_bytes())
+        .with_context(|| format!("{}: cannot write", path.display()))
 }
 
 fn score_name(score: Score) -> &'static str {

@@ -164,7 +164,7 @@ pub fn run_coseg(args: &CosegArgs) -> Result<()> {
     for ((image, coseg), stem) in set.images.iter().zip(&result.images).zip(&set.stems) {
         let labels: Vec<f32> = coseg.labels.iter().map(|&l| l as f32).collect();
         write_labels(&args.out, stem, coseg.grid.rows, coseg.grid.cols, &labels)?;
-        save_mask(&coseg.mask, &args.out.join(format!("{stem}_mask.png")))?;
+        save_png(&coseg.mask, &args.out.join(format!("{stem}_mask.png")))?;
         save_png(
             &cutout(&image.rgb, &coseg.mask),
             &args.out.join(format!("{stem}_cutout.png")),
@@ -208,7 +208,7 @@ pub fn run_partseg(args: &PartsegArgs) -> Result<()> {
             let part = parts.pixel_parts[(y * parts.width + x) as usize];
             Luma([if part.is_some() { 255 } else { 0 }])
         });
-        save_mask(&mask, &args.out.join(format!("{stem}_mask.png")))?;
+        save_png(&mask, &args.out.join(format!("{stem}_mask.png")))?;
         save_png(
             &parts_overlay(&image.rgb, &parts.pixel_parts, result.num_parts),
             &args.out.join(format!("{stem}_parts.png")),
@@ -271,15 +271,11 @@ fn write_labels(out: &Path, stem: &str, rows: usize, cols: usize, labels: &[f32]
     Ok(())
 }
 
-fn save_mask(mask: &GrayImage, path: &Path) -> Result<()> {
-    mask.save(path)
-        .with_context(|| format!("{}: cannot write image", path.display()))
-}
-
 fn write_summary(out: &Path, summary: &Value) -> Result<()> {
     let path = out.join("summary.json");
     let text = serde_json::to_string_pretty(summary)?;
-    std::fs::write(&path, text).with_context(|| format!("{}: cannot write", path.display()))
+    crate::atomic_file::write(&path, text.as_bytes())
+        .with_context(|| format!("{}: cannot write", path.display()))
 }
 
 fn timings(load_s: f64, stages: &[StageTime], write_s: f64) -> Value {
@@ -406,9 +402,10 @@ mod tests {
     }
 
     #[test]
-    fn directories_expand_to_sorted_image_files() {
+    fn directories_expand_recursively_to_sorted_image_files() {
         let dir = tempfile::tempdir().unwrap();
-        for name in ["b.png", "a.JPG", "notes.txt", "c.webp"] {
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        for name in ["b.png", "a.JPG", "notes.txt", "c.webp", "sub/d.png"] {
             std::fs::write(dir.path().join(name), b"").unwrap();
         }
         let paths = expand_image_paths(&[dir.path().to_path_buf()]).unwrap();
@@ -416,7 +413,7 @@ mod tests {
             .iter()
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(names, vec!["a.JPG", "b.png", "c.webp"]);
+        assert_eq!(names, vec!["a.JPG", "b.png", "c.webp", "d.png"]);
         let missing = expand_image_paths(&[dir.path().join("nope.png")]).unwrap_err();
         assert!(missing.to_string().contains("nope.png"));
     }

@@ -7,7 +7,8 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use crate::model::download::{
-    DownloadProgress, OFFICIAL, checkpoint_dir, download, official, recorded_hash,
+    DownloadProgress, OFFICIAL, checkpoint_dir, download, file_name_from_url, official,
+    recorded_hash,
 };
 
 #[derive(Args, Debug)]
@@ -71,7 +72,7 @@ fn print_catalogue(dir: &Path) {
 
 fn wanted(args: &DownloadArgs) -> Result<Vec<Wanted>> {
     if let Some(url) = &args.url {
-        let file_name = url_file_name(url)
+        let file_name = file_name_from_url(url)
             .with_context(|| format!("{url}: the URL names no file to store the download as"))?;
         return Ok(vec![Wanted {
             url: url.clone(),
@@ -99,15 +100,6 @@ fn wanted(args: &DownloadArgs) -> Result<Vec<Wanted>> {
             })
         })
         .collect()
-}
-
-/// The last segment of the URL's path (query and fragment dropped), if it names a file.
-fn url_file_name(url: &str) -> Option<String> {
-    let path = url.split(['?', '#']).next()?;
-    let after_scheme = path.split_once("://").map_or(path, |(_, rest)| rest);
-    let (_, path) = after_scheme.split_once('/')?;
-    let name = path.rsplit('/').next()?;
-    (!name.is_empty() && name != "." && name != "..").then(|| name.to_string())
 }
 
 fn fetch(want: &Wanted, dest: &Path) -> Result<()> {
@@ -159,24 +151,4 @@ fn progress_bar(name: &str) -> indicatif::ProgressBar {
     }
     bar.set_message(name.to_string());
     bar
-}
-
-#[cfg(test)]
-mod tests {
-    use super::url_file_name;
-
-    #[test]
-    fn files_are_named_after_the_url_path() {
-        assert_eq!(
-            url_file_name("https://h/a/b/model.pth?x=1#y").as_deref(),
-            Some("model.pth")
-        );
-        assert_eq!(
-            url_file_name("http://127.0.0.1:80/v.pth").as_deref(),
-            Some("v.pth")
-        );
-        assert_eq!(url_file_name("https://h/dir/"), None);
-        assert_eq!(url_file_name("https://h"), None);
-        assert_eq!(url_file_name("https://h/.."), None);
-    }
 }

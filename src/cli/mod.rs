@@ -18,6 +18,7 @@ use crate::analysis::attention::{Query, attention_maps, mass_mask, rollout};
 use crate::analysis::colormap::{Colormap, overlay_mask, render_map};
 use crate::analysis::features::{DescriptorSpec, extract};
 use crate::arrays::write_npy;
+use crate::image_files::find_images;
 use crate::model::config::Arch;
 use crate::model::preprocess::{DEFAULT_MAX_PATCHES, load_rgb, prepare};
 use crate::model::{
@@ -230,23 +231,20 @@ impl ModelInput {
     }
 }
 
-const IMAGE_EXTENSIONS: [&str; 7] = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"];
-
-/// Files as given and the image files of directories (sorted by name); fails on a missing path.
+/// Files as given and the image files below directories (recursively, sorted by path); fails on a
+/// missing path. Entries of a directory that cannot be searched are named on stderr.
 pub fn expand_image_paths(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut paths = Vec::new();
     for input in inputs {
         if input.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(input)
-                .with_context(|| format!("{}: cannot list the directory", input.display()))?
-                .filter_map(|entry| entry.ok().map(|e| e.path()))
-                .filter(|path| path.is_file() && has_image_extension(path))
-                .collect();
-            if found.is_empty() {
+            let found = find_images(input)?;
+            for entry in &found.skipped {
+                eprintln!("warning: not searched: {entry}");
+            }
+            if found.images.is_empty() {
                 bail!("{}: no image files in the directory", input.display());
             }
-            found.sort();
-            paths.extend(found);
+            paths.extend(found.images);
         } else if input.exists() {
             paths.push(input.clone());
         } else {
@@ -256,10 +254,13 @@ pub fn expand_image_paths(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(paths)
 }
 
-fn has_image_extension(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+/// `--iters` of the benchmark commands: a median needs at least one timed run.
+fn timed_iterations(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("at least 1 timed iteration is needed".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// File stems, with `_2`, `_3`... appended to repeats so that outputs never overwrite each other.
@@ -306,9 +307,21 @@ fn resolve_layer(layer: Option<usize>, depth: usize) -> Result<usize> {
     Ok(layer)
 }
 
-fn save_png(image: &image::RgbImage, path: &Path) -> Result<()> {
+/// Encodes a PNG in memory and writes it atomically (a failed or killed export never leaves a
+/// truncated image in place of a good one).
+pub(crate) fn save_png<P>(
+    image: &image::ImageBuffer<P, Vec<P::Subpixel>>,
+    path: &Path,
+) -> Result<()>
+where
+    P: image::PixelWithColorType,
+    [P::Subpixel]: image::EncodableLayout,
+{
+    let mut bytes = std::io::Cursor::new(Vec::new());
     image
-        .save(path)
+        .write_to(&mut bytes, image::ImageFormat::Png)
+        .with_context(|| format!("{}: cannot encode image", path.display()))?;
+    crate::atomic_file::write(path, bytes.get_ref())
         .with_context(|| format!("{}: cannot write image", path.display()))
 }
 
@@ -317,7 +330,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Embed { input, out } => {
             let s = input.open()?;
             let cls = s.model.vit.forward(s.image.to_tensor(&s.device.device));
-            let data = cls.into_data().try_into_vec::<f32>().unwrap_or_default();
+            let data = crate::model::host::f32_values(cls)?;
             write_npy(&out, &[data.len()], &data)?;
             eprintln!("wrote {} ([{}])", out.display(), data.len());
         }
@@ -346,7 +359,7 @@ pub fn run(command: Command) -> Result<()> {
                 layer,
                 query,
                 patch,
-            );
+            )?;
             std::fs::create_dir_all(&out)
                 .with_context(|| format!("{}: cannot create directory", out.display()))?;
             let (rows, cols) = (maps.grid.rows, maps.grid.cols);
@@ -383,7 +396,8 @@ pub fn run(command: Command) -> Result<()> {
                 &out.join(format!("mask_th{threshold}_mean.png")),
             )?;
             if with_rollout {
-                let (values, _) = rollout(&s.model.vit, s.image.to_tensor(&s.device.device), patch);
+                let (values, _) =
+                    rollout(&s.model.vit, s.image.to_tensor(&s.device.device), patch)?;
                 write_npy(&out.join("rollout.npy"), &[rows, cols], &values)?;
                 save_png(
                     &render_map(&values, rows, cols, patch, colormap),

@@ -200,7 +200,7 @@ pub fn run_eval(args: &EvalArgs) -> Result<()> {
         ..scenes
     };
     let report =
-        crate::train::eval::evaluate_synthetic(&vit, &config, args.seed, args.train, args.test);
+        crate::train::eval::evaluate_synthetic(&vit, &config, args.seed, args.train, args.test)?;
     println!("{}", serde_json::to_string(&report).context("report")?);
     Ok(())
 }

@@ -48,10 +48,13 @@ fn gpu_runtime() -> Result<&'static GpuRuntime, NoGpu> {
     static RUNTIME: OnceLock<Result<GpuRuntime, String>> = OnceLock::new();
     RUNTIME
         .get_or_init(|| {
-            let (device, setup) = Device::wgpu_options()
-                .init_with_setup()
-                .map_err(|e| e.to_string())?;
-            Ok(GpuRuntime { device, setup })
+            // A driver that panics while probed leaves the CPU backend, with the reason shown.
+            crate::panics::guarded("the GPU probe", || {
+                let (device, setup) = Device::wgpu_options()
+                    .init_with_setup()
+                    .map_err(|e| e.to_string())?;
+                Ok(GpuRuntime { device, setup })
+            })
         })
         .as_ref()
         .map_err(|e| NoGpu(e.clone()))
@@ -93,7 +96,8 @@ pub fn gpu() -> Result<ComputeDevice, NoGpu> {
 
 /// A hardware GPU; software rasterisers (llvmpipe / lavapipe) are slower than the CPU backend.
 fn hardware_gpu() -> Result<ComputeDevice, NoGpu> {
-    let device = gpu()?;
+    let device = crate::panics::guarded("reading the GPU adapter", || gpu().map_err(|e| e.0))
+        .map_err(NoGpu)?;
     if device.is_gpu {
         Ok(device)
     } else {

@@ -59,6 +59,8 @@ pub enum CheckpointProblem {
     },
     #[error("tensor `{name}` has unsupported element type {dtype}")]
     DType { name: String, dtype: String },
+    #[error(transparent)]
+    Config(#[from] crate::model::config::ConfigError),
 }
 
 /// A checkpoint problem, with the file it was found in.
@@ -144,23 +146,37 @@ fn read_pytorch(path: &Path) -> Result<RawFile, CheckpointProblem> {
         tensors.push((name, RawTensor { shape, data }));
     }
     let full_checkpoint = tensors.iter().any(|(n, _)| n.starts_with("teacher."));
-    let metadata = full_checkpoint
-        .then(|| backbone_config_json(path))
-        .flatten()
-        .map(|json| HashMap::from([(CONFIG_METADATA_KEY.to_string(), json)]))
-        .unwrap_or_default();
+    let metadata = if full_checkpoint {
+        backbone_config_json(path)?
+            .map(|json| HashMap::from([(CONFIG_METADATA_KEY.to_string(), json)]))
+            .unwrap_or_default()
+    } else {
+        HashMap::new()
+    };
     Ok(RawFile { tensors, metadata })
 }
 
-/// The backbone configuration a dinoscope training checkpoint carries (other files have none).
-fn backbone_config_json(path: &Path) -> Option<String> {
-    let extras = PytorchReader::read_pickle_data(path, Some(PTH_EXTRAS_KEY)).ok()?;
-    let PickleValue::Dict(mut extras) = extras else {
-        return None;
+/// The backbone configuration a dinoscope training checkpoint carries: `None` for files without a
+/// `dinoscope` entry (official checkpoints) or written before it held one; an entry of the wrong
+/// form is an error, so that the head count is never guessed for a file that states it.
+fn backbone_config_json(path: &Path) -> Result<Option<String>, CheckpointProblem> {
+    let malformed = |why: String| {
+        CheckpointProblem::Corrupt(format!("malformed `{PTH_EXTRAS_KEY}` entry: {why}"))
     };
-    match extras.remove(PTH_BACKBONE_KEY)? {
-        PickleValue::String(json) => Some(json),
-        _ => None,
+    let extras = match PytorchReader::read_pickle_data(path, Some(PTH_EXTRAS_KEY)) {
+        Ok(extras) => extras,
+        Err(pytorch_reader::PytorchError::KeyNotFound(_)) => return Ok(None),
+        Err(e) => return Err(malformed(e.to_string())),
+    };
+    let PickleValue::Dict(mut extras) = extras else {
+        return Err(malformed(format!("not a dict but {extras:?}")));
+    };
+    match extras.remove(PTH_BACKBONE_KEY) {
+        None => Ok(None),
+        Some(PickleValue::String(json)) => Ok(Some(json)),
+        Some(other) => Err(malformed(format!(
+            "`{PTH_BACKBONE_KEY}` is not a string but {other:?}"
+        ))),
     }
 }
 

@@ -27,6 +27,19 @@ pub enum FfnKind {
     SwiGlu { hidden: usize },
 }
 
+/// Bounds well above every published ViT (ViT-g: width 1536, 40 blocks, patch 14, grid 37).
+const MAX_WIDTH: usize = 16_384;
+const MAX_BLOCKS: usize = 256;
+const MAX_PATCH_SIZE: usize = 256;
+const MAX_POS_GRID: usize = 1_024;
+const MAX_REGISTERS: usize = 256;
+const MAX_FFN_RATIO: usize = 16;
+
+/// Why a configuration cannot make a working model.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid model configuration: {0}")]
+pub struct ConfigError(pub String);
+
 /// Everything needed to build a ViT backbone.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct VitConfig {
@@ -184,6 +197,53 @@ impl VitConfig {
         }
     }
 
+    /// Checks that a model can be built and run from this configuration: every size positive, the
+    /// width split evenly into heads, and sizes no real model exceeds (so a crafted file cannot ask
+    /// for an absurd allocation). Every configuration read from outside passes through here.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |why: String| Err(ConfigError(why));
+        let positive = [
+            ("patch size", self.patch_size, MAX_PATCH_SIZE),
+            ("width", self.dim, MAX_WIDTH),
+            ("depth", self.depth, MAX_BLOCKS),
+            ("head count", self.heads, MAX_WIDTH),
+            ("positional grid", self.pos_grid, MAX_POS_GRID),
+        ];
+        for (what, value, max) in positive {
+            if value == 0 || value > max {
+                return bad(format!("{what} {value} is outside 1..={max}"));
+            }
+        }
+        if !self.dim.is_multiple_of(self.heads) {
+            return bad(format!(
+                "{} channels cannot be split into {} heads",
+                self.dim, self.heads
+            ));
+        }
+        let hidden = match self.ffn {
+            FfnKind::Mlp { hidden } | FfnKind::SwiGlu { hidden } => hidden,
+        };
+        if hidden == 0 || hidden > MAX_FFN_RATIO * self.dim {
+            return bad(format!(
+                "feed-forward width {hidden} is outside 1..={}",
+                MAX_FFN_RATIO * self.dim
+            ));
+        }
+        if self.registers > MAX_REGISTERS {
+            return bad(format!(
+                "{} register tokens (at most {MAX_REGISTERS})",
+                self.registers
+            ));
+        }
+        if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps > 0.0) {
+            return bad(format!(
+                "LayerNorm eps {} is not a positive number",
+                self.layer_norm_eps
+            ));
+        }
+        Ok(())
+    }
+
     pub fn head_dim(&self) -> usize {
         self.dim / self.heads
     }
@@ -263,6 +323,68 @@ mod tests {
     #[test]
     fn swiglu_hidden_of_vitg_is_4096() {
         assert_eq!(swiglu_hidden(1536), 4096);
+    }
+
+    #[test]
+    fn every_named_config_is_valid() {
+        for arch in Arch::ALL {
+            assert_eq!(arch.config().validate(), Ok(()), "{arch}");
+        }
+    }
+
+    #[test]
+    fn configs_that_cannot_run_are_refused() {
+        let base = Arch::VitNano.config();
+        let broken = [
+            VitConfig {
+                heads: 0,
+                ..base.clone()
+            },
+            VitConfig {
+                heads: 5,
+                ..base.clone()
+            },
+            VitConfig {
+                dim: 0,
+                ..base.clone()
+            },
+            VitConfig {
+                depth: 0,
+                ..base.clone()
+            },
+            VitConfig {
+                patch_size: 0,
+                ..base.clone()
+            },
+            VitConfig {
+                pos_grid: 0,
+                ..base.clone()
+            },
+            VitConfig {
+                dim: 1 << 40,
+                heads: 1,
+                ..base.clone()
+            },
+            VitConfig {
+                ffn: FfnKind::Mlp { hidden: 0 },
+                ..base.clone()
+            },
+            VitConfig {
+                registers: 1 << 30,
+                ..base.clone()
+            },
+            VitConfig {
+                layer_norm_eps: f64::NAN,
+                ..base.clone()
+            },
+            VitConfig {
+                layer_norm_eps: 0.0,
+                ..base.clone()
+            },
+        ];
+        for config in broken {
+            assert!(config.validate().is_err(), "{config:?}");
+        }
     }
 
     #[test]

@@ -62,6 +62,15 @@ pub fn detect_config(
     dict: &StateDict,
     heads: Option<usize>,
 ) -> Result<VitConfig, CheckpointProblem> {
+    let config = detect_unchecked(dict, heads)?;
+    config.validate()?;
+    Ok(config)
+}
+
+fn detect_unchecked(
+    dict: &StateDict,
+    heads: Option<usize>,
+) -> Result<VitConfig, CheckpointProblem> {
     if let Some(json) = dict.metadata.get(CONFIG_METADATA_KEY) {
         return serde_json::from_str(json).map_err(|e| {
             CheckpointProblem::UnknownArchitecture(format!(
@@ -118,11 +127,20 @@ pub fn detect_config(
             "no transformer blocks (`blocks.0.norm1.weight`)".into(),
         ));
     }
+    let ffn_shape = |name: &str, t: &RawTensor| CheckpointProblem::Shape {
+        name: name.into(),
+        found: t.shape.clone(),
+        expected: vec![4 * dim, dim],
+    };
     let ffn = if let Some(t) = dict.tensors.get("blocks.0.mlp.fc1.weight") {
-        FfnKind::Mlp { hidden: t.shape[0] }
+        match t.shape[..] {
+            [hidden, d] if d == dim => FfnKind::Mlp { hidden },
+            _ => return Err(ffn_shape("blocks.0.mlp.fc1.weight", t)),
+        }
     } else if let Some(t) = dict.tensors.get("blocks.0.mlp.w12.weight") {
-        FfnKind::SwiGlu {
-            hidden: t.shape[0] / 2,
+        match t.shape[..] {
+            [twice, d] if d == dim && twice % 2 == 0 => FfnKind::SwiGlu { hidden: twice / 2 },
+            _ => return Err(ffn_shape("blocks.0.mlp.w12.weight", t)),
         }
     } else {
         return Err(unknown(
@@ -160,11 +178,6 @@ pub fn detect_config(
             )));
         }
     };
-    if heads == 0 || dim % heads != 0 {
-        return Err(unknown(format!(
-            "cannot split {dim} channels into {heads} heads; give the head count (--heads N)"
-        )));
-    }
     Ok(VitConfig {
         family,
         patch_size,

@@ -4,6 +4,7 @@ pub mod backend;
 pub mod checkpoint;
 pub mod config;
 pub mod download;
+pub mod host;
 pub mod kernels;
 pub mod load;
 pub mod pos_embed;

@@ -1,7 +1,7 @@
 //! Exact re-implementation of the positional-table resampling of the official DINO and DINOv2 code.
 //!
 //! The official models call `torch.nn.functional.interpolate` on the `[1, D, M, M]` patch table. Two
-//! variants exist (see `shared/docs/dino-reference.md` §1.3):
+//! variants exist (`interpolate_pos_encoding` in each repository's `vision_transformer.py`):
 //! - DINO v1 and DINOv2 without registers: bicubic (Keys A = -0.75), `scale_factor = (n + 0.1) / M`,
 //!   so the source step is `M / (n + 0.1)`, not `M / n`, and taps outside the table replicate the edge.
 //! - DINOv2 with registers: antialiased bicubic (PIL-style, a = -0.5) with `size = n`; taps are truncated

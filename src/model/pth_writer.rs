@@ -305,23 +305,24 @@ fn write_archive<W: Write + Seek>(root: &PyValue, sink: W) -> zip::result::ZipRe
 /// interrupted save never leaves a truncated file behind.
 pub fn write_pth(path: &Path, root: &PyValue) -> Result<(), PthWriteError> {
     check_sizes(root, path)?;
-    let mut partial = path.as_os_str().to_owned();
-    partial.push(".partial");
-    let partial = PathBuf::from(partial);
-    let io = |source| PthWriteError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = std::fs::File::create(&partial).map_err(io)?;
-    let sink = write_archive(root, std::io::BufWriter::new(file)).map_err(|source| {
-        PthWriteError::Zip {
+    let mut zip_error = None;
+    crate::atomic_file::write_with(path, |out| {
+        write_archive(root, out).map(|_| ()).map_err(|e| {
+            let io = std::io::Error::other(e.to_string());
+            zip_error = Some(e);
+            io
+        })
+    })
+    .map_err(|source| match zip_error.take() {
+        Some(source) => PthWriteError::Zip {
             path: path.to_path_buf(),
             source,
-        }
-    })?;
-    let file = sink.into_inner().map_err(|e| io(e.into_error()))?;
-    file.sync_all().map_err(io)?;
-    std::fs::rename(&partial, path).map_err(io)
+        },
+        None => PthWriteError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+    })
 }
 
 #[cfg(test)]

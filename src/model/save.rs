@@ -7,43 +7,37 @@ use burn::tensor::Tensor;
 
 use super::checkpoint::{CONFIG_METADATA_KEY, CheckpointError, CheckpointProblem, RawTensor};
 use super::config::FfnKind;
+use super::host::{HostReadError, raw_tensor as host};
 use super::vit::Vit;
 
-fn host<const D: usize>(tensor: Tensor<D>) -> RawTensor {
-    RawTensor {
-        shape: tensor.dims().to_vec(),
-        data: tensor.into_data().try_into_vec::<f32>().unwrap_or_default(),
-    }
-}
-
 /// burn `[in, out]` Linear weight -> PyTorch `[out, in]`.
-fn linear_weight(weight: Tensor<2>) -> RawTensor {
+fn linear_weight(weight: Tensor<2>) -> Result<RawTensor, HostReadError> {
     host(weight.transpose())
 }
 
 /// The model's tensors under official names (`blocks.0.attn.qkv.weight`, ...), PyTorch layouts.
-pub fn official_tensors(vit: &Vit) -> Vec<(String, RawTensor)> {
+pub fn official_tensors(vit: &Vit) -> Result<Vec<(String, RawTensor)>, HostReadError> {
     let mut out = vec![
-        ("cls_token".to_string(), host(vit.cls_token.val())),
-        ("pos_embed".to_string(), host(vit.pos_embed.val())),
+        ("cls_token".to_string(), host(vit.cls_token.val())?),
+        ("pos_embed".to_string(), host(vit.pos_embed.val())?),
         (
             "patch_embed.proj.weight".to_string(),
-            host(vit.patch_embed.weight.val()),
+            host(vit.patch_embed.weight.val())?,
         ),
         (
             "patch_embed.proj.bias".to_string(),
-            host(vit.patch_embed.bias.val()),
+            host(vit.patch_embed.bias.val())?,
         ),
-        ("norm.weight".to_string(), host(vit.norm.gamma.val())),
+        ("norm.weight".to_string(), host(vit.norm.gamma.val())?),
     ];
     if let Some(beta) = &vit.norm.beta {
-        out.push(("norm.bias".into(), host(beta.val())));
+        out.push(("norm.bias".into(), host(beta.val())?));
     }
     if let Some(r) = &vit.register_tokens {
-        out.push(("register_tokens".into(), host(r.val())));
+        out.push(("register_tokens".into(), host(r.val())?));
     }
     if let Some(m) = &vit.mask_token {
-        out.push(("mask_token".into(), host(m.val())));
+        out.push(("mask_token".into(), host(m.val())?));
     }
     let (ffn_in, ffn_out) = match vit.config().ffn {
         FfnKind::Mlp { .. } => ("mlp.fc1", "mlp.fc2"),
@@ -52,9 +46,9 @@ pub fn official_tensors(vit: &Vit) -> Vec<(String, RawTensor)> {
     for (i, block) in vit.blocks.iter().enumerate() {
         let mut push = |name: &str, value| out.push((format!("blocks.{i}.{name}"), value));
         for (name, norm) in [("norm1", &block.norm1), ("norm2", &block.norm2)] {
-            push(&format!("{name}.weight"), host(norm.gamma.val()));
+            push(&format!("{name}.weight"), host(norm.gamma.val())?);
             if let Some(beta) = &norm.beta {
-                push(&format!("{name}.bias"), host(beta.val()));
+                push(&format!("{name}.bias"), host(beta.val())?);
             }
         }
         for (name, linear) in [
@@ -65,19 +59,19 @@ pub fn official_tensors(vit: &Vit) -> Vec<(String, RawTensor)> {
         ] {
             push(
                 &format!("{name}.weight"),
-                linear_weight(linear.weight.val()),
+                linear_weight(linear.weight.val())?,
             );
             if let Some(bias) = &linear.bias {
-                push(&format!("{name}.bias"), host(bias.val()));
+                push(&format!("{name}.bias"), host(bias.val())?);
             }
         }
         for (name, gamma) in [("ls1.gamma", &block.ls1), ("ls2.gamma", &block.ls2)] {
             if let Some(gamma) = gamma {
-                push(name, host(gamma.val()));
+                push(name, host(gamma.val())?);
             }
         }
     }
-    out
+    Ok(out)
 }
 
 /// Serialises f32 tensors (with metadata) to the safetensors format.
@@ -100,23 +94,16 @@ pub fn serialize_safetensors(
     safetensors::serialize(views, Some(metadata))
 }
 
-/// Writes `bytes` through a `.partial` file and a rename, so an interrupted save never leaves a
-/// half-written file behind.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut partial = path.as_os_str().to_owned();
-    partial.push(".partial");
-    let partial = std::path::PathBuf::from(partial);
-    std::fs::write(&partial, bytes).and_then(|()| std::fs::rename(&partial, path))
-}
-
 /// Saves the backbone as safetensors; the configuration goes into the metadata so the file
 /// loads with `--arch auto` even when its head count is not `dim / 64`.
 pub fn save_safetensors(vit: &Vit, path: &Path) -> Result<(), CheckpointError> {
     let config = serde_json::to_string(vit.config()).unwrap_or_default();
     let metadata = HashMap::from([(CONFIG_METADATA_KEY.to_string(), config)]);
-    let serialized = serialize_safetensors(&official_tensors(vit), metadata)
+    let tensors = official_tensors(vit)
         .map_err(|e| CheckpointError::new(path, CheckpointProblem::Corrupt(e.to_string())))?;
-    write_atomic(path, &serialized).map_err(|e| CheckpointError::new(path, e))
+    let serialized = serialize_safetensors(&tensors, metadata)
+        .map_err(|e| CheckpointError::new(path, CheckpointProblem::Corrupt(e.to_string())))?;
+    crate::atomic_file::write(path, &serialized).map_err(|e| CheckpointError::new(path, e))
 }
 
 #[cfg(test)]
@@ -167,7 +154,8 @@ mod tests {
     fn seeded_models_are_the_same_every_time_and_differ_between_seeds() {
         let device = Device::flex();
         let config = Arch::VitNano.config();
-        let tensors = |seed| official_tensors(&Vit::init_seeded(config.clone(), seed, &device));
+        let tensors =
+            |seed| official_tensors(&Vit::init_seeded(config.clone(), seed, &device)).unwrap();
         let (a, b, c) = (tensors(0), tensors(0), tensors(1));
         let data =
             |t: &[(String, RawTensor)]| t.iter().map(|(_, t)| t.data.clone()).collect::<Vec<_>>();

@@ -1,6 +1,7 @@
 //! The ViT backbone shared by DINO and DINOv2, with the intermediate outputs the analyses need.
 //!
-//! Semantics follow the official code (`shared/docs/dino-reference.md` §1): pre-norm blocks, LayerNorm
+//! Semantics follow the official code (facebookresearch/dino `vision_transformer.py`, facebookresearch/dinov2
+//! `dinov2/models/vision_transformer.py` and `dinov2/layers/`): pre-norm blocks, LayerNorm
 //! eps 1e-6, erf GELU, fused `qkv` (Q|K|V blocks, heads contiguous), optional LayerScale and SwiGLU,
 //! tokens ordered `[CLS, registers.., patches row-major]` with the positional table added before the
 //! registers are inserted.

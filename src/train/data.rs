@@ -15,19 +15,14 @@ use rayon::prelude::*;
 
 use super::augment::DataAugmentationDino;
 use super::synthetic::SyntheticScenes;
+use crate::image_files::{FolderError, IMAGE_EXTENSIONS, SkippedEntry, find_images};
 use crate::model::preprocess::{ImageLoadError, load_rgb};
 use crate::rng::Rng;
 
-/// File extensions read from an image folder (case-insensitive).
-pub const IMAGE_EXTENSIONS: [&str; 7] = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"];
-
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("{}: cannot read the directory: {source}", path.display())]
-    Dir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Dir(#[from] FolderError),
     #[error("{}: no images found (extensions: {})", path.display(), IMAGE_EXTENSIONS.join(", "))]
     Empty { path: PathBuf },
     #[error("the data set has {images} images, fewer than one batch of {batch}")]
@@ -45,38 +40,14 @@ pub struct ImageFolder {
     pub items: Vec<(PathBuf, Option<usize>)>,
     /// Class names (first-level sub-folders holding images), sorted.
     pub classes: Vec<String>,
-}
-
-fn is_image(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) -> Result<(), DataError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| DataError::Dir {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    paths.sort();
-    for path in paths {
-        if path.is_dir() {
-            // Unreadable sub-folders and symlink loops (depth cap) are skipped, not fatal.
-            if depth < 32 {
-                let _ = walk(&path, out, depth + 1);
-            }
-        } else if is_image(&path) {
-            out.push(path);
-        }
-    }
-    Ok(())
+    /// Entries below the root that could not be searched (reported, not fatal).
+    pub skipped: Vec<SkippedEntry>,
 }
 
 impl ImageFolder {
     pub fn scan(root: &Path) -> Result<ImageFolder, DataError> {
-        let mut files = Vec::new();
-        walk(root, &mut files, 0)?;
+        let found = find_images(root)?;
+        let files = found.images;
         if files.is_empty() {
             return Err(DataError::Empty {
                 path: root.to_path_buf(),
@@ -106,6 +77,7 @@ impl ImageFolder {
             root: root.to_path_buf(),
             items,
             classes,
+            skipped: found.skipped,
         })
     }
 }
@@ -148,12 +120,18 @@ impl Dataset {
 
     pub fn describe(&self) -> String {
         match self {
-            Dataset::Folder(f) => format!(
-                "{} images in {} ({} classes)",
-                f.items.len(),
-                f.root.display(),
-                f.classes.len()
-            ),
+            Dataset::Folder(f) => {
+                let mut text = format!(
+                    "{} images in {} ({} classes)",
+                    f.items.len(),
+                    f.root.display(),
+                    f.classes.len()
+                );
+                for entry in &f.skipped {
+                    text.push_str(&format!("\nnot searched: {entry}"));
+                }
+                text
+            }
             Dataset::Synthetic(s) => format!(
                 "{} synthetic {}x{} scenes, {} shape classes",
                 s.config.images,
@@ -374,8 +352,32 @@ mod tests {
         ));
         assert!(matches!(
             ImageFolder::scan(&empty.path().join("missing")),
-            Err(DataError::Dir { .. })
+            Err(DataError::Dir(_))
         ));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn unreadable_entries_are_reported_and_loops_add_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("cats")).unwrap();
+        RgbImage::from_pixel(8, 8, image::Rgb([1, 2, 3]))
+            .save(root.join("cats/a.png"))
+            .unwrap();
+        std::os::unix::fs::symlink(root, root.join("cats/loop")).unwrap();
+        std::os::unix::fs::symlink(root.join("nowhere"), root.join("cats/gone.png")).unwrap();
+        let folder = ImageFolder::scan(root).unwrap();
+        assert_eq!(folder.items.len(), 1, "{:?}", folder.items);
+        assert_eq!(folder.skipped.len(), 1);
+        let text = Dataset::Folder(folder).describe();
+        assert!(
+            text.contains(&format!(
+                "not searched: {}",
+                root.join("cats/gone.png").display()
+            )),
+            "{text}"
+        );
     }
 
     #[test]

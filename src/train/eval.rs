@@ -7,6 +7,7 @@ use image::{GrayImage, RgbImage};
 use super::data::ImageFolder;
 use super::synthetic::{Scene, SyntheticConfig, SyntheticScenes};
 use crate::analysis::attention::{Query, attention_maps, mass_mask};
+use crate::model::host::{HostReadError, f32_values};
 use crate::model::preprocess::{load_rgb, normalize};
 use crate::model::vit::Vit;
 
@@ -191,27 +192,23 @@ pub fn knn_predict(
         .unwrap_or(0)
 }
 
-fn embedding(vit: &Vit, image: &RgbImage, device: &Device) -> Vec<f32> {
-    let v = vit
-        .forward(image_tensor(image, device))
-        .into_data()
-        .try_into_vec::<f32>()
-        .unwrap_or_default();
+fn embedding(vit: &Vit, image: &RgbImage, device: &Device) -> Result<Vec<f32>, HostReadError> {
+    let v = f32_values(vit.forward(image_tensor(image, device)))?;
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-    v.into_iter().map(|x| x / norm).collect()
+    Ok(v.into_iter().map(|x| x / norm).collect())
 }
 
 /// k-NN accuracy of `vit`'s final CLS embeddings on `set`, and the attention-mask IoU of the queries
 /// that have masks.
-pub fn evaluate(vit: &Vit, set: &EvalSet) -> EvalScores {
+pub fn evaluate(vit: &Vit, set: &EvalSet) -> Result<EvalScores, HostReadError> {
     let device = vit.device();
     let patch = vit.config().patch_size;
     let last = vit.config().depth - 1;
     let bank: Vec<(Vec<f32>, usize)> = set
         .bank
         .iter()
-        .map(|e| (embedding(vit, &e.image, &device), e.label))
-        .collect();
+        .map(|e| Ok((embedding(vit, &e.image, &device)?, e.label)))
+        .collect::<Result<_, HostReadError>>()?;
     let (mut iou_sum, mut masks, mut correct) = (0.0, 0, 0);
     for query in &set.queries {
         if let Some(mask) = &query.mask {
@@ -221,7 +218,7 @@ pub fn evaluate(vit: &Vit, set: &EvalSet) -> EvalScores {
                 last,
                 Query::Cls,
                 patch,
-            );
+            )?;
             let predicted = mass_mask(&maps.head_mean(), 0.6);
             iou_sum += iou(
                 &predicted,
@@ -229,14 +226,14 @@ pub fn evaluate(vit: &Vit, set: &EvalSet) -> EvalScores {
             );
             masks += 1;
         }
-        let features = embedding(vit, &query.image, &device);
+        let features = embedding(vit, &query.image, &device)?;
         let predicted = knn_predict(&bank, &features, set.classes, KNN_K, KNN_TEMPERATURE);
         correct += usize::from(predicted == query.label);
     }
-    EvalScores {
+    Ok(EvalScores {
         knn_accuracy: correct as f64 / set.queries.len().max(1) as f64,
         mask_iou: (masks > 0).then(|| iou_sum / masks as f64),
-    }
+    })
 }
 
 /// Evaluates `vit` on `train + test` held-out scenes of the given configuration and seed.
@@ -246,14 +243,14 @@ pub fn evaluate_synthetic(
     seed: u64,
     train: usize,
     test: usize,
-) -> EvalReport {
-    let scores = evaluate(vit, &EvalSet::synthetic(config, seed, train, test));
-    EvalReport {
+) -> Result<EvalReport, HostReadError> {
+    let scores = evaluate(vit, &EvalSet::synthetic(config, seed, train, test))?;
+    Ok(EvalReport {
         mask_iou: scores.mask_iou.unwrap_or(0.0),
         knn_accuracy: scores.knn_accuracy,
         train_scenes: train,
         test_scenes: test,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -268,13 +265,13 @@ mod tests {
             size: 48,
             ..Default::default()
         };
-        let report = evaluate_synthetic(&vit, &config, 3, 10, 5);
+        let report = evaluate_synthetic(&vit, &config, 3, 10, 5).unwrap();
         assert!((0.0..=1.0).contains(&report.mask_iou));
         assert!((0.0..=1.0).contains(&report.knn_accuracy));
         assert_eq!((report.train_scenes, report.test_scenes), (10, 5));
         assert_eq!(
             report,
-            evaluate_synthetic(&vit, &config, 3, 10, 5),
+            evaluate_synthetic(&vit, &config, 3, 10, 5).unwrap(),
             "deterministic"
         );
     }

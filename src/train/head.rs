@@ -7,6 +7,7 @@ use burn::nn::Linear;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 
 use crate::model::checkpoint::RawTensor;
+use crate::model::host::{HostReadError, raw_tensor as host};
 use crate::model::kernels::{gelu, linear_forward};
 
 /// Shape of a [`DinoHead`]; the defaults are `main_dino.py`'s.
@@ -96,13 +97,6 @@ fn magnitude(g: Tensor<2>, norm_last_layer: bool) -> Param<Tensor<2>> {
     }
 }
 
-pub(crate) fn host<const D: usize>(tensor: Tensor<D>) -> RawTensor {
-    RawTensor {
-        shape: tensor.dims().to_vec(),
-        data: tensor.into_data().try_into_vec::<f32>().unwrap_or_default(),
-    }
-}
-
 impl DinoHead {
     /// A freshly initialised head: MLP weights N(0, 0.02) (the official truncation at ±2 never triggers),
     /// zero biases; `weight_v` as PyTorch's default Linear init U(±1/sqrt(bottleneck)); `g` = 1.
@@ -172,7 +166,7 @@ impl DinoHead {
     }
 
     /// The head's tensors under official names and PyTorch layouts, in `named_parameters()` order.
-    pub fn official_tensors(&self) -> Vec<(String, RawTensor)> {
+    pub fn official_tensors(&self) -> Result<Vec<(String, RawTensor)>, HostReadError> {
         let names = if self.mlp.len() == 1 {
             vec!["mlp".to_string()]
         } else {
@@ -184,15 +178,15 @@ impl DinoHead {
         for (name, layer) in names.iter().zip(&self.mlp) {
             out.push((
                 format!("{name}.weight"),
-                host(layer.weight.val().transpose()),
+                host(layer.weight.val().transpose())?,
             ));
             if let Some(bias) = &layer.bias {
-                out.push((format!("{name}.bias"), host(bias.val())));
+                out.push((format!("{name}.bias"), host(bias.val())?));
             }
         }
-        out.push(("last_layer.weight_g".into(), host(self.last_layer_g.val())));
-        out.push(("last_layer.weight_v".into(), host(self.last_layer_v.val())));
-        out
+        out.push(("last_layer.weight_g".into(), host(self.last_layer_g.val())?));
+        out.push(("last_layer.weight_v".into(), host(self.last_layer_v.val())?));
+        Ok(out)
     }
 
     /// The effective prototypes `W[r, :] = g[r] * v[r, :] / ||v[r, :]||`, `[out_dim, bottleneck]`.
@@ -255,9 +249,9 @@ mod tests {
                 ..small()
             };
             let head = DinoHead::init(&config, &device);
-            let tensors: BTreeMap<_, _> = head.official_tensors().into_iter().collect();
+            let tensors: BTreeMap<_, _> = head.official_tensors().unwrap().into_iter().collect();
             let again = DinoHead::from_tensors(&tensors, "", &config, &device).unwrap();
-            let again: BTreeMap<_, _> = again.official_tensors().into_iter().collect();
+            let again: BTreeMap<_, _> = again.official_tensors().unwrap().into_iter().collect();
             assert_eq!(tensors, again);
             assert!(again.contains_key("last_layer.weight_g"));
         }
@@ -267,7 +261,7 @@ mod tests {
     fn wrong_shapes_are_reported() {
         let device = Device::flex();
         let head = DinoHead::init(&small(), &device);
-        let tensors: BTreeMap<_, _> = head.official_tensors().into_iter().collect();
+        let tensors: BTreeMap<_, _> = head.official_tensors().unwrap().into_iter().collect();
         let wider = DinoHeadConfig {
             out_dim: 11,
             ..small()

@@ -9,6 +9,7 @@ use image::RgbImage;
 use super::data::Dataset;
 use super::eval::{EvalScores, EvalSet, evaluate, probe_scene};
 use crate::analysis::attention::{AttentionMaps, Query, attention_maps};
+use crate::model::host::HostReadError;
 use crate::model::preprocess::{DEFAULT_MAX_PATCHES, PreparedImage, Resize, prepare};
 use crate::model::vit::Vit;
 
@@ -104,27 +105,41 @@ impl Monitor {
     }
 
     /// The evaluation due after iteration `step` (0-based), if one is.
-    pub fn eval_after(&self, step: usize, vit: &Vit) -> Option<Timed<EvalScores>> {
+    pub fn eval_after(
+        &self,
+        step: usize,
+        vit: &Vit,
+    ) -> Result<Option<Timed<EvalScores>>, HostReadError> {
         let every = self.settings.eval_every;
-        let set = self
+        let due = self
             .eval
             .as_ref()
-            .filter(|_| every > 0 && (step + 1).is_multiple_of(every))?;
+            .filter(|_| every > 0 && (step + 1).is_multiple_of(every));
+        let Some(set) = due else {
+            return Ok(None);
+        };
         let start = Instant::now();
-        let value = evaluate(vit, set);
-        Some(Timed {
+        let value = evaluate(vit, set)?;
+        Ok(Some(Timed {
             value,
             seconds: start.elapsed().as_secs_f64(),
-        })
+        }))
     }
 
     /// The probe due after iteration `step` (0-based), if one is.
-    pub fn probe_after(&self, step: usize, vit: &Vit) -> Option<Timed<Probe>> {
+    pub fn probe_after(
+        &self,
+        step: usize,
+        vit: &Vit,
+    ) -> Result<Option<Timed<Probe>>, HostReadError> {
         let every = self.settings.probe_every;
-        let image = self
+        let due = self
             .probe
             .as_ref()
-            .filter(|_| every > 0 && (step + 1).is_multiple_of(every))?;
+            .filter(|_| every > 0 && (step + 1).is_multiple_of(every));
+        let Some(image) = due else {
+            return Ok(None);
+        };
         let start = Instant::now();
         let config = vit.config();
         let maps = attention_maps(
@@ -133,15 +148,15 @@ impl Monitor {
             config.depth - 1,
             Query::Cls,
             config.patch_size,
-        );
-        Some(Timed {
+        )?;
+        Ok(Some(Timed {
             value: Probe {
                 step,
                 image: Arc::new(image.rgb.clone()),
                 maps,
             },
             seconds: start.elapsed().as_secs_f64(),
-        })
+        }))
     }
 }
 
@@ -180,19 +195,19 @@ mod tests {
         let monitor = Monitor::new(settings(3, 2), &synthetic(), 8);
         assert!(monitor.evaluates());
         let evals: Vec<usize> = (0..7)
-            .filter(|&s| monitor.eval_after(s, &vit).is_some())
+            .filter(|&s| monitor.eval_after(s, &vit).unwrap().is_some())
             .collect();
         assert_eq!(evals, vec![2, 5]);
         let probes: Vec<usize> = (0..7)
-            .filter_map(|s| monitor.probe_after(s, &vit).map(|p| p.value.step))
+            .filter_map(|s| monitor.probe_after(s, &vit).unwrap().map(|p| p.value.step))
             .collect();
         assert_eq!(probes, vec![1, 3, 5]);
-        let probe = monitor.probe_after(1, &vit).map(|p| p.value);
+        let probe = monitor.probe_after(1, &vit).unwrap().map(|p| p.value);
         let probe = probe
             .as_ref()
             .map(|p| (p.maps.heads, p.maps.grid.rows, p.image.width()));
         assert_eq!(probe, Some((3, 6, 48)));
-        let scores = monitor.eval_after(2, &vit).map(|t| t.value);
+        let scores = monitor.eval_after(2, &vit).unwrap().map(|t| t.value);
         assert!(
             scores.is_some_and(|s| s.mask_iou.is_some() && (0.0..=1.0).contains(&s.knn_accuracy))
         );
@@ -203,7 +218,10 @@ mod tests {
         let vit = Vit::init(Arch::VitNano.config(), &Device::flex());
         let off = Monitor::new(settings(0, 0), &synthetic(), 8);
         assert!(!off.evaluates());
-        assert!(off.probe_after(0, &vit).is_none() && off.eval_after(0, &vit).is_none());
+        assert!(
+            off.probe_after(0, &vit).unwrap().is_none()
+                && off.eval_after(0, &vit).unwrap().is_none()
+        );
 
         let dir = tempfile::tempdir().unwrap();
         for i in 0..3 {
@@ -214,7 +232,7 @@ mod tests {
         let folder = Dataset::Folder(crate::train::ImageFolder::scan(dir.path()).unwrap());
         let monitor = Monitor::new(settings(1, 1), &folder, 8);
         assert!(!monitor.evaluates(), "no class sub-folders: no labels");
-        let probe = monitor.probe_after(0, &vit).map(|p| p.value.image);
+        let probe = monitor.probe_after(0, &vit).unwrap().map(|p| p.value.image);
         assert_eq!(probe.map(|i| (i.width(), i.height())), Some((64, 48)));
     }
 }

@@ -8,6 +8,7 @@ use burn::tensor::{Device, Tensor};
 use super::head::{DinoHead, DinoHeadConfig, HeadError};
 use crate::model::checkpoint::{CheckpointProblem, RawTensor, StateDict};
 use crate::model::config::VitConfig;
+use crate::model::host::HostReadError;
 use crate::model::load::build;
 use crate::model::save::official_tensors;
 use crate::model::vit::Vit;
@@ -98,17 +99,17 @@ impl DinoNetwork {
     }
 
     /// All tensors under official names and PyTorch layouts (`backbone.*`, `head.*`).
-    pub fn official_tensors(&self) -> Vec<(String, RawTensor)> {
-        let mut out: Vec<_> = official_tensors(&self.backbone)
+    pub fn official_tensors(&self) -> Result<Vec<(String, RawTensor)>, HostReadError> {
+        let mut out: Vec<_> = official_tensors(&self.backbone)?
             .into_iter()
             .map(|(n, t)| (format!("backbone.{n}"), t))
             .collect();
         out.extend(
             self.head
-                .official_tensors()
+                .official_tensors()?
                 .into_iter()
                 .map(|(n, t)| (format!("head.{n}"), t)),
         );
-        out
+        Ok(out)
     }
 }

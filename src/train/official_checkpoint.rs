@@ -19,18 +19,27 @@
 //!   [`VitConfig`] as JSON, so the visualizer knows its head count.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::store::pytorch_reader::{self, PickleValue, PytorchReader};
 
 use super::adamw::AdamWEntry;
+use super::config::TrainConfig;
 use super::official_names::{burn_path, pytorch_order};
 use super::params::is_regularized;
-use super::run::{RunError, TrainConfig};
 use super::step::TrainStep;
 use crate::model::checkpoint::{PTH_BACKBONE_KEY, PTH_EXTRAS_KEY, RawTensor};
 use crate::model::config::{Arch, VitConfig};
+use crate::model::host::f32_values;
 use crate::model::pth_writer::{PyValue, write_pth};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OfficialCheckpointError {
+    #[error("{}: cannot save the training checkpoint: {detail}", path.display())]
+    Save { path: PathBuf, detail: String },
+    #[error("{}: not a usable resume checkpoint: {detail}", path.display())]
+    Read { path: PathBuf, detail: String },
+}
 
 /// Top-level key of dinoscope's own resume information.
 pub const EXTRAS_KEY: &str = PTH_EXTRAS_KEY;
@@ -48,8 +57,8 @@ pub struct Resume {
     pub optimizer_steps: BTreeMap<String, i32>,
 }
 
-fn host(t: burn::tensor::Tensor<1>) -> Vec<f32> {
-    t.into_data().try_into_vec::<f32>().unwrap_or_default()
+fn host(t: burn::tensor::Tensor<1>) -> Result<Vec<f32>, String> {
+    f32_values(t).map_err(|e| e.to_string())
 }
 
 /// `[rows, cols]` row-major values to `[cols, rows]`.
@@ -191,12 +200,17 @@ pub fn save(
     config: &TrainConfig,
     next_step: usize,
     path: &Path,
-) -> Result<(), RunError> {
-    let corrupt = |detail: String| RunError::Resume {
+) -> Result<(), OfficialCheckpointError> {
+    let corrupt = |detail: String| OfficialCheckpointError::Save {
         path: path.to_path_buf(),
         detail,
     };
-    let student = pytorch_order(state.student.official_tensors());
+    let student = pytorch_order(
+        state
+            .student
+            .official_tensors()
+            .map_err(|e| corrupt(e.to_string()))?,
+    );
     let shapes: Vec<(String, Vec<usize>)> = student
         .iter()
         .map(|(n, t)| (n.clone(), t.shape.clone()))
@@ -232,8 +246,8 @@ pub fn save(
         };
         let entry = PyValue::dict([
             ("step", tensor(Vec::new(), vec![step as f32])),
-            ("exp_avg", torch(host(exp_avg))),
-            ("exp_avg_sq", torch(host(exp_avg_sq))),
+            ("exp_avg", torch(host(exp_avg).map_err(corrupt)?)),
+            ("exp_avg_sq", torch(host(exp_avg_sq).map_err(corrupt)?)),
         ]);
         moments.insert(i, entry);
     }
@@ -264,13 +278,22 @@ pub fn save(
     ]);
     let center = state.loss.center.clone();
     let center_shape = center.dims().to_vec();
-    let center = center.into_data().try_into_vec::<f32>().unwrap_or_default();
+    let center = f32_values(center).map_err(|e| corrupt(e.to_string()))?;
     let config_json = serde_json::to_string(config).map_err(|e| corrupt(e.to_string()))?;
     let backbone = state.teacher.backbone.config();
     let backbone_json = serde_json::to_string(backbone).map_err(|e| corrupt(e.to_string()))?;
     let root = PyValue::dict([
         ("student", state_dict(student, "module.")),
-        ("teacher", state_dict(state.teacher.official_tensors(), "")),
+        (
+            "teacher",
+            state_dict(
+                state
+                    .teacher
+                    .official_tensors()
+                    .map_err(|e| corrupt(e.to_string()))?,
+                "",
+            ),
+        ),
         ("optimizer", optimizer),
         (
             "epoch",
@@ -450,8 +473,8 @@ fn read(path: &Path) -> Result<Resume, String> {
 }
 
 /// Reads a checkpoint written by [`save`] (or by PyTorch in the same layout, with the extras).
-pub fn load(path: &Path) -> Result<Resume, RunError> {
-    read(path).map_err(|detail| RunError::Resume {
+pub fn load(path: &Path) -> Result<Resume, OfficialCheckpointError> {
+    read(path).map_err(|detail| OfficialCheckpointError::Read {
         path: path.to_path_buf(),
         detail,
     })

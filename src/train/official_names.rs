@@ -169,7 +169,7 @@ mod tests {
             backbone: crate::model::vit::Vit::init(vit, &device),
             head: DinoHead::init(&head, &device),
         };
-        let official = pytorch_order(network.official_tensors());
+        let official = pytorch_order(network.official_tensors().unwrap());
         let mapped: Vec<String> = official
             .iter()
             .map(|(n, _)| {

@@ -23,244 +23,41 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::adamw::AdamWEntry;
-use super::augment::{AugmentConfig, AugmentError, DataAugmentationDino};
+use super::augment::{AugmentError, DataAugmentationDino};
+use super::config::{TrainConfigError, config_of_checkpoint};
 use super::control::RunControl;
-use super::data::{BatchLoader, DataError, Dataset, ImageFolder};
+use super::data::{BatchLoader, DataError};
 use super::eval::EvalScores;
 use super::head::DinoHeadConfig;
 use super::loss::{DinoLoss, LossError};
-use super::monitor::{Monitor, MonitorSettings, Probe};
+use super::monitor::{Monitor, Probe};
 use super::network::{DinoNetwork, NetworkError};
-use super::official_checkpoint;
+use super::official_checkpoint::{self, OfficialCheckpointError};
 use super::params::replace_value;
 use super::schedule::{ScheduleError, Schedules, teacher_temp_schedule};
 use super::step::{StepError, StepOutcome, TrainStep};
-use super::synthetic::{SyntheticConfig, SyntheticScenes};
-use crate::model::checkpoint::{CheckpointError, RawTensor, read_state_dict};
-use crate::model::config::{Arch, VitConfig};
-use crate::model::load::{LoadOptions, detect_config, load_model};
+use crate::model::checkpoint::{CheckpointError, RawTensor};
+use crate::model::config::VitConfig;
+use crate::model::host::HostReadError;
+use crate::model::load::{LoadOptions, load_model};
 use crate::model::save::{official_tensors, save_safetensors};
 use crate::rng::Rng;
 
 /// The training checkpoint, read by `--resume`: `torch.load`-able, in the official DINO layout
 /// ([`super::official_checkpoint`]), with the next iteration and the config for exact resuming.
+pub use super::config::{HeadShape, TrainConfig};
+
 pub const RESUME_FILE: &str = "checkpoint.pth";
 pub const TEACHER_FILE: &str = "teacher.safetensors";
 pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const CONFIG_FILE: &str = "config.json";
 
-/// The DINO head's shape; `in_dim` comes from the backbone.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct HeadShape {
-    pub out_dim: usize,
-    pub hidden_dim: usize,
-    pub bottleneck_dim: usize,
-    pub nlayers: usize,
-    pub norm_last_layer: bool,
-}
-
-impl Default for HeadShape {
-    /// Smaller than DINO's (65536 / 2048 / 256) to suit the tiny models trained on a CPU.
-    fn default() -> Self {
-        HeadShape {
-            out_dim: 2048,
-            hidden_dim: 512,
-            bottleneck_dim: 128,
-            nlayers: 3,
-            norm_last_layer: true,
-        }
-    }
-}
-
-/// Everything that defines a run (JSON in `--config` and `config.json`; every field optional).
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TrainConfig {
-    /// `synthetic` or an image folder.
-    pub data: String,
-    /// Architecture name as on the command line (`vit-nano`, `vits16`, ...).
-    pub arch: String,
-    pub epochs: usize,
-    /// Images per iteration.
-    pub batch: usize,
-    pub seed: u64,
-    /// Peak learning rate for a batch of 256; the run uses `lr * batch / 256` (as `main_dino.py`).
-    pub lr: f64,
-    pub min_lr: f64,
-    /// Linear lr warm-up epochs (capped at `epochs`).
-    pub warmup_epochs: usize,
-    pub weight_decay: f64,
-    pub weight_decay_end: f64,
-    pub momentum_teacher: f64,
-    pub teacher_temp: f64,
-    pub warmup_teacher_temp: f64,
-    /// Capped at `epochs`.
-    pub warmup_teacher_temp_epochs: usize,
-    /// Per-parameter gradient-norm clipping; 0 disables it.
-    pub clip_grad: f64,
-    pub freeze_last_layer: usize,
-    /// Student stochastic-depth rate at the last block.
-    pub drop_path: f64,
-    pub head: HeadShape,
-    pub augment: AugmentConfig,
-    pub synthetic: SyntheticConfig,
-    /// Fine-tune from this checkpoint (`.pth` / `.safetensors`, architecture detected; `arch` is then
-    /// ignored): student and teacher backbones start from its weights, the head starts fresh.
-    pub init: Option<PathBuf>,
-    /// Attention heads of the `init` backbone when its file does not say (official models: `dim / 64`).
-    pub init_heads: Option<usize>,
-    /// Evaluate the teacher (k-NN accuracy, attention-mask IoU) every this many iterations; 0: never.
-    pub eval_every: usize,
-    /// Send the teacher's last-block attention on the probe image every this many iterations; 0: never.
-    pub probe_every: usize,
-    /// Images in the evaluation's k-NN memory bank.
-    pub eval_bank: usize,
-    /// Images classified by the evaluation.
-    pub eval_queries: usize,
-}
-
-impl Default for TrainConfig {
-    /// `main_dino.py`'s defaults, except the model, head, crops and warm-up sized for a CPU.
-    fn default() -> Self {
-        TrainConfig {
-            data: "synthetic".into(),
-            arch: "vit-nano".into(),
-            epochs: 10,
-            batch: 32,
-            seed: 0,
-            lr: 0.0005,
-            min_lr: 1e-6,
-            warmup_epochs: 10,
-            weight_decay: 0.04,
-            weight_decay_end: 0.4,
-            momentum_teacher: 0.996,
-            teacher_temp: 0.04,
-            warmup_teacher_temp: 0.04,
-            warmup_teacher_temp_epochs: 0,
-            clip_grad: 3.0,
-            freeze_last_layer: 1,
-            drop_path: 0.1,
-            head: HeadShape::default(),
-            augment: AugmentConfig::default(),
-            synthetic: SyntheticConfig::default(),
-            init: None,
-            init_heads: None,
-            eval_every: 100,
-            probe_every: 0,
-            eval_bank: 100,
-            eval_queries: 50,
-        }
-    }
-}
-
-impl TrainConfig {
-    pub fn arch(&self) -> Result<Arch, RunError> {
-        use clap::ValueEnum;
-        Arch::from_str(&self.arch, true).map_err(|_| {
-            let names: Vec<String> = Arch::ALL.iter().map(|a| a.to_string()).collect();
-            RunError::Config(format!(
-                "unknown architecture `{}`; use one of: {}",
-                self.arch,
-                names.join(", ")
-            ))
-        })
-    }
-
-    /// The backbone's configuration: the `init` checkpoint's (detected from the file) or `arch`'s.
-    pub fn backbone_config(&self) -> Result<VitConfig, RunError> {
-        match &self.init {
-            Some(path) => config_of_checkpoint(path, self.init_heads),
-            None => Ok(self.arch()?.config()),
-        }
-    }
-
-    pub fn validate(&self) -> Result<(), RunError> {
-        self.validate_for(&self.backbone_config()?)
-    }
-
-    fn validate_for(&self, backbone: &VitConfig) -> Result<(), RunError> {
-        if self.epochs == 0 || self.batch == 0 {
-            return Err(RunError::Config("epochs and batch must be positive".into()));
-        }
-        if !(0.0..1.0).contains(&self.drop_path) {
-            return Err(RunError::Config(format!(
-                "drop_path must be in [0, 1), got {}",
-                self.drop_path
-            )));
-        }
-        let h = &self.head;
-        if h.out_dim == 0 || h.hidden_dim == 0 || h.bottleneck_dim == 0 || h.nlayers == 0 {
-            return Err(RunError::Config("head sizes must be positive".into()));
-        }
-        self.augment.validate()?;
-        let patch = backbone.patch_size as u32;
-        let a = &self.augment;
-        if a.global_size < patch || (a.local_crops > 0 && a.local_size < patch) {
-            return Err(RunError::Config(format!(
-                "crops ({} / {} px) must be at least one {patch}-pixel patch",
-                a.global_size, a.local_size
-            )));
-        }
-        Ok(())
-    }
-
-    /// Reads a config file: TOML when its name ends in `.toml`, JSON otherwise (unknown keys are
-    /// errors in both).
-    pub fn from_file(path: &Path) -> Result<Self, RunError> {
-        let text = std::fs::read_to_string(path).map_err(|source| RunError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let toml = path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("toml"));
-        let parsed = if toml {
-            toml::from_str(&text).map_err(|e| e.to_string())
-        } else {
-            serde_json::from_str(&text).map_err(|e| e.to_string())
-        };
-        parsed.map_err(|e| RunError::Config(format!("{}: {e}", path.display())))
-    }
-
-    pub fn dataset(&self) -> Result<Dataset, RunError> {
-        if self.data == "synthetic" {
-            Ok(Dataset::Synthetic(SyntheticScenes::new(
-                self.synthetic.clone(),
-                self.seed,
-            )))
-        } else {
-            Ok(Dataset::Folder(ImageFolder::scan(Path::new(&self.data))?))
-        }
-    }
-
-    fn monitor_settings(&self) -> MonitorSettings {
-        MonitorSettings {
-            eval_every: self.eval_every,
-            probe_every: self.probe_every,
-            eval_bank: self.eval_bank,
-            eval_queries: self.eval_queries,
-            image_size: self.augment.global_size,
-            seed: self.seed,
-        }
-    }
-
-    fn head_config(&self, in_dim: usize) -> DinoHeadConfig {
-        DinoHeadConfig {
-            in_dim,
-            out_dim: self.head.out_dim,
-            nlayers: self.head.nlayers,
-            hidden_dim: self.head.hidden_dim,
-            bottleneck_dim: self.head.bottleneck_dim,
-            norm_last_layer: self.head.norm_last_layer,
-        }
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("config: {0}")]
-    Config(String),
+    #[error(transparent)]
+    Config(#[from] TrainConfigError),
+    #[error("cannot write the run's JSON: {0}")]
+    Serialize(String),
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -282,12 +79,10 @@ pub enum RunError {
     Step { it: usize, source: StepError },
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
-}
-
-/// The configuration a checkpoint's backbone has (read from its metadata, or detected from its tensors).
-fn config_of_checkpoint(path: &Path, heads: Option<usize>) -> Result<VitConfig, RunError> {
-    let dict = read_state_dict(path)?;
-    Ok(detect_config(&dict, heads).map_err(|e| CheckpointError::new(path, e))?)
+    #[error(transparent)]
+    ResumeCheckpoint(#[from] OfficialCheckpointError),
+    #[error(transparent)]
+    HostRead(#[from] HostReadError),
 }
 
 /// How to run (not part of the run's definition).
@@ -420,7 +215,7 @@ fn initial_tensors(
     let mut rng = Rng::derive(config.seed, &[0x1A17]);
     let bound = 1.0 / (head.bottleneck_dim as f64).sqrt();
     Ok(network
-        .official_tensors()
+        .official_tensors()?
         .into_iter()
         .map(|(name, mut t)| {
             let constant = t.data.windows(2).all(|w| w[0] == w[1]);
@@ -452,7 +247,7 @@ fn load_init(
     let loaded = load_model(path, &options, device)?;
     tensors.retain(|name, _| !name.starts_with("backbone."));
     tensors.extend(
-        official_tensors(&loaded.vit)
+        official_tensors(&loaded.vit)?
             .into_iter()
             .map(|(n, t)| (format!("backbone.{n}"), t)),
     );
@@ -500,7 +295,7 @@ fn fresh_state(
 
 /// Writes `bytes` to `path` atomically.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
-    crate::model::save::write_atomic(path, bytes).map_err(io_err(path))
+    crate::atomic_file::write(path, bytes).map_err(io_err(path))
 }
 
 /// Saves the teacher backbone and the resume checkpoint for continuing at `next_step`.
@@ -511,7 +306,8 @@ pub fn save_checkpoints(
     out: &Path,
 ) -> Result<(), RunError> {
     save_safetensors(&state.teacher.backbone, &out.join(TEACHER_FILE))?;
-    official_checkpoint::save(state, config, next_step, &out.join(RESUME_FILE))
+    official_checkpoint::save(state, config, next_step, &out.join(RESUME_FILE))?;
+    Ok(())
 }
 
 /// Reads the resume checkpoint: its config, next iteration and the state to continue from.
@@ -767,7 +563,7 @@ pub fn train_with(
         None => fresh_state(&config, backbone.clone(), niter, &options.device)?,
     };
     let config_json =
-        serde_json::to_string_pretty(&config).map_err(|e| RunError::Config(e.to_string()))?;
+        serde_json::to_string_pretty(&config).map_err(|e| RunError::Serialize(e.to_string()))?;
     write_atomic(&out.join(CONFIG_FILE), config_json.as_bytes())?;
     let metrics_path = out.join(METRICS_FILE);
     if options.resume {
@@ -824,7 +620,7 @@ pub fn train_with(
                 ),
             );
         }
-        let eval = monitor.eval_after(it, &state.teacher.backbone);
+        let eval = monitor.eval_after(it, &state.teacher.backbone)?;
         if let Some(e) = &eval {
             say(
                 &bar,
@@ -840,7 +636,7 @@ pub fn train_with(
                 ),
             );
         }
-        let probe = monitor.probe_after(it, &state.teacher.backbone);
+        let probe = monitor.probe_after(it, &state.teacher.backbone)?;
         let line = Metrics {
             step: it,
             epoch: outcome.epoch,
@@ -858,7 +654,7 @@ pub fn train_with(
             eval_s: eval.map(|e| e.seconds),
             probe_s: probe.as_ref().map(|p| p.seconds),
         };
-        let json = serde_json::to_string(&line).map_err(|e| RunError::Config(e.to_string()))?;
+        let json = serde_json::to_string(&line).map_err(|e| RunError::Serialize(e.to_string()))?;
         writeln!(metrics, "{json}").map_err(io_err(&metrics_path))?;
         last_loss = Some(outcome.loss);
         bar.set_position((it + 1) as u64);
@@ -890,24 +686,4 @@ pub fn train_with(
         resume: resume_path,
         stopped,
     })
-}
-
-/// Parameters of a module as host vectors in visiting order (for comparing runs).
-pub fn parameter_values<M: Module>(module: &M) -> Vec<Vec<f32>> {
-    #[derive(Default)]
-    struct Values(Vec<Vec<f32>>);
-    impl burn::module::ModuleVisitor for Values {
-        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
-            self.0.push(
-                param
-                    .val()
-                    .into_data()
-                    .try_into_vec::<f32>()
-                    .unwrap_or_default(),
-            );
-        }
-    }
-    let mut values = Values::default();
-    module.visit(&mut values);
-    values.0
 }

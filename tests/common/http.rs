@@ -52,22 +52,7 @@ fn handle(
     honor_range: bool,
     log: &Mutex<Vec<Seen>>,
 ) -> std::io::Result<()> {
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-    let mut range = None;
-    loop {
-        let mut header = String::new();
-        if reader.read_line(&mut header)? == 0 || header.trim().is_empty() {
-            break;
-        }
-        if let Some((name, value)) = header.split_once(':')
-            && name.trim().eq_ignore_ascii_case("range")
-        {
-            range = Some(value.trim().to_string());
-        }
-    }
+    let Request { path, range } = read_request(&stream)?;
     log.lock().unwrap().push(Seen {
         path: path.clone(),
         range: range.clone(),
@@ -111,4 +96,61 @@ fn handle(
             out.write_all(body)
         }
     }
+}
+
+/// A request as a scripted server sees it.
+pub struct Request {
+    pub path: String,
+    pub range: Option<String>,
+}
+
+/// A server on 127.0.0.1 whose every answer is written by `respond` (for misbehaving servers).
+pub struct ScriptedServer {
+    base: String,
+}
+
+impl ScriptedServer {
+    pub fn start(
+        respond: impl Fn(&Request, &mut TcpStream) -> std::io::Result<()> + Send + Sync + 'static,
+    ) -> ScriptedServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let respond = Arc::new(respond);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let respond = respond.clone();
+                std::thread::spawn(move || {
+                    let _ = read_request(&stream).and_then(|request| {
+                        let mut out = stream;
+                        respond(&request, &mut out)
+                    });
+                });
+            }
+        });
+        ScriptedServer { base }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/{path}", self.base)
+    }
+}
+
+fn read_request(stream: &TcpStream) -> std::io::Result<Request> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+    let mut range = None;
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header)? == 0 || header.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':')
+            && name.trim().eq_ignore_ascii_case("range")
+        {
+            range = Some(value.trim().to_string());
+        }
+    }
+    Ok(Request { path, range })
 }

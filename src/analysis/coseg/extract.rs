@@ -7,6 +7,7 @@ use super::{CosegError, Plan, Span};
 use crate::analysis::colormap::normalize_min_max;
 use crate::analysis::features::{FeatureMap, l2_normalize_rows, log_bin};
 use crate::analysis::progress::{Progress, report};
+use crate::model::host::{HostReadError, f32_values};
 use crate::model::preprocess::prepare;
 use crate::model::{Facet, Grid, LayerOutputs, PreparedImage, Resize, Vit};
 
@@ -48,7 +49,7 @@ pub(super) fn extract_features(
             &format!("descriptors and saliency: image {} of {total}", done + 1),
         )?;
         let members: Vec<&PreparedImage> = batch.iter().map(|&i| images[i]).collect();
-        let descriptors = batch_descriptors(vit, &members, plan);
+        let descriptors = batch_descriptors(vit, &members, plan)?;
         let grid = descriptors[0].grid;
         let saliency = batch_saliency(vit, &members, grid, plan, &batch)?;
         for ((index, mut features), saliency) in batch.iter().zip(descriptors).zip(saliency) {
@@ -99,30 +100,31 @@ fn stack(images: &[&PreparedImage], device: &Device) -> Tensor<4> {
     )
 }
 
-/// The values of a float tensor (the backends here hold f32).
-fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
-    tensor
-        .into_data()
-        .try_into_vec::<f32>()
-        .expect("float tensors hold f32 values")
-}
-
 /// Normalised descriptors (and CLS descriptors when planned) of a batch; saliency left empty.
-fn batch_descriptors(vit: &Vit, images: &[&PreparedImage], plan: &Plan) -> Vec<ImageFeatures> {
+fn batch_descriptors(
+    vit: &Vit,
+    images: &[&PreparedImage],
+    plan: &Plan,
+) -> Result<Vec<ImageFeatures>, HostReadError> {
     let outputs = vit.layer_outputs(stack(images, &vit.device()), plan.layer, plan.stride);
     let grid = outputs.grid;
     let descriptors = outputs.descriptors(plan.facet);
     let [_, patches, dim] = descriptors.dims();
-    let data = values(descriptors);
-    let mut cls_rows = plan.with_cls.then(|| {
-        let cls = values(cls_descriptors(&outputs, plan.facet));
+    let data = f32_values(descriptors)?;
+    let mut cls_rows = if plan.with_cls {
+        let cls = f32_values(cls_descriptors(&outputs, plan.facet))?;
         let per_image = cls.len() / images.len();
-        cls.chunks_exact(per_image)
-            .map(<[f32]>::to_vec)
-            .collect::<Vec<_>>()
-            .into_iter()
-    });
-    data.chunks_exact(patches * dim)
+        Some(
+            cls.chunks_exact(per_image)
+                .map(<[f32]>::to_vec)
+                .collect::<Vec<_>>()
+                .into_iter(),
+        )
+    } else {
+        None
+    };
+    Ok(data
+        .chunks_exact(patches * dim)
         .enumerate()
         .map(|(i, image_data)| {
             let map = FeatureMap {
@@ -141,7 +143,7 @@ fn batch_descriptors(vit: &Vit, images: &[&PreparedImage], plan: &Plan) -> Vec<I
                 cls: cls_rows.as_mut().and_then(Iterator::next),
             }
         })
-        .collect()
+        .collect())
 }
 
 /// The CLS token's facet, `[B, D]`, in the channel order of the patch descriptors.
@@ -189,7 +191,7 @@ fn batch_saliency(
     let [b, heads, _, tokens] = probs.dims();
     let prefix = model.prefix_tokens();
     let patches = tokens - prefix;
-    let rows = values(probs.reshape([b, heads, tokens]).narrow(2, prefix, patches));
+    let rows = f32_values(probs.reshape([b, heads, tokens]).narrow(2, prefix, patches))?;
     Ok(rows
         .chunks_exact(heads * patches)
         .map(|image_rows| {
@@ -317,7 +319,7 @@ mod tests {
         let images = [picture(1), picture(90)];
         let refs: Vec<&PreparedImage> = images.iter().collect();
         for (log_bin, with_cls) in [(false, true), (true, false)] {
-            let batch = batch_descriptors(&vit, &refs, &plan(log_bin, with_cls));
+            let batch = batch_descriptors(&vit, &refs, &plan(log_bin, with_cls)).unwrap();
             assert_eq!(batch.len(), 2);
             for (image, got) in images.iter().zip(&batch) {
                 let spec = DescriptorSpec {

@@ -82,7 +82,11 @@ impl ModelJob for AttentionJob {
             layer,
             key.query,
             patch,
-        );
+        )
+        .map_err(|e| AppError::Compute {
+            what: format!("attention of {name}"),
+            detail: e.to_string(),
+        })?;
         if maps.values.len() != maps.heads * maps.grid.len() || maps.grid.is_empty() {
             return Err(AppError::Compute {
                 what: format!("attention of {name}"),

@@ -1,5 +1,6 @@
 //! The official DINO and DINOv2 backbone checkpoints and where they are downloaded to
-//! (`shared/docs/dino-reference.md` §2.8). The official pages publish no checksums: a download is
+//! (the URLs of the facebookresearch/dino and facebookresearch/dinov2 READMEs and `hubconf.py`). The
+//! official pages publish no checksums: a download is
 //! verified against a SHA-256 only when one is given, and the computed SHA-256 is always recorded.
 
 use std::ffi::OsString;

@@ -152,14 +152,82 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn agent() -> ureq::Agent {
+/// How patient a download is.
+#[derive(Clone, Copy, Debug)]
+pub struct DownloadSettings {
+    /// A connection that delivers no byte for this long is given up (the `.part` is kept).
+    pub idle_timeout: Duration,
+}
+
+impl Default for DownloadSettings {
+    fn default() -> Self {
+        DownloadSettings {
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Redirects followed before giving up.
+const MAX_REDIRECTS: usize = 10;
+
+fn agent(settings: &DownloadSettings) -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
+        // Redirects are followed by `request`, which refuses a downgrade from https to http.
+        .max_redirects(0)
         .timeout_connect(Some(Duration::from_secs(30)))
-        .timeout_recv_response(Some(Duration::from_secs(60)))
+        .timeout_recv_response(Some(settings.idle_timeout))
+        .timeout_per_read(Some(settings.idle_timeout))
         .user_agent(concat!("dinoscope/", env!("CARGO_PKG_VERSION")))
         .build()
         .into()
+}
+
+/// Where a redirect from `from` to `location` leads: an absolute URL, or a path on the same
+/// server. A redirect from https to plain http is refused (it would expose the download to
+/// tampering); other hosts are allowed, since checkpoint hosts redirect to their CDNs.
+pub fn redirect_target(from: &str, location: &str) -> Result<String, DownloadError> {
+    let refuse = |detail: String| DownloadError::Transport {
+        url: from.to_string(),
+        detail,
+    };
+    let location = location.trim();
+    let target = if location.contains("://") {
+        location.to_string()
+    } else if location.starts_with('/') {
+        let (scheme, rest) = from
+            .split_once("://")
+            .ok_or_else(|| refuse(format!("cannot resolve the redirect to {location}")))?;
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+        format!("{scheme}://{authority}{location}")
+    } else {
+        return Err(refuse(format!(
+            "redirect to an unsupported location `{location}`"
+        )));
+    };
+    let scheme = |url: &str| url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    match (scheme(from).as_deref(), scheme(&target).as_deref()) {
+        (Some("https"), Some("https")) | (Some("http"), Some("http" | "https")) => Ok(target),
+        (Some("https"), Some("http")) => Err(refuse(format!(
+            "refused a redirect from https to plain http ({target})"
+        ))),
+        _ => Err(refuse(format!("refused a redirect to {target}"))),
+    }
+}
+
+/// The file name a URL's download is stored under: the last segment of its path (query and
+/// fragment dropped, nothing decoded), refused when it could name anything but one file in the
+/// download folder (empty, `.`, `..`, hidden, or holding a separator or control character).
+pub fn file_name_from_url(url: &str) -> Option<String> {
+    let path = url.split(['?', '#']).next()?;
+    let after_scheme = path.split_once("://").map_or(path, |(_, rest)| rest);
+    let (_, path) = after_scheme.split_once('/')?;
+    let name = path.rsplit('/').next()?;
+    let safe = !name.is_empty()
+        && !name.starts_with('.')
+        && !name.contains(['\\', ':'])
+        && !name.chars().any(char::is_control);
+    safe.then(|| name.to_string())
 }
 
 /// What the server answered to a (range) request.
@@ -187,15 +255,42 @@ fn parse_content_range(value: &str) -> (Option<u64>, Option<u64>) {
 }
 
 fn request(agent: &ureq::Agent, url: &str, offset: u64) -> Result<Answer, DownloadError> {
-    let transport = |e: ureq::Error| DownloadError::Transport {
-        url: url.to_string(),
-        detail: e.to_string(),
-    };
-    let mut builder = agent.get(url);
-    if offset > 0 {
-        builder = builder.header("Range", format!("bytes={offset}-"));
+    let mut current = url.to_string();
+    for _ in 0..=MAX_REDIRECTS {
+        let transport = |e: ureq::Error| DownloadError::Transport {
+            url: current.clone(),
+            detail: e.to_string(),
+        };
+        let mut builder = agent.get(&current);
+        if offset > 0 {
+            builder = builder.header("Range", format!("bytes={offset}-"));
+        }
+        let response = builder.call().map_err(transport)?;
+        if response.status().is_redirection() {
+            let location = response
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| DownloadError::Transport {
+                    url: current.clone(),
+                    detail: "a redirect without a Location".into(),
+                })?;
+            current = redirect_target(&current, location)?;
+            continue;
+        }
+        return answer(&current, offset, response);
     }
-    let response = builder.call().map_err(transport)?;
+    Err(DownloadError::Transport {
+        url: url.to_string(),
+        detail: format!("more than {MAX_REDIRECTS} redirects"),
+    })
+}
+
+fn answer(
+    url: &str,
+    offset: u64,
+    response: ureq::http::Response<ureq::Body>,
+) -> Result<Answer, DownloadError> {
     let status = response.status().as_u16();
     let header = |name: &str| {
         response
@@ -243,6 +338,23 @@ pub fn download(
     expected_sha256: Option<&str>,
     progress: &mut dyn FnMut(DownloadProgress) -> bool,
 ) -> Result<Downloaded, DownloadError> {
+    download_with(
+        url,
+        dest,
+        expected_sha256,
+        &DownloadSettings::default(),
+        progress,
+    )
+}
+
+/// [`download`] with explicit [`DownloadSettings`].
+pub fn download_with(
+    url: &str,
+    dest: &Path,
+    expected_sha256: Option<&str>,
+    settings: &DownloadSettings,
+    progress: &mut dyn FnMut(DownloadProgress) -> bool,
+) -> Result<Downloaded, DownloadError> {
     let expected = expected_sha256.map(parse_sha256).transpose()?;
     let part = part_path(dest);
     let io = |path: &Path| {
@@ -252,7 +364,7 @@ pub fn download(
     if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
     }
-    let agent = agent();
+    let agent = agent(settings);
     let mut offset = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
     let resumed_from;
     let (hasher, received) = loop {
@@ -295,7 +407,8 @@ pub fn download(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let record = hash_path(dest);
-    std::fs::write(&record, format!("{sha256}  {name}\n")).map_err(io(&record))?;
+    crate::atomic_file::write(&record, format!("{sha256}  {name}\n").as_bytes())
+        .map_err(io(&record))?;
     Ok(Downloaded {
         path: dest.to_path_buf(),
         sha256,
@@ -389,6 +502,52 @@ mod tests {
         assert_eq!(parse_content_range("bytes */1000"), (None, Some(1000)));
         assert_eq!(parse_content_range("bytes 5-9/*"), (Some(5), None));
         assert_eq!(parse_content_range("garbage"), (None, None));
+    }
+
+    #[test]
+    fn redirects_resolve_and_never_downgrade_to_http() {
+        let from = "https://a.example/x/model.pth";
+        assert_eq!(
+            redirect_target(from, "/y/model.pth").unwrap(),
+            "https://a.example/y/model.pth"
+        );
+        assert_eq!(
+            redirect_target(from, "https://cdn.example/m").unwrap(),
+            "https://cdn.example/m"
+        );
+        assert!(redirect_target(from, "http://a.example/model.pth").is_err());
+        assert!(redirect_target(from, "file:///etc/passwd").is_err());
+        assert!(redirect_target(from, "relative/model.pth").is_err());
+        assert_eq!(
+            redirect_target("http://127.0.0.1:8/a", "https://h/b").unwrap(),
+            "https://h/b"
+        );
+    }
+
+    #[test]
+    fn url_file_names_stay_inside_the_download_folder() {
+        let name = |url| file_name_from_url(url);
+        assert_eq!(
+            name("https://h/a/model.pth?x=1#f").as_deref(),
+            Some("model.pth")
+        );
+        assert_eq!(name("http://127.0.0.1:80/v.pth").as_deref(), Some("v.pth"));
+        assert_eq!(
+            name("https://h/a/x%2F..%2Fy").as_deref(),
+            Some("x%2F..%2Fy")
+        );
+        for bad in [
+            "https://h/a/",
+            "https://h/..",
+            "https://h/.",
+            "https://h/.bashrc",
+            "https://h",
+            "https://h/a\\..\\x",
+            "https://h/C:x",
+            "https://h/a\u{7}b",
+        ] {
+            assert_eq!(name(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -10,28 +10,25 @@ use crate::linalg::{View, gemm_block};
 
 /// `x w + bias` (`x`: `[m, k]`, `w`: `[k, n]`, `bias`: `[n]`), row-major `[m, n]`.
 pub fn affine(x: View<'_, f32>, w: View<'_, f32>, bias: &[f32]) -> Vec<f32> {
-    assert_eq!(bias.len(), w.cols, "affine: bias length");
-    let mut out = Vec::with_capacity(x.rows * w.cols);
-    for _ in 0..x.rows {
+    assert_eq!(bias.len(), w.cols(), "affine: bias length");
+    let mut out = Vec::with_capacity(x.rows() * w.cols());
+    for _ in 0..x.rows() {
         out.extend_from_slice(bias);
     }
-    gemm_block(&mut out, w.cols, true, 1.0, 1.0, x, w);
+    gemm_block(&mut out, w.cols(), true, 1.0, 1.0, x, w);
     out
 }
 
 /// Sum over rows (the bias gradient), `[g.cols]`.
 pub fn column_sums(g: View<'_, f32>) -> Vec<f32> {
-    let mut sums = vec![0.0f32; g.cols];
-    for i in 0..g.rows {
-        let row = i * g.row_stride;
-        if g.col_stride == 1 {
-            for (s, v) in sums.iter_mut().zip(&g.data[row..row + g.cols]) {
-                *s += v;
-            }
-        } else {
-            for (j, s) in sums.iter_mut().enumerate() {
-                *s += g.data[row + j * g.col_stride];
-            }
+    let mut sums = vec![0.0f32; g.cols()];
+    for i in 0..g.rows() {
+        match g.contiguous_row(i) {
+            Some(row) => sums.iter_mut().zip(row).for_each(|(s, v)| *s += v),
+            None => sums
+                .iter_mut()
+                .enumerate()
+                .for_each(|(j, s)| *s += g.at(i, j)),
         }
     }
     sums

@@ -136,8 +136,8 @@ impl FusedOps for Flex {
     fn affine(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
         let inputs = (matrix(&x), matrix(&weight), contiguous_f32(&bias));
         match inputs {
-            (Some(xm), Some(wm), Some(b)) if xm.cols == wm.rows && b.len() == wm.cols => {
-                from_matrix(affine::affine(xm, wm, b), xm.rows, wm.cols)
+            (Some(xm), Some(wm), Some(b)) if xm.cols() == wm.rows() && b.len() == wm.cols() => {
+                from_matrix(affine::affine(xm, wm, b), xm.rows(), wm.cols())
             }
             _ => {
                 let n = bias.shape()[0];
@@ -149,8 +149,8 @@ impl FusedOps for Flex {
 
     fn affine_grad_input(grad: FlexTensor, weight: FlexTensor) -> FlexTensor {
         match (matrix(&grad), matrix(&weight)) {
-            (Some(g), Some(w)) if g.cols == w.cols => {
-                from_matrix(crate::linalg::matmul(g, w.t(), 1.0), g.rows, w.rows)
+            (Some(g), Some(w)) if g.cols() == w.cols() => {
+                from_matrix(crate::linalg::matmul(g, w.t(), 1.0), g.rows(), w.rows())
             }
             _ => Flex::float_matmul(grad, Flex::float_swap_dims(weight, 0, 1)),
         }
@@ -158,8 +158,8 @@ impl FusedOps for Flex {
 
     fn affine_grad_weight(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
         match (matrix(&x), matrix(&grad)) {
-            (Some(xm), Some(g)) if xm.rows == g.rows => {
-                from_matrix(crate::linalg::matmul(xm.t(), g, 1.0), xm.cols, g.cols)
+            (Some(xm), Some(g)) if xm.rows() == g.rows() => {
+                from_matrix(crate::linalg::matmul(xm.t(), g, 1.0), xm.cols(), g.cols())
             }
             _ => Flex::float_matmul(Flex::float_swap_dims(x, 0, 1), grad),
         }
@@ -197,14 +197,15 @@ pub trait FlexOps: Backend {
 }
 
 /// The values of `tensor` as contiguous `f32`s (copied only when not already so).
+///
+/// A backend operation cannot return an error, and burn only hands these kernels float tensors,
+/// which always convert to `f32`: a failure here is a broken invariant, reported loudly rather
+/// than computed on as an empty vector.
 fn f32_values(tensor: FlexTensor) -> Vec<f32> {
     match contiguous_f32(&tensor) {
         Some(values) => values.to_vec(),
-        None => tensor
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec()
-            .unwrap_or_default(),
+        None => crate::model::host::data_f32(tensor.into_data())
+            .unwrap_or_else(|e| panic!("CPU kernel input: {e}")),
     }
 }
 
