@@ -11,10 +11,8 @@ use image::RgbImage;
 use super::notifications::AppError;
 use super::notifications::file_label;
 use super::tasks::{Event, ImageId, TaskContext};
+use crate::image_files::find_images;
 use crate::model::preprocess::load_rgb;
-
-/// File extensions picked up when a folder is opened or dropped.
-pub const IMAGE_EXTENSIONS: [&str; 7] = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"];
 
 /// The sample images bundled into the binary (see `assets/images/LICENSES.md`).
 pub const SAMPLES: [(&str, &[u8]); 7] = [
@@ -250,34 +248,25 @@ impl Gallery {
     }
 }
 
-fn is_image_file(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-}
-
-/// Collects the images of a folder, recursively, sorted by path.
-fn walk_folder(folder: &Path, out: &mut Vec<PathBuf>, task: &TaskContext) {
-    let entries = match std::fs::read_dir(folder) {
-        Ok(entries) => entries,
-        Err(source) => {
-            task.events.send(Event::Failed {
-                task: task.task,
-                error: AppError::Folder {
-                    path: folder.to_path_buf(),
-                    source,
-                },
-            });
-            return;
-        }
+/// The images below a folder (recursively, sorted by path); the folder or entries below it that
+/// cannot be read are reported by name.
+fn folder_images(folder: &Path, task: &TaskContext) -> Vec<PathBuf> {
+    let failed = |error| {
+        task.events.send(Event::Failed {
+            task: task.task,
+            error,
+        })
     };
-    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    paths.sort();
-    for path in paths {
-        if path.is_dir() {
-            walk_folder(&path, out, task);
-        } else if is_image_file(&path) {
-            out.push(path);
+    match find_images(folder) {
+        Ok(found) => {
+            for skipped in found.skipped {
+                failed(AppError::Skipped(skipped));
+            }
+            found.images
+        }
+        Err(e) => {
+            failed(AppError::Folder(e));
+            Vec::new()
         }
     }
 }
@@ -404,8 +393,7 @@ fn collect_files(sources: Vec<Source>, task: &TaskContext) -> Vec<(PathBuf, bool
     for source in sources {
         match source {
             Source::Path(path) if path.is_dir() => {
-                let mut found = Vec::new();
-                walk_folder(&path, &mut found, task);
+                let found = folder_images(&path, task);
                 if found.is_empty() {
                     task.events.send(Event::Note(format!(
                         "{}: no images found in this folder",
@@ -456,18 +444,5 @@ fn decode_files(files: Vec<(PathBuf, bool)>, task: &TaskContext) {
                 error,
             }),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn image_extensions_are_recognised_case_insensitively() {
-        assert!(is_image_file(Path::new("a/b.JPG")));
-        assert!(is_image_file(Path::new("x.webp")));
-        assert!(!is_image_file(Path::new("notes.txt")));
-        assert!(!is_image_file(Path::new("noext")));
     }
 }

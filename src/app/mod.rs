@@ -635,7 +635,7 @@ impl App {
 fn images_pick() -> Pick {
     Pick::Files {
         title: "Open images".into(),
-        filter: ("Images", &gallery::IMAGE_EXTENSIONS),
+        filter: ("Images", &crate::image_files::IMAGE_EXTENSIONS),
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::analysis::features::FeatureError;
 use crate::arrays::ArrayFileError;
+use crate::image_files::{FolderError, SkippedEntry};
 use crate::model::CheckpointError;
 use crate::model::download::DownloadError;
 use crate::model::preprocess::ImageLoadError;
@@ -23,17 +24,15 @@ pub enum AppError {
     },
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
-    #[error("{}: cannot read the folder: {source}", path.display())]
-    Folder {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Folder(#[from] FolderError),
+    /// An entry below a folder that could not be searched.
+    #[error("{0} (not searched)")]
+    Skipped(SkippedEntry),
     #[error("{}: cannot write the file: {detail}", path.display())]
     Export { path: PathBuf, detail: String },
     #[error(transparent)]
     Array(#[from] ArrayFileError),
-    #[error("{}: not an image file (supported: png, jpg, jpeg, webp, bmp, tif, tiff)", path.display())]
-    NotAnImage { path: PathBuf },
     #[error("{what} failed: {detail}")]
     Compute { what: String, detail: String },
     #[error("{what}: {source}")]

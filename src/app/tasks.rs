@@ -13,6 +13,7 @@ use eframe::egui;
 use poll_promise::Promise;
 
 use super::notifications::AppError;
+use crate::panics;
 
 pub type TaskId = u64;
 
@@ -235,15 +236,6 @@ impl Tasks {
     }
 }
 
-/// The message of a caught panic.
-pub fn panic_text(payload: &(dyn Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "internal error".into())
-}
-
 /// Runs `work` on a new thread named `name` and wakes the UI when it is done. The promise always
 /// gets a value: a panic becomes an error naming `what`. Fails only when no thread can start.
 pub fn spawn_promise<T: Send + 'static>(
@@ -260,7 +252,7 @@ pub fn spawn_promise<T: Send + 'static>(
             let result = catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|payload| {
                 Err(AppError::Compute {
                     what: what_owned,
-                    detail: panic_text(payload.as_ref()),
+                    detail: panics::message(payload.as_ref()),
                 })
             });
             sender.send(result);

@@ -16,7 +16,7 @@ use image::RgbImage;
 use super::cache::BoundedCache;
 use super::notifications::{AppError, file_label};
 use super::state::InputSize;
-use super::tasks::{Event, EventSender, ImageId, Output, TaskContext, Tasks, panic_text};
+use super::tasks::{Event, EventSender, ImageId, Output, TaskContext, Tasks};
 use crate::analysis::features::{DescriptorSpec, FeatureMap, extract};
 use crate::model::config::Arch;
 use crate::model::preprocess::{DEFAULT_MAX_PATCHES, prepare};
@@ -24,6 +24,7 @@ use crate::model::vit::Vit;
 use crate::model::{
     ComputeDevice, DeviceChoice, Facet, LoadOptions, PreparedImage, VitConfig, backend, load_model,
 };
+use crate::panics;
 
 /// Where the current model came from.
 #[derive(Clone, Debug, PartialEq)]
@@ -194,10 +195,8 @@ pub struct WorkerState {
 }
 
 fn worker_loop(jobs: Receiver<(TaskContext, Work)>, events: EventSender) {
-    let device = catch_unwind(|| backend::select(DeviceChoice::Auto))
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_else(backend::cpu);
+    // `Auto` falls back to the CPU itself, naming the reason (a driver's panic included).
+    let device = backend::select(DeviceChoice::Auto).unwrap_or_else(|_| backend::cpu());
     events.send(Event::Backend(device.description.clone()));
     let mut state = WorkerState {
         device,
@@ -222,7 +221,7 @@ fn worker_loop(jobs: Receiver<(TaskContext, Work)>, events: EventSender) {
                         task: task.task,
                         error: AppError::Compute {
                             what: "the computation".into(),
-                            detail: panic_text(payload.as_ref()),
+                            detail: panics::message(payload.as_ref()),
                         },
                     }),
                 }

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use super::job::{CorrImage, CorrSpec};
 use crate::analysis::correspond::{PointQuery, query_point};
 use crate::app::notifications::AppError;
-use crate::app::tasks::{Event, EventSender, ImageId, Output, panic_text};
+use crate::app::tasks::{Event, EventSender, ImageId, Output};
+use crate::panics;
 
 /// One query: the point on the source against the targets.
 pub struct QueryRequest {
@@ -118,7 +119,7 @@ fn answer_loop<R>(requests: Receiver<R>, events: EventSender, answer: fn(R) -> O
             Ok(output) => events.send(Event::Output(output)),
             Err(payload) => events.send(Event::Error(AppError::Compute {
                 what: "the point query".into(),
-                detail: panic_text(payload.as_ref()),
+                detail: panics::message(payload.as_ref()),
             })),
         }
     }

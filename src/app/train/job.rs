@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, channel};
 use std::thread::JoinHandle;
 
-use crate::app::tasks::panic_text;
 use crate::model::{DeviceChoice, backend};
+use crate::panics;
 use crate::train::RunControl;
 use crate::train::run::{RunEvent, RunOptions, RunSummary, TrainConfig, train_with};
 
@@ -72,7 +72,7 @@ impl TrainingRun {
                     Ok(Err(e)) => TrainUpdate::Failed(e.to_string()),
                     Err(payload) => TrainUpdate::Failed(format!(
                         "the training thread stopped: {}",
-                        panic_text(payload.as_ref())
+                        panics::message(payload.as_ref())
                     )),
                 });
             })?;
