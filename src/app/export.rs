@@ -1,5 +1,5 @@
-//! What every view's exports share: unique file names, folders, PNG and JSON files whose errors
-//! name the file. Exports are written on their own thread (see `App::start_export`).
+//! What every view's exports share: unique file names, folders, PNG and JSON files written whole
+//! or not at all, whose errors name the file, and [`Exports`], which writes each on its own thread.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -11,6 +11,7 @@ use poll_promise::Promise;
 use super::notifications::AppError;
 use super::tasks::{TaskId, Tasks, spawn_promise};
 use super::view::{ExportJob, Written};
+use crate::atomic_file;
 
 /// The key of an export task.
 pub struct ExportTask;
@@ -98,20 +99,25 @@ pub fn create_dir(dir: &Path) -> Result<(), AppError> {
     })
 }
 
-/// Saves a PNG, naming the file on failure.
+/// Saves a PNG whole or not at all (see [`atomic_file`]), naming the file on failure.
 pub fn save_png(path: &Path, image: &RgbImage) -> Result<(), AppError> {
-    image.save(path).map_err(|e| AppError::Export {
+    atomic_file::write_with(path, |out| {
+        image
+            .write_to(out, image::ImageFormat::Png)
+            .map_err(std::io::Error::other)
+    })
+    .map_err(|e| AppError::Export {
         path: path.to_path_buf(),
         detail: e.to_string(),
     })
 }
 
-/// Writes a JSON file (pretty-printed), naming the file on failure.
+/// Writes a JSON file (pretty-printed) whole or not at all, naming the file on failure.
 pub fn save_json(path: &Path, value: &serde_json::Value) -> Result<(), AppError> {
     let error = |detail: String| AppError::Export {
         path: path.to_path_buf(),
         detail,
     };
     let text = serde_json::to_string_pretty(value).map_err(|e| error(e.to_string()))?;
-    std::fs::write(path, text).map_err(|e| error(e.to_string()))
+    atomic_file::write(path, text.as_bytes()).map_err(|e| error(e.to_string()))
 }
