@@ -1,7 +1,6 @@
 //! What every view of the central area implements, and what the app lends it each frame. A view
 //! is one folder under `app/` (its state, controls, drawing, jobs and exports); the app knows
-//! views only through [`View`], so a new view is that folder plus one line in
-//! [`super::views::all`].
+//! views only through [`View`], so a new view is that folder plus one line in `views::all`.
 
 use std::any::Any;
 use std::path::PathBuf;
