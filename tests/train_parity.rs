@@ -280,6 +280,24 @@ fn ema_teacher_update_matches_pytorch() {
 
 #[test]
 fn three_training_steps_match_pytorch() {
+    three_steps_match_pytorch_on(Device::flex(), 1e-4);
+}
+
+/// The same three steps on burn's wgpu backend (a software adapter in CI). Losses and the centre
+/// match PyTorch within 1e-4 as on the CPU; the parameters within 2.5e-3 (measured: 1.8e-3, in the
+/// last layer of the head MLP): gradients whose true value is near zero (directions the head's
+/// L2 normalisation removes) differ by float rounding between summation orders, and Adam's
+/// `m / (sqrt(v) + 1e-8)` turns that into updates of up to the learning rate with either sign,
+/// as for the key bias explained at `network_error`.
+#[test]
+fn three_training_steps_on_the_gpu_backend_match_pytorch() {
+    let gpu = dinoscope::model::backend::gpu()
+        .unwrap_or_else(|e| panic!("this test needs a wgpu adapter (lavapipe in CI): {e}"));
+    println!("device: {}", gpu.description);
+    three_steps_match_pytorch_on(gpu.device, 2.5e-3);
+}
+
+fn three_steps_match_pytorch_on(plain: Device, parameter_tolerance: f64) {
     let f = read("step.safetensors");
     let c = values(&f, "config");
     let &[
@@ -306,7 +324,6 @@ fn three_training_steps_match_pytorch() {
         panic!("step config {c:?}")
     };
     let (epochs, niter) = (epochs as usize, niter as usize);
-    let plain = Device::flex();
     let device = plain.clone().autodiff();
     let head = DinoHeadConfig {
         in_dim: 32,
@@ -380,8 +397,14 @@ fn three_training_steps_match_pytorch() {
         "after {steps} steps: center {center_err:e}, student {student_err:e} ({s_worst}), teacher {teacher_err:e} ({t_worst})"
     );
     assert!(center_err <= 1e-4, "center: {center_err}");
-    assert!(student_err <= 1e-4, "student {s_worst}: {student_err}");
-    assert!(teacher_err <= 1e-4, "teacher {t_worst}: {teacher_err}");
+    assert!(
+        student_err <= parameter_tolerance,
+        "student {s_worst}: {student_err}"
+    );
+    assert!(
+        teacher_err <= parameter_tolerance,
+        "teacher {t_worst}: {teacher_err}"
+    );
     // The teacher never needs gradients.
     assert!(!train.teacher.backbone.cls_token.val().is_autodiff());
 }

@@ -5,8 +5,8 @@
 //! and no merge back: the output is written as `[B, T, heads * head_dim]` and the gradient as
 //! `[B, T, 3 * heads * head_dim]`. Queries are taken in blocks of at most [`QUERY_BLOCK`] rows, so
 //! no `T x T` matrix is formed (a block's scores are `QUERY_BLOCK x T`), and the backward pass
-//! recomputes the probabilities (as flash attention does) instead of keeping them. Sequences run in
-//! parallel.
+//! recomputes the probabilities (as flash attention does) instead of keeping them. The forward pass
+//! runs (sequence, head, query block) tasks in parallel, the backward pass sequences.
 
 use rayon::prelude::*;
 
@@ -120,24 +120,24 @@ fn block_probs<'a>(
     probs
 }
 
-fn forward_sequence(shape: &Packed, rows: &[f32], out: &mut [f32], probs: &mut [f32]) {
-    let (t, width, hd) = (shape.tokens, shape.width(), shape.head_dim);
-    for h in 0..shape.heads {
-        let v = shape.part(rows, 2, h, 0, t);
-        for (start, count) in shape.query_blocks() {
-            let p = block_probs(shape, rows, h, (start, count), probs);
-            let p = shape.block(p, count);
-            gemm_block(
-                &mut out[start * width + h * hd..],
-                width,
-                false,
-                1.0,
-                1.0,
-                p,
-                v,
-            );
-        }
-    }
+/// One piece of forward work: a block of query rows of one head of one sequence.
+#[derive(Clone, Copy)]
+struct Task {
+    sequence: usize,
+    head: usize,
+    start: usize,
+    count: usize,
+}
+
+/// `count x head_dim` output rows of one task, row-major.
+fn forward_task(shape: &Packed, rows: &[f32], task: Task, probs: &mut [f32]) -> Vec<f32> {
+    let (t, hd) = (shape.tokens, shape.head_dim);
+    let p = block_probs(shape, rows, task.head, (task.start, task.count), probs);
+    let p = shape.block(p, task.count);
+    let v = shape.part(rows, 2, task.head, 0, t);
+    let mut out = vec![0.0; task.count * hd];
+    gemm_block(&mut out, hd, false, 1.0, 1.0, p, v);
+    out
 }
 
 fn backward_sequence(
@@ -211,12 +211,37 @@ pub fn forward(shape: Packed, qkv: &[f32]) -> Vec<f32> {
     if t == 0 || width == 0 {
         return out;
     }
-    out.par_chunks_mut(t * width)
-        .zip(qkv.par_chunks(t * 3 * width))
-        .for_each_init(
+    // Every (sequence, head, query block) is independent, so a single image keeps all cores busy;
+    // each task runs its products single-threaded, so results do not depend on the thread count.
+    let tasks: Vec<Task> = (0..shape.batch)
+        .flat_map(|sequence| {
+            (0..shape.heads).flat_map(move |head| {
+                shape.query_blocks().map(move |(start, count)| Task {
+                    sequence,
+                    head,
+                    start,
+                    count,
+                })
+            })
+        })
+        .collect();
+    let pieces: Vec<Vec<f32>> = tasks
+        .par_iter()
+        .map_init(
             || shape.scratch(),
-            |probs, (out, rows)| forward_sequence(&shape, rows, out, probs),
-        );
+            |probs, &task| {
+                let rows = &qkv[task.sequence * t * 3 * width..][..t * 3 * width];
+                forward_task(&shape, rows, task, probs)
+            },
+        )
+        .collect();
+    let hd = shape.head_dim;
+    for (task, piece) in tasks.iter().zip(&pieces) {
+        let first = (task.sequence * t + task.start) * width + task.head * hd;
+        for (row, values) in piece.chunks_exact(hd).enumerate() {
+            out[first + row * width..][..hd].copy_from_slice(values);
+        }
+    }
     out
 }
 
@@ -339,6 +364,29 @@ mod tests {
         let got = backward(SHAPE, &qkv, &weights);
         let loss = |x: &[f32]| weighted_sum(&reference(&SHAPE, x), &weights);
         assert_matches_finite_differences(&got, &qkv, loss, 7);
+    }
+
+    #[test]
+    fn results_do_not_depend_on_the_thread_count() {
+        let shape = Packed {
+            batch: 2,
+            tokens: 2 * QUERY_BLOCK + 9,
+            heads: 3,
+            head_dim: 8,
+        };
+        let qkv = values(shape.batch * shape.tokens * 3 * shape.width(), 6);
+        let grad = values(shape.batch * shape.tokens * shape.width(), 7);
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| (forward(shape, &qkv), backward(shape, &qkv, &grad)))
+        };
+        let one = run(1);
+        for threads in [2, 3, 5] {
+            assert!(run(threads) == one, "{threads} threads differ from one");
+        }
     }
 
     #[test]
