@@ -1676,3 +1676,41 @@ fn a_view_added_with_one_line_gets_a_tab_a_key_controls_and_work_requests() {
     h.step();
     assert_eq!(h.state().app().tab(), ViewTab::PCA);
 }
+
+#[test]
+fn settings_are_saved_whole_and_a_failed_save_keeps_the_previous_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config/settings.json");
+    let options = AppOptions {
+        settings_file: Some(file.clone()),
+        ..bare_options()
+    };
+    let mut h = harness(options.clone());
+    h.step();
+    h.state_mut().app_mut().settings_mut().threshold = 0.25;
+    h.state_mut().app_mut().set_tab(ViewTab::PCA);
+    h.state_mut().app_mut().save_settings();
+    let saved = std::fs::read_to_string(&file).unwrap();
+
+    // A write that fails part-way (here: the partial file cannot be created) leaves the file as
+    // it was and says so.
+    std::fs::create_dir(dinoscope::atomic_file::partial_path(&file)).unwrap();
+    h.state_mut().app_mut().settings_mut().threshold = 0.75;
+    h.state_mut().app_mut().save_settings();
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), saved);
+    assert!(
+        h.state()
+            .app()
+            .notifications()
+            .errors()
+            .any(|n| n.text.contains("settings not saved")),
+        "no message about the failed save"
+    );
+
+    // The next start reads the saved settings.
+    let mut again = harness(options);
+    again.step();
+    let settings = again.state().app().settings();
+    assert_eq!(settings.threshold, 0.25);
+    assert_eq!(again.state().app().tab(), ViewTab::PCA);
+}

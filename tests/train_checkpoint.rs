@@ -9,8 +9,9 @@ use burn::tensor::Device;
 use dinoscope::model::checkpoint::read_state_dict;
 use dinoscope::model::config::Arch;
 use dinoscope::model::{LoadOptions, load_model};
+use dinoscope::train::TrainConfig;
 use dinoscope::train::official_checkpoint;
-use dinoscope::train::run::{RESUME_FILE, RunOptions, TrainConfig, train};
+use dinoscope::train::run::{RESUME_FILE, RunOptions, train};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -14,8 +14,9 @@ use dinoscope::model::save::official_tensors;
 use dinoscope::model::vit::Vit;
 use dinoscope::model::{LoadOptions, load_model};
 use dinoscope::train::RunControl;
+use dinoscope::train::TrainConfig;
 use dinoscope::train::run::{
-    Metrics, RESUME_FILE, RunEvent, RunOptions, TrainConfig, metrics_before, train, train_with,
+    Metrics, RESUME_FILE, RunEvent, RunOptions, metrics_before, train, train_with,
 };
 
 fn small_config() -> TrainConfig {

@@ -84,12 +84,20 @@ pub struct App {
     about_open: bool,
     files_hovered: bool,
     frame: FrameTimer,
+    /// Where the settings are saved, and what was last written there (unchanged settings are
+    /// not rewritten every autosave).
+    settings_file: Option<PathBuf>,
+    settings_written: Option<String>,
 }
 
 /// Starts the desktop app (blocks until the window closes).
 pub fn run() -> eframe::Result {
     startup::window(|cc| {
-        let mut app = App::new(&cc.egui_ctx, cc.storage, AppOptions::default());
+        let options = AppOptions {
+            settings_file: state::settings_file(),
+            ..AppOptions::default()
+        };
+        let mut app = App::new(&cc.egui_ctx, cc.storage, options);
         if let Some(render_state) = &cc.wgpu_render_state {
             app.use_gpu_overlay(render_state);
         }
@@ -103,7 +111,7 @@ impl App {
         storage: Option<&dyn eframe::Storage>,
         options: AppOptions,
     ) -> App {
-        let settings = Settings::load(storage);
+        let settings = Settings::load(options.settings_file.as_deref(), storage);
         let tasks = Tasks::new(ctx.clone());
         let checkpoint_dir = options
             .checkpoint_dir
@@ -126,6 +134,8 @@ impl App {
             about_open: false,
             files_hovered: false,
             frame: FrameTimer::default(),
+            settings_file: options.settings_file.clone(),
+            settings_written: None,
             settings,
         };
         match startup::first_checkpoint(&options, &app.settings) {
@@ -639,13 +649,33 @@ fn images_pick() -> Pick {
     }
 }
 
+impl App {
+    /// Saves the settings (with the images open now) to the settings file, if they changed.
+    pub fn save_settings(&mut self) {
+        self.settings.image_paths = self.gallery.file_paths();
+        let Some(file) = self.settings_file.clone() else {
+            return;
+        };
+        let current = serde_json::to_string(&self.settings).ok();
+        if current.is_some() && current == self.settings_written {
+            return;
+        }
+        match self.settings.save(&file) {
+            Ok(()) => self.settings_written = current,
+            Err(e) => self.notifications.error(&AppError::Export {
+                path: file,
+                detail: format!("settings not saved: {e}"),
+            }),
+        }
+    }
+}
+
 impl eframe::App for App {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         self.show(ui);
     }
 
-    fn save(&mut self, storage: &mut dyn eframe::Storage) {
-        self.settings.image_paths = self.gallery.file_paths();
-        self.settings.save(storage);
+    fn save(&mut self, _storage: &mut dyn eframe::Storage) {
+        self.save_settings();
     }
 }

@@ -22,6 +22,9 @@ pub struct AppOptions {
     /// Where downloaded checkpoints are stored; `None` uses
     /// [`checkpoint_dir`](crate::model::download::checkpoint_dir) (`$DINOSCOPE_CACHE`, ...).
     pub checkpoint_dir: Option<PathBuf>,
+    /// The settings file read at start and written on save; `None` keeps settings in memory only
+    /// (tests). The app uses [`settings_file`](super::state::settings_file).
+    pub settings_file: Option<PathBuf>,
 }
 
 impl Default for AppOptions {
@@ -33,6 +36,7 @@ impl Default for AppOptions {
             samples: true,
             restore_session: true,
             checkpoint_dir: None,
+            settings_file: None,
         }
     }
 }

@@ -1,15 +1,23 @@
-//! Settings kept between sessions (through eframe's storage) and the input-size choice.
+//! Settings kept between sessions (a JSON file written whole or not at all) and the input-size
+//! choice.
 
 use std::borrow::Cow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::colormap::Colormap;
 use crate::model::{Facet, Resize};
 
-/// Key under which the settings are stored (JSON) in eframe's storage.
+/// Key under which earlier versions stored the settings (JSON) in eframe's storage; read when no
+/// settings file exists yet.
 pub const STORAGE_KEY: &str = "dinoscope.settings";
+
+/// The settings file in eframe's storage folder for the app. eframe rewrites its own file in place,
+/// so a crash while it saves can lose everything in it; the settings go through `atomic_file`.
+pub fn settings_file() -> Option<PathBuf> {
+    eframe::storage_dir("dinoscope").map(|dir| dir.join("settings.json"))
+}
 
 /// How images are resized before the model sees them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -238,19 +246,24 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// Reads the settings from eframe's storage; anything unreadable falls back to the defaults.
-    pub fn load(storage: Option<&dyn eframe::Storage>) -> Settings {
-        storage
-            .and_then(|s| s.get_string(STORAGE_KEY))
+    /// Reads the settings file, else (written by an earlier version) eframe's storage; anything
+    /// unreadable falls back to the defaults.
+    pub fn load(file: Option<&Path>, storage: Option<&dyn eframe::Storage>) -> Settings {
+        let from_file = file.and_then(|path| std::fs::read_to_string(path).ok());
+        from_file
+            .or_else(|| storage.and_then(|s| s.get_string(STORAGE_KEY)))
             .and_then(|json| serde_json::from_str::<Settings>(&json).ok())
             .map(Settings::sanitized)
             .unwrap_or_default()
     }
 
-    pub fn save(&self, storage: &mut dyn eframe::Storage) {
-        if let Ok(json) = serde_json::to_string(self) {
-            storage.set_string(STORAGE_KEY, json);
+    /// Writes the settings file, whole or not at all; the previous file stays if writing fails.
+    pub fn save(&self, file: &Path) -> std::io::Result<()> {
+        let json = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir)?;
         }
+        crate::atomic_file::write(file, json.as_bytes())
     }
 
     /// Clamps values that a hand-edited or old settings file could carry.

@@ -6,7 +6,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::model::{DeviceChoice, backend};
-use crate::train::run::{METRICS_FILE, Metrics, RunOptions, TrainConfig, train};
+use crate::train::TrainConfig;
+use crate::train::run::{METRICS_FILE, Metrics, RunOptions, train};
 
 #[derive(Args, Debug)]
 pub struct BenchTrainArgs {

@@ -6,7 +6,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::model::{DeviceChoice, backend};
-use crate::train::run::{RunOptions, TrainConfig, train};
+use crate::train::TrainConfig;
+use crate::train::run::{RunOptions, train};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {

@@ -24,7 +24,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use super::adamw::AdamWEntry;
 use super::augment::{AugmentError, DataAugmentationDino};
-use super::config::{TrainConfigError, config_of_checkpoint};
+use super::config::{TrainConfig, TrainConfigError, config_of_checkpoint};
 use super::control::RunControl;
 use super::data::{BatchLoader, DataError};
 use super::eval::EvalScores;
@@ -45,8 +45,6 @@ use crate::rng::Rng;
 
 /// The training checkpoint, read by `--resume`: `torch.load`-able, in the official DINO layout
 /// ([`super::official_checkpoint`]), with the next iteration and the config for exact resuming.
-pub use super::config::{HeadShape, TrainConfig};
-
 pub const RESUME_FILE: &str = "checkpoint.pth";
 pub const TEACHER_FILE: &str = "teacher.safetensors";
 pub const METRICS_FILE: &str = "metrics.jsonl";

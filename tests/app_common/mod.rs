@@ -47,6 +47,7 @@ pub fn bare_options() -> AppOptions {
         samples: false,
         restore_session: false,
         checkpoint_dir: None,
+        settings_file: None,
     }
 }
 

@@ -12,7 +12,7 @@ use burn::tensor::{Tensor, TensorData};
 /// A DINO run small enough for a test: batch 4, a 64-prototype head, 2 local crops, 8 synthetic
 /// scenes of `scene_size` pixels, no periodic evaluation.
 pub fn tiny_train_config(scene_size: u32) -> dinoscope::train::TrainConfig {
-    use dinoscope::train::run::HeadShape;
+    use dinoscope::train::config::HeadShape;
     use dinoscope::train::{AugmentConfig, SyntheticConfig, TrainConfig};
     TrainConfig {
         batch: 4,

@@ -11,7 +11,8 @@ use std::thread::JoinHandle;
 use crate::model::{DeviceChoice, backend};
 use crate::panics;
 use crate::train::RunControl;
-use crate::train::run::{RunEvent, RunOptions, RunSummary, TrainConfig, train_with};
+use crate::train::TrainConfig;
+use crate::train::run::{RunEvent, RunOptions, RunSummary, train_with};
 
 /// What the training thread sends.
 #[derive(Debug)]

@@ -14,8 +14,9 @@ use super::state::ViewTab;
 use super::view::{View, ViewContext};
 use super::worker::{ModelInfo, ModelRequest, ModelSource};
 use crate::train::Probe;
+use crate::train::TrainConfig;
 use crate::train::run::{
-    Metrics, RESUME_FILE, RunEvent, RunPlan, RunSummary, TEACHER_FILE, TrainConfig, metrics_before,
+    Metrics, RESUME_FILE, RunEvent, RunPlan, RunSummary, TEACHER_FILE, metrics_before,
 };
 use job::{TrainUpdate, TrainingRun};
 use panel::{Phase, ProbeTextures, TrainAction, TrainForm};

@@ -10,7 +10,8 @@ use crate::analysis::colormap::{Colormap, render_map};
 use crate::app::textures::rgb_texture;
 use crate::model::config::Arch;
 use crate::train::Probe;
-use crate::train::run::{Metrics, RunPlan, TrainConfig};
+use crate::train::TrainConfig;
+use crate::train::run::{Metrics, RunPlan};
 
 /// What the form edits: the run's config and how the app runs it.
 #[derive(Clone, Debug)]
