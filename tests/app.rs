@@ -1243,6 +1243,8 @@ fn a_coseg_error_names_the_image() {
         app.is_idle() && app.gallery().entries.len() == 2 && app.model().is_some()
     });
     h.state_mut().app_mut().set_tab(ViewTab::COSEG);
+    // At its original size the 12-pixel image is too small for the stride-4 grid.
+    h.state_mut().app_mut().settings_mut().coseg.input_size = InputSize::Original;
     h.state_mut().app_mut().run_coseg();
     wait_for(&mut h, "the failure", |app| app.is_idle());
     let errors = error_texts(h.state().app());
@@ -1523,7 +1525,7 @@ fn snapshot_coseg_view() {
     h.state_mut().app_mut().run_coseg();
     h.step();
     wait_for(&mut h, "the co-segmentation", shows_current_coseg);
-    settle_and_snapshot(&mut h, "coseg", &["clusters (elbow)"]);
+    settle_and_snapshot(&mut h, "coseg", &["clusters (elbow)", "tokens"]);
 }
 
 #[test]
@@ -1713,4 +1715,44 @@ fn settings_are_saved_whole_and_a_failed_save_keeps_the_previous_file() {
     let settings = again.state().app().settings();
     assert_eq!(settings.threshold, 0.25);
     assert_eq!(again.state().app().tab(), ViewTab::PCA);
+}
+
+#[test]
+fn coseg_shows_its_token_count_before_run_and_an_estimate_from_the_last_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = nano_weights(dir.path());
+    let names = ["chelsea.png", "cat_amir.jpg"];
+    let mut h = with_model_and_images(&weights, &names);
+    h.state_mut().app_mut().set_tab(ViewTab::COSEG);
+    h.step();
+    h.step();
+    // The reference's 224-pixel short side, stride 4 on the 8-pixel patches, CLS included.
+    let expected: usize = names
+        .iter()
+        .map(|n| {
+            let rgb = load_rgb(&asset(n)).unwrap();
+            let (w, h, _) = dinoscope::model::preprocess::resized_size(
+                rgb.width(),
+                rgb.height(),
+                Resize::ShortSide(224),
+                8,
+                patch_budget(8, 4),
+            );
+            let crop = |side: u32| side as usize - side as usize % 8;
+            dinoscope::model::Grid::for_image(crop(h), crop(w), 8, 4)
+                .unwrap()
+                .len()
+                + 1
+        })
+        .sum();
+    h.get_by_label(&format!("{expected} tokens"));
+    h.state_mut().app_mut().run_coseg();
+    wait_for(&mut h, "the co-segmentation", shows_current_coseg);
+    h.step();
+    assert!(
+        h.query_all_by_label_contains(&format!("{expected} tokens, about"))
+            .next()
+            .is_some(),
+        "no estimate after the run"
+    );
 }

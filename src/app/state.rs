@@ -180,6 +180,9 @@ pub struct CosegSettings {
     /// Share of the images (percent) a cluster needs to be foreground (reference: 75).
     pub votes_percentage: u32,
     pub show: CosegShow,
+    /// The co-segmentation's own input size (the reference's `load_size` 224 by default: at the
+    /// images' original size it takes many times longer).
+    pub input_size: InputSize,
 }
 
 impl Default for CosegSettings {
@@ -191,6 +194,7 @@ impl Default for CosegSettings {
             saliency_threshold: 0.065,
             votes_percentage: 75,
             show: CosegShow::Labels,
+            input_size: InputSize::ShortSide(224),
         }
     }
 }

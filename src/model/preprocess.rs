@@ -158,28 +158,7 @@ pub fn prepare(
     max_patches: usize,
 ) -> Result<PreparedImage, ImageLoadError> {
     let (w, h) = (image.width(), image.height());
-    let (mut tw, mut th) = match resize {
-        Resize::None => (w, h),
-        Resize::ShortSide(s) => {
-            let short = w.min(h) as f64;
-            let scale = s as f64 / short;
-            (
-                (w as f64 * scale).round() as u32,
-                (h as f64 * scale).round() as u32,
-            )
-        }
-        Resize::Exact { width, height } => (width, height),
-    };
-    let mut note = None;
-    let patches = (tw as usize / patch) * (th as usize / patch);
-    if patches > max_patches {
-        let scale = (max_patches as f64 / patches as f64).sqrt();
-        let (nw, nh) = ((tw as f64 * scale) as u32, (th as f64 * scale) as u32);
-        note = Some(format!(
-            "image downscaled from {tw}x{th} to {nw}x{nh} to stay under {max_patches} patches"
-        ));
-        (tw, th) = (nw, nh);
-    }
+    let (tw, th, note) = resized_size(w, h, resize, patch, max_patches);
     let cw = tw - tw % patch as u32;
     let ch = th - th % patch as u32;
     if cw == 0 || ch == 0 {
@@ -206,6 +185,40 @@ pub fn prepare(
         original_size: (w, h),
         resized_size: (tw, th),
     })
+}
+
+/// The size [`prepare`] resizes a `w x h` image to (before cropping to the patch grid), and the
+/// note it adds when the patch budget forces a smaller size.
+pub fn resized_size(
+    w: u32,
+    h: u32,
+    resize: Resize,
+    patch: usize,
+    max_patches: usize,
+) -> (u32, u32, Option<String>) {
+    let (mut tw, mut th) = match resize {
+        Resize::None => (w, h),
+        Resize::ShortSide(s) => {
+            let short = w.min(h) as f64;
+            let scale = s as f64 / short;
+            (
+                (w as f64 * scale).round() as u32,
+                (h as f64 * scale).round() as u32,
+            )
+        }
+        Resize::Exact { width, height } => (width, height),
+    };
+    let mut note = None;
+    let patches = (tw as usize / patch) * (th as usize / patch);
+    if patches > max_patches {
+        let scale = (max_patches as f64 / patches as f64).sqrt();
+        let (nw, nh) = ((tw as f64 * scale) as u32, (th as f64 * scale) as u32);
+        note = Some(format!(
+            "image downscaled from {tw}x{th} to {nw}x{nh} to stay under {max_patches} patches"
+        ));
+        (tw, th) = (nw, nh);
+    }
+    (tw, th, note)
 }
 
 /// `(x / 255 - mean) / std` per channel, laid out `[3, H, W]` (torchvision's ToTensor + Normalize).

@@ -17,8 +17,10 @@ use super::state::{CosegShow, Settings, ViewTab};
 use super::tasks::{ImageId, Output};
 use super::view::{ExportItem, ExportJob, Shared, View, ViewContext};
 use super::widgets::{add_images_hint, centered, input_size_combo, stride_combo, tile_size_slider};
-use super::worker::{ImageInput, ModelInfo};
+use super::worker::{ImageInput, ModelInfo, patch_budget};
 pub use crate::app::state::CosegMode;
+use crate::model::Grid;
+use crate::model::preprocess::resized_size;
 use job::{CosegJob, CosegKey, CosegOutput, CosegResult};
 use panel::{CosegHover, CosegPanel, label_name};
 
@@ -32,6 +34,9 @@ pub struct CosegTab {
     /// What is on screen (possibly computed with other settings than the current ones).
     shown: Option<(CosegKey, Arc<CosegResult>)>,
     pub panel: CosegPanel,
+    /// Tokens of the run under way, and of the last finished run with its time (for estimates).
+    running_tokens: usize,
+    last_run: Option<(usize, f64)>,
 }
 
 impl Default for CosegTab {
@@ -41,6 +46,8 @@ impl Default for CosegTab {
             excluded: HashSet::new(),
             shown: None,
             panel: CosegPanel::default(),
+            running_tokens: 0,
+            last_run: None,
         }
     }
 }
@@ -98,7 +105,7 @@ impl CosegTab {
                 .unwrap_or(default_stride(patch)),
             saliency_milli: (c.saliency_threshold.clamp(0.0, 1.0) * 1000.0).round() as u16,
             votes_percentage: c.votes_percentage.clamp(1, 100),
-            input_size: shared.settings.input_size,
+            input_size: c.input_size,
             generation: model.generation,
         })
     }
@@ -126,6 +133,7 @@ impl CosegTab {
             },
             inputs.len()
         );
+        self.running_tokens = self.planned_tokens(cx.shared()).unwrap_or(0);
         let job = CosegJob {
             key: key.clone(),
             inputs,
@@ -159,7 +167,7 @@ impl CosegTab {
             ui.radio_value(&mut c.show, CosegShow::Labels, "labels");
             ui.radio_value(&mut c.show, CosegShow::Foreground, "foreground");
         });
-        input_size_combo(ui, &mut cx.settings.input_size);
+        input_size_combo(ui, &mut c.input_size);
         tile_size_slider(ui, &mut cx.settings.tile_size);
     }
 
@@ -174,7 +182,38 @@ impl CosegTab {
         }
     }
 
+    /// Tokens the model will see for the checked images at the current settings (the sizes the
+    /// worker's preparation gives them, CLS included).
+    pub fn planned_tokens(&self, shared: Shared<'_>) -> Option<usize> {
+        let key = self.current_key(shared)?;
+        let patch = shared.patch_size();
+        let budget = patch_budget(patch, key.stride);
+        let inputs = self.inputs(shared);
+        let tokens = inputs.iter().map(|input| {
+            let (w, h) = (input.rgb.width(), input.rgb.height());
+            let (tw, th, _) = resized_size(w, h, key.input_size.resize(), patch, budget);
+            let crop = |side: u32| side as usize - side as usize % patch;
+            Grid::for_image(crop(th), crop(tw), patch, key.stride).map_or(0, |g| g.len() + 1)
+        });
+        Some(tokens.sum())
+    }
+
+    /// "N tokens", and a time scaled from the last run when there is one.
+    fn cost_label(&self, tokens: usize) -> String {
+        match self.last_run {
+            Some((last_tokens, seconds)) if last_tokens > 0 => format!(
+                "{tokens} tokens, about {:.0} s (last run: {last_tokens} tokens in {seconds:.1} s)",
+                seconds * tokens as f64 / last_tokens as f64
+            ),
+            _ => format!("{tokens} tokens"),
+        }
+    }
+
     fn run_button(&mut self, ui: &mut egui::Ui, cx: &mut ViewContext<'_>) {
+        if let Some(tokens) = self.planned_tokens(cx.shared()) {
+            ui.label(self.cost_label(tokens))
+                .on_hover_text("Patch tokens of all checked images at these settings");
+        }
         let key = self.current_key(cx.shared());
         let cached = key.as_ref().is_some_and(|k| self.cache.contains_key(k));
         let running = cx.tasks.any::<CosegKey>();
@@ -280,6 +319,7 @@ impl View for CosegTab {
 
     fn take_output(&mut self, output: Output) -> Result<(), Output> {
         let CosegOutput { key, result } = *output.downcast::<CosegOutput>()?;
+        self.last_run = Some((self.running_tokens, result.elapsed.as_secs_f64()));
         self.cache.insert(key.clone(), result.clone());
         self.shown = Some((key, result));
         Ok(())
