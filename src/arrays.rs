@@ -1,5 +1,6 @@
 //! NumPy `.npy` files (float32, C order) and `.npz` archives, the interchange format of the CLI and the exports.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -41,28 +42,39 @@ pub fn read_npy(path: &Path) -> Result<(Vec<usize>, Vec<f32>), ArrayFileError> {
         source,
     };
     let bytes = std::fs::read(path).map_err(io)?;
-    let array = npyz::NpyFile::new(&bytes[..]).map_err(|e| ArrayFileError::Format {
+    let array = parse_npy(&bytes).map_err(|detail| ArrayFileError::Format {
         path: path.to_path_buf(),
-        detail: format!("not a .npy file ({e})"),
+        detail: format!("not a .npy file ({detail})"),
     })?;
     to_f32(array, path)
 }
 
+/// Deflate cannot expand its input more than about 1,032 times: a zip entry declaring more is a lie.
+const MAX_DEFLATE_RATIO: u64 = 1_032;
+
 /// Reads array `name` of a NumPy `.npz` archive as f32 with its shape; an archive with a single
-/// array gives that array whatever its name.
+/// array gives that array whatever its name. The entry is read whole, at most its declared size,
+/// after checking that size against what the entry can hold (so a crafted archive cannot make it
+/// allocate more than 1,032 times the file's size).
 pub fn read_npz(path: &Path, name: &str) -> Result<(Vec<usize>, Vec<f32>), ArrayFileError> {
+    let io = |source| ArrayFileError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let format = |detail: String| ArrayFileError::Format {
         path: path.to_path_buf(),
         detail,
     };
-    let mut archive = npyz::npz::NpzArchive::open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => ArrayFileError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        },
-        _ => format(format!("not a .npz file ({e})")),
-    })?;
-    let mut names: Vec<String> = archive.array_names().map(str::to_string).collect();
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut archive =
+        zip::ZipArchive::new(file).map_err(|e| format(format!("not a .npz file ({e})")))?;
+    let mut names = Vec::new();
+    for entry_name in archive.file_names() {
+        let entry_name = entry_name.map_err(|e| format(format!("not a .npz file ({e})")))?;
+        if let Some(stem) = entry_name.strip_suffix(".npy") {
+            names.push(stem.to_string());
+        }
+    }
     names.sort();
     let chosen = match names.as_slice() {
         [only] => only.clone(),
@@ -74,11 +86,56 @@ pub fn read_npz(path: &Path, name: &str) -> Result<(Vec<usize>, Vec<f32>), Array
             )));
         }
     };
-    let array = archive
-        .by_name(&chosen)
-        .map_err(|e| format(format!("cannot read array `{chosen}` ({e})")))?
-        .ok_or_else(|| format(format!("no array `{chosen}`")))?;
+    let cannot_read =
+        |e: &dyn std::fmt::Display| format(format!("cannot read array `{chosen}` ({e})"));
+    let mut entry = archive
+        .by_name(&format!("{chosen}.npy"))
+        .map_err(|e| cannot_read(&e))?;
+    let declared = entry.size();
+    let holds_at_most = match entry.compression() {
+        zip::CompressionMethod::Stored => entry.compressed_size(),
+        _ => entry.compressed_size().saturating_mul(MAX_DEFLATE_RATIO),
+    };
+    if declared > holds_at_most {
+        return Err(format(format!(
+            "array `{chosen}` declares {declared} bytes but its {} stored bytes cannot hold them",
+            entry.compressed_size()
+        )));
+    }
+    let capacity = usize::try_from(declared).map_err(|e| cannot_read(&e))?;
+    let mut bytes = Vec::with_capacity(capacity);
+    (&mut entry)
+        .take(declared)
+        .read_to_end(&mut bytes)
+        .map_err(|e| cannot_read(&e))?;
+    let array = parse_npy(&bytes)
+        .map_err(|e| format(format!("array `{chosen}` is not a .npy array ({e})")))?;
     to_f32(array, path)
+}
+
+/// Opens `.npy` bytes, first checking that the header the file declares fits in it: the header
+/// length field (2 bytes in format 1, 4 in formats 2 and 3) would otherwise be allocated as
+/// claimed, up to 4 GiB.
+fn parse_npy(bytes: &[u8]) -> Result<npyz::NpyFile<&[u8]>, String> {
+    let (width, length_at) = match bytes.get(..8) {
+        Some([0x93, b'N', b'U', b'M', b'P', b'Y', 1, _]) => (2, 8),
+        Some([0x93, b'N', b'U', b'M', b'P', b'Y', 2 | 3, _]) => (4, 8),
+        Some(_) => return Err("no .npy magic string".into()),
+        None => return Err("shorter than a .npy header".into()),
+    };
+    let field = bytes
+        .get(length_at..length_at + width)
+        .ok_or("shorter than a .npy header")?;
+    let header = field
+        .iter()
+        .rev()
+        .fold(0usize, |n, &b| (n << 8) | b as usize);
+    if length_at + width + header > bytes.len() {
+        return Err(format!(
+            "the header declares {header} bytes, more than the file holds"
+        ));
+    }
+    npyz::NpyFile::new(bytes).map_err(|e| e.to_string())
 }
 
 /// A float32 or float64 C-order array as f32 with its shape.
@@ -160,6 +217,19 @@ mod tests {
             err.contains("d.npz") && err.contains("arr_0, other"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_header_length_larger_than_the_file_is_refused_before_allocating() {
+        // Format 3 reads a 4-byte header length: here about 632 MiB, in a 40-byte file.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lying.npy");
+        let mut bytes = b"\x93NUMPY\x03\x00".to_vec();
+        bytes.extend_from_slice(&0x277B_0076u32.to_le_bytes());
+        bytes.extend_from_slice(b"{'descr': '<f4', 'fortran'");
+        std::fs::write(&path, &bytes).unwrap();
+        let error = read_npy(&path).unwrap_err().to_string();
+        assert!(error.contains("header declares 662372470 bytes"), "{error}");
     }
 
     #[test]

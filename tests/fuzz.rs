@@ -83,8 +83,8 @@ type Parse = fn(&Path) -> Result<(), String>;
 type Mutate = fn(&[u8], &mut Rng) -> Vec<u8>;
 
 struct Target {
-    name: &'static str,
-    extension: &'static str,
+    name: String,
+    extension: String,
     seeds: Vec<Vec<u8>>,
     parse: Parse,
     /// Bound on any single allocation while parsing one case.
@@ -426,7 +426,12 @@ fn load_spair(path: &Path) -> Result<(), String> {
 
 // ---- the run ----
 
-fn run_target(target: &Target, dir: &Path, hook_message: &Mutex<Option<String>>) -> Tally {
+fn run_target(
+    index: usize,
+    target: &Target,
+    dir: &Path,
+    hook_message: &Mutex<Option<String>>,
+) -> Tally {
     let cases = cases_per_kind();
     let path = dir.join(format!("{CASE_STEM}.{}", target.extension));
     let mut tally = Tally::default();
@@ -438,7 +443,15 @@ fn run_target(target: &Target, dir: &Path, hook_message: &Mutex<Option<String>>)
         let baseline = LIVE.load(Ordering::Relaxed);
         let outcome = std::panic::catch_unwind(|| (target.parse)(&path));
         tally.cases += 1;
-        tally.largest_alloc = tally.largest_alloc.max(LARGEST.load(Ordering::Relaxed));
+        let largest = LARGEST.load(Ordering::Relaxed);
+        tally.largest_alloc = tally.largest_alloc.max(largest);
+        if largest > target.max_alloc
+            && let Some(dir) = std::env::var_os("DINOSCOPE_FUZZ_KEEP")
+        {
+            // Keeps the case for reproducing it with the command line.
+            let kept = Path::new(&dir).join(format!("over-bound.{}", target.extension));
+            std::fs::copy(&path, kept).unwrap();
+        }
         let peak = PEAK.load(Ordering::Relaxed).saturating_sub(baseline);
         tally.peak_live = tally.peak_live.max(peak);
         match outcome {
@@ -458,7 +471,7 @@ fn run_target(target: &Target, dir: &Path, hook_message: &Mutex<Option<String>>)
         }
     };
     for (s, seed) in target.seeds.iter().enumerate() {
-        let mut rng = Rng::derive(0xF022, &[s as u64, target.name.len() as u64]);
+        let mut rng = Rng::derive(0xF022, &[index as u64, s as u64]);
         run_case(seed.clone(), &mut tally);
         if seed.len() <= 4096 {
             for end in 0..seed.len() {
@@ -490,8 +503,8 @@ fn targets(dir: &Path) -> Vec<Target> {
     ));
     let mut targets = vec![
         Target {
-            name: "checkpoint .pth (zip + pickle)",
-            extension: "pth",
+            name: "checkpoint .pth (zip + pickle)".into(),
+            extension: "pth".into(),
             seeds: checkpoint_seeds(dir),
             parse: load_checkpoint,
             max_alloc: 64 * MIB,
@@ -501,32 +514,32 @@ fn targets(dir: &Path) -> Vec<Target> {
             ],
         },
         Target {
-            name: "checkpoint .safetensors",
-            extension: "safetensors",
+            name: "checkpoint .safetensors".into(),
+            extension: "safetensors".into(),
             seeds: safetensors_seeds(dir),
             parse: load_checkpoint,
             max_alloc: 64 * MIB,
             structured: vec![("header lies", safetensors_lie)],
         },
         Target {
-            name: "array .npy",
-            extension: "npy",
+            name: "array .npy".into(),
+            extension: "npy".into(),
             seeds: vec![npy.clone()],
             parse: |p| read_npy(p).map(|_| ()).map_err(|e| e.to_string()),
             max_alloc: 16 * MIB,
             structured: vec![],
         },
         Target {
-            name: "array .npz",
-            extension: "npz",
+            name: "array .npz".into(),
+            extension: "npz".into(),
             seeds: vec![npz_seed(&npy)],
             parse: |p| read_npz(p, "arr_0").map(|_| ()).map_err(|e| e.to_string()),
             max_alloc: 16 * MIB,
             structured: vec![("zip sizes", zip_size_lie)],
         },
         Target {
-            name: "feature map .npy (fusion)",
-            extension: "npy",
+            name: "feature map .npy (fusion)".into(),
+            extension: "npy".into(),
             seeds: vec![npy],
             parse: |p| {
                 load_external(p, None)
@@ -537,32 +550,32 @@ fn targets(dir: &Path) -> Vec<Target> {
             structured: vec![],
         },
         Target {
-            name: "stereo disparity .npz",
-            extension: "npz",
+            name: "stereo disparity .npz".into(),
+            extension: "npz".into(),
             seeds: vec![disparity_npz(dir)],
             parse: |p| load_disparity(p).map(|_| ()).map_err(|e| e.to_string()),
             max_alloc: 16 * MIB,
             structured: vec![("zip sizes", zip_size_lie)],
         },
         Target {
-            name: "training config .json",
-            extension: "json",
+            name: "training config .json".into(),
+            extension: "json".into(),
             seeds: vec![json],
             parse: load_config,
             max_alloc: 16 * MIB,
             structured: vec![],
         },
         Target {
-            name: "training config .toml",
-            extension: "toml",
+            name: "training config .toml".into(),
+            extension: "toml".into(),
             seeds: vec![toml],
             parse: load_config,
             max_alloc: 16 * MIB,
             structured: vec![],
         },
         Target {
-            name: "SPair annotation .json",
-            extension: "json",
+            name: "SPair annotation .json".into(),
+            extension: "json".into(),
             seeds: vec![spair],
             parse: load_spair,
             max_alloc: 16 * MIB,
@@ -575,8 +588,8 @@ fn targets(dir: &Path) -> Vec<Target> {
             seeds.push(png_bomb_header());
         }
         targets.push(Target {
-            name: Box::leak(format!("image .{extension}").into_boxed_str()),
-            extension: Box::leak(extension.into_boxed_str()),
+            name: format!("image .{extension}"),
+            extension,
             seeds,
             parse: load_image,
             // The decoder's own limit (`load_rgb`: 2 GiB per image, sides up to 16384).
@@ -603,9 +616,9 @@ fn no_parser_panics_or_over_allocates_on_mutated_input() {
         "| target | cases | accepted | errors (naming the file) | panics | largest allocation | peak live |\n|---|---|---|---|---|---|---|\n",
     );
     let mut failures: HashMap<String, String> = HashMap::new();
-    for target in targets(dir.path()) {
+    for (index, target) in targets(dir.path()).into_iter().enumerate() {
         let started = std::time::Instant::now();
-        let tally = run_target(&target, dir.path(), hook_message);
+        let tally = run_target(index, &target, dir.path(), hook_message);
         report.push_str(&format!(
             "| {} | {} | {} | {} ({}) | {} | {:.1} MiB | {:.1} MiB |\n",
             target.name,
