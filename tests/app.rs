@@ -335,11 +335,10 @@ fn a_pasted_image_joins_the_gallery_as_pasted_n_png() {
     let entry = &app.gallery().entries[0];
     assert_eq!(entry.name, "pasted-1.png");
     assert!(entry.path.is_file(), "{}", entry.path.display());
-    assert_eq!(
-        (entry.rgb.width(), entry.rgb.height()),
-        (w as u32, ht as u32)
-    );
-    assert_eq!(entry.rgb.as_raw(), &pixels);
+    let rgb = app.gallery().pixels.get(&entry.path).unwrap();
+    assert_eq!(rgb.dimensions(), (w as u32, ht as u32));
+    assert_eq!(entry.size, [w as u32, ht as u32]);
+    assert_eq!(rgb.as_raw(), &pixels);
 }
 
 /// A ViT-nano with random weights saved as safetensors (loads without options).

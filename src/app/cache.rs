@@ -77,6 +77,11 @@ impl<K: Eq + Hash + Clone, V> BoundedCache<K, V> {
         self.entries.len()
     }
 
+    /// The sum of `size_of` over the entries.
+    pub fn used(&self) -> usize {
+        self.used
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

@@ -2,17 +2,19 @@
 //! and the gallery strip.
 
 use eframe::egui;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use egui::TextureHandle;
+use egui::emath::GuiRounding as _;
 use image::RgbImage;
 
 use super::notifications::AppError;
 use super::notifications::file_label;
+use super::pixels::{PixelStore, WorkingCopy, decode_working_copy};
 use super::tasks::{Event, ImageId, TaskContext};
 use crate::image_files::find_images;
-use crate::model::preprocess::load_rgb;
 
 /// The sample images bundled into the binary (see `assets/images/LICENSES.md`).
 pub const SAMPLES: [(&str, &[u8]); 7] = [
@@ -61,12 +63,15 @@ pub enum Source {
     Pasted(Arc<egui::ColorImage>),
 }
 
-/// An image decoded by the loader thread.
+/// An image the loader thread decoded: its thumbnail and sizes (the pixels stay in the
+/// [`PixelStore`], as long as its budget allows).
 pub struct DecodedImage {
     pub path: PathBuf,
     pub name: String,
     pub bundled: bool,
-    pub rgb: Arc<RgbImage>,
+    /// The size jobs get it at (see [`super::pixels::WORKING_LONG_SIDE`]).
+    pub size: [u32; 2],
+    pub original_size: [u32; 2],
     pub thumbnail: egui::ColorImage,
 }
 
@@ -76,7 +81,9 @@ pub struct ImageEntry {
     pub path: PathBuf,
     /// A bundled sample (not remembered between sessions).
     pub bundled: bool,
-    pub rgb: Arc<RgbImage>,
+    /// The size jobs get it at.
+    pub size: [u32; 2],
+    pub original_size: [u32; 2],
     pub thumbnail: TextureHandle,
 }
 
@@ -84,7 +91,14 @@ pub struct ImageEntry {
 pub struct Gallery {
     pub entries: Vec<ImageEntry>,
     pub selected: Option<ImageId>,
+    /// The decoded pixels of the entries, decoded again on demand once dropped.
+    pub pixels: PixelStore,
+    paths: HashSet<PathBuf>,
     next_id: ImageId,
+    /// Scroll the strip to the selected image on the next frame.
+    reveal_selected: bool,
+    /// Thumbnails drawn in the last frame (only those in view are).
+    drawn: usize,
 }
 
 /// What the user did in the gallery strip.
@@ -106,18 +120,30 @@ impl Gallery {
             image.thumbnail,
             egui::TextureOptions::LINEAR,
         );
+        self.paths.insert(image.path.clone());
         self.entries.push(ImageEntry {
             id,
             name: image.name,
             path: image.path,
             bundled: image.bundled,
-            rgb: image.rgb,
+            size: image.size,
+            original_size: image.original_size,
             thumbnail,
         });
         if self.selected.is_none() {
             self.selected = Some(id);
         }
         id
+    }
+
+    /// A file of this path is in the gallery.
+    pub fn contains_path(&self, path: &Path) -> bool {
+        self.paths.contains(path)
+    }
+
+    /// Thumbnails drawn in the last frame.
+    pub fn thumbnails_drawn(&self) -> usize {
+        self.drawn
     }
 
     pub fn index_of(&self, id: ImageId) -> Option<usize> {
@@ -132,6 +158,12 @@ impl Gallery {
         self.selected_index().map(|i| &self.entries[i])
     }
 
+    /// Selects `id` and scrolls the strip to it.
+    pub fn select(&mut self, id: ImageId) {
+        self.selected = Some(id);
+        self.reveal_selected = true;
+    }
+
     /// Selects the image `delta` places away (clamped).
     pub fn step_selection(&mut self, delta: isize) {
         if self.entries.is_empty() {
@@ -140,6 +172,7 @@ impl Gallery {
         let current = self.selected_index().unwrap_or(0) as isize;
         let next = (current + delta).clamp(0, self.entries.len() as isize - 1) as usize;
         self.selected = Some(self.entries[next].id);
+        self.reveal_selected = true;
     }
 
     /// Moves the selected image `delta` places in the list.
@@ -147,18 +180,23 @@ impl Gallery {
         if let Some(i) = self.selected_index() {
             let j = (i as isize + delta).clamp(0, self.entries.len() as isize - 1) as usize;
             self.entries.swap(i, j);
+            self.reveal_selected = true;
         }
     }
 
     /// Removes the selected image and selects its neighbour.
     pub fn remove_selected(&mut self) -> Option<ImageId> {
         let i = self.selected_index()?;
-        let removed = self.entries.remove(i).id;
+        let removed = self.entries.remove(i);
+        if !self.entries.iter().any(|e| e.path == removed.path) {
+            self.paths.remove(&removed.path);
+            self.pixels.forget(&removed.path);
+        }
         self.selected = self
             .entries
             .get(i.min(self.entries.len().saturating_sub(1)))
             .map(|e| e.id);
-        Some(removed)
+        Some(removed.id)
     }
 
     /// Paths of the images that came from files, in gallery order.
@@ -170,7 +208,7 @@ impl Gallery {
             .collect()
     }
 
-    pub fn ui(&self, ui: &mut egui::Ui) -> Option<GalleryAction> {
+    pub fn ui(&mut self, ui: &mut egui::Ui) -> Option<GalleryAction> {
         let mut action = None;
         ui.horizontal(|ui| {
             ui.vertical(|ui| {
@@ -210,42 +248,77 @@ impl Gallery {
             ui.separator();
             egui::ScrollArea::horizontal()
                 .id_salt("gallery-scroll")
-                .show(ui, |ui| {
-                    ui.horizontal(|ui| {
-                        for entry in &self.entries {
-                            let selected = self.selected == Some(entry.id);
-                            let size = entry.thumbnail.size_vec2();
-                            // A strip of equal heights; very wide images are capped.
-                            let scale = (THUMBNAIL_HEIGHT / size.y.max(1.0))
-                                .min(2.0 * THUMBNAIL_HEIGHT / size.x.max(1.0));
-                            let image = egui::Image::new(&entry.thumbnail)
-                                .fit_to_exact_size(size * scale)
-                                .alt_text(&entry.name);
-                            let response = ui
-                                .add(egui::Button::image(image).selected(selected))
-                                .on_hover_text(format!(
-                                    "{} ({}x{})\n{}",
-                                    entry.name,
-                                    entry.rgb.width(),
-                                    entry.rgb.height(),
-                                    if entry.bundled {
-                                        "bundled sample".to_string()
-                                    } else {
-                                        entry.path.display().to_string()
-                                    }
-                                ));
-                            if selected && response.gained_focus() {
-                                response.scroll_to_me(None);
-                            }
-                            if response.clicked() {
-                                action = Some(GalleryAction::Select(entry.id));
-                            }
-                        }
-                    });
+                .show_viewport(ui, |ui, _| {
+                    if let Some(clicked) = self.strip(ui) {
+                        action = Some(GalleryAction::Select(clicked));
+                    }
                 });
         });
         action
     }
+
+    /// The thumbnails, one button each. The strip's full width is allocated but only the
+    /// buttons in view are laid out, so a frame costs the same with 10 images or 10,000.
+    fn strip(&mut self, ui: &mut egui::Ui) -> Option<ImageId> {
+        let padding = ui.spacing().button_padding;
+        let gap = ui.spacing().item_spacing.x;
+        let height = THUMBNAIL_HEIGHT + 2.0 * padding.y;
+        let widths: Vec<f32> = self
+            .entries
+            .iter()
+            .map(|e| thumbnail_size(&e.thumbnail).x + 2.0 * padding.x)
+            .collect();
+        let total = widths.iter().map(|w| w + gap).sum::<f32>() - gap;
+        let (strip, _) =
+            ui.allocate_exact_size(egui::vec2(total.max(0.0), height), egui::Sense::hover());
+        let visible = ui.clip_rect();
+        let mut clicked = None;
+        let mut left = strip.left();
+        self.drawn = 0;
+        for (entry, width) in self.entries.iter().zip(widths) {
+            let rect =
+                egui::Rect::from_min_size(egui::pos2(left, strip.top()), egui::vec2(width, height))
+                    // Rounded as egui's layout rounds widget positions.
+                    .round_ui();
+            left += width + gap;
+            let selected = self.selected == Some(entry.id);
+            if selected && std::mem::take(&mut self.reveal_selected) {
+                ui.scroll_to_rect(rect, None);
+            }
+            if !visible.intersects(rect) {
+                continue;
+            }
+            self.drawn += 1;
+            let image = egui::Image::new(&entry.thumbnail)
+                .fit_to_exact_size(thumbnail_size(&entry.thumbnail))
+                .alt_text(&entry.name);
+            let response = ui
+                .put(rect, egui::Button::image(image).selected(selected))
+                .on_hover_ui(|ui| {
+                    let [w, h] = entry.original_size;
+                    ui.label(format!("{} ({w}x{h})", entry.name));
+                    ui.label(if entry.bundled {
+                        "bundled sample".to_string()
+                    } else {
+                        entry.path.display().to_string()
+                    });
+                });
+            if selected && response.gained_focus() {
+                response.scroll_to_me(None);
+            }
+            if response.clicked() {
+                clicked = Some(entry.id);
+            }
+        }
+        clicked
+    }
+}
+
+/// A thumbnail's size in the strip: equal heights, very wide images capped.
+fn thumbnail_size(thumbnail: &TextureHandle) -> egui::Vec2 {
+    let size = thumbnail.size_vec2();
+    let scale = (THUMBNAIL_HEIGHT / size.y.max(1.0)).min(2.0 * THUMBNAIL_HEIGHT / size.x.max(1.0));
+    size * scale
 }
 
 /// The images below a folder (recursively, sorted by path); the folder or entries below it that
@@ -337,8 +410,9 @@ fn store_pasted(image: &egui::ColorImage) -> Result<PathBuf, AppError> {
     Err(error(&dir, "no free file name".into()))
 }
 
-fn decode(path: &Path, name: String, bundled: bool) -> Result<DecodedImage, AppError> {
-    let rgb = load_rgb(path)?;
+/// The gallery's record of the file at `path` and its working copy.
+fn decode(path: &Path, name: String, bundled: bool) -> Result<(DecodedImage, RgbImage), AppError> {
+    let WorkingCopy { rgb, original_size } = decode_working_copy(path)?;
     // Longest side 2 x THUMBNAIL_SIDE (sharp on high-DPI screens), aspect ratio kept.
     let (w, h) = (rgb.width().max(1) as f64, rgb.height().max(1) as f64);
     let scale = (2.0 * THUMBNAIL_SIDE as f64 / w.max(h)).min(1.0);
@@ -351,25 +425,27 @@ fn decode(path: &Path, name: String, bundled: bool) -> Result<DecodedImage, AppE
         [thumbnail.width() as usize, thumbnail.height() as usize],
         thumbnail.as_raw(),
     );
-    Ok(DecodedImage {
+    let decoded = DecodedImage {
         path: path.to_path_buf(),
         name,
         bundled,
-        rgb: Arc::new(rgb),
+        size: [rgb.width(), rgb.height()],
+        original_size,
         thumbnail,
-    })
+    };
+    Ok((decoded, rgb))
 }
 
 /// Decodes `sources` on a new thread; each image arrives as an [`Event::Output`] of a
 /// [`DecodedImage`], each failure as [`Event::Failed`] (the others still load), then
 /// [`Event::Finished`].
-pub fn spawn_loader(sources: Vec<Source>, task: TaskContext) {
+pub fn spawn_loader(sources: Vec<Source>, pixels: PixelStore, task: TaskContext) {
     let thread_task = task.clone();
     let spawned = std::thread::Builder::new()
         .name("dinoscope-loader".into())
         .spawn(move || {
             let files = collect_files(sources, &thread_task);
-            decode_files(files, &thread_task);
+            decode_files(files, &pixels, &thread_task);
             thread_task.events.send(Event::Finished {
                 task: thread_task.task,
             });
@@ -416,7 +492,7 @@ fn collect_files(sources: Vec<Source>, task: &TaskContext) -> Vec<(PathBuf, bool
     files
 }
 
-fn decode_files(files: Vec<(PathBuf, bool)>, task: &TaskContext) {
+fn decode_files(files: Vec<(PathBuf, bool)>, pixels: &PixelStore, task: &TaskContext) {
     let n = files.len();
     for (i, (path, bundled)) in files.into_iter().enumerate() {
         if task.is_cancelled() {
@@ -438,7 +514,11 @@ fn decode_files(files: Vec<(PathBuf, bool)>, task: &TaskContext) {
             break;
         }
         match decoded {
-            Ok(image) => task.events.output(image),
+            Ok((image, rgb)) => {
+                // The first job on the image will likely want it: kept while the budget allows.
+                pixels.keep(&path, Arc::new(rgb));
+                task.events.output(image);
+            }
             Err(error) => task.events.send(Event::Failed {
                 task: task.task,
                 error,

@@ -63,6 +63,11 @@ impl App {
         self.settings.tab = tab;
     }
 
+    /// Selects a gallery image, as a click on its thumbnail does, and scrolls the strip to it.
+    pub fn select_image(&mut self, id: ImageId) {
+        self.gallery.select(id);
+    }
+
     /// No model load, analysis, image decoding, download or export under way.
     pub fn is_idle(&self) -> bool {
         self.tasks.is_empty()

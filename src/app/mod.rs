@@ -27,6 +27,7 @@ mod menu;
 pub mod model_panel;
 pub mod notifications;
 pub mod pca;
+pub mod pixels;
 mod startup;
 pub mod state;
 mod status_bar;
@@ -57,6 +58,9 @@ use tasks::{Event, Output, TaskId, Tasks};
 use view::{Shared, View, ViewContext};
 use views::Views;
 use worker::{ModelInfo, ModelLoad, ModelRequest, ModelSource, Worker};
+
+/// The most time a frame spends taking what the threads sent; the rest waits for the next frame.
+const POLL_BUDGET: Duration = Duration::from_millis(6);
 
 /// What a file dialog of the app (not of a view) is for.
 enum Purpose {
@@ -204,7 +208,7 @@ impl App {
         let task = self
             .tasks
             .start(gallery::LoadImages, "Loading images", Some(0.0));
-        gallery::spawn_loader(sources, task);
+        gallery::spawn_loader(sources, self.gallery.pixels.clone(), task);
     }
 
     pub fn open_checkpoint(&mut self, path: PathBuf) {
@@ -263,6 +267,7 @@ impl App {
 
     /// Handles everything the worker, loaders, exports and dialogs sent.
     pub fn poll(&mut self, ctx: &egui::Context) {
+        let started = Instant::now();
         while let Some(event) = self.tasks.try_recv() {
             match event {
                 Event::Backend(description) => self.backend = Some(description),
@@ -282,6 +287,11 @@ impl App {
                 Event::Note(text) => self.notifications.info(text),
                 Event::Error(error) => self.notifications.error(&error),
                 Event::Output(output) => self.take_output(output),
+            }
+            // A backlog (thousands of loaded images after a stall) is taken over several frames.
+            if started.elapsed() > POLL_BUDGET {
+                ctx.request_repaint();
+                break;
             }
         }
         for result in self.exports.finished(&mut self.tasks) {
@@ -326,7 +336,7 @@ impl App {
             Ok(image) => {
                 // Skip duplicates of files already in the gallery.
                 let path = &image.path;
-                if image.bundled || !self.gallery.entries.iter().any(|e| &e.path == path) {
+                if image.bundled || !self.gallery.contains_path(path) {
                     self.gallery.add(&self.ctx, *image);
                 }
                 return;
@@ -599,7 +609,7 @@ impl App {
 
     fn apply_gallery(&mut self, action: Option<GalleryAction>) {
         match action {
-            Some(GalleryAction::Select(id)) => self.gallery.selected = Some(id),
+            Some(GalleryAction::Select(id)) => self.gallery.select(id),
             Some(GalleryAction::MoveLeft) => self.gallery.move_selected(-1),
             Some(GalleryAction::MoveRight) => self.gallery.move_selected(1),
             Some(GalleryAction::Remove) => {

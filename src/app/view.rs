@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use eframe::egui;
 
 use super::dialogs::Pick;
-use super::gallery::Gallery;
+use super::gallery::{Gallery, ImageEntry};
 use super::notifications::{AppError, Notifications};
 use super::state::{Settings, ViewTab};
 use super::tasks::{Output, Tasks};
@@ -43,11 +43,17 @@ impl Shared<'_> {
     /// A gallery image as a job gets it.
     pub fn input(&self, id: super::tasks::ImageId) -> Option<ImageInput> {
         let e = self.gallery.entries.iter().find(|e| e.id == id)?;
-        Some(ImageInput {
-            id,
+        Some(self.input_of(e))
+    }
+
+    pub fn input_of(&self, e: &ImageEntry) -> ImageInput {
+        ImageInput {
+            id: e.id,
             name: e.name.clone(),
-            rgb: e.rgb.clone(),
-        })
+            path: e.path.clone(),
+            size: e.size,
+            pixels: self.gallery.pixels.clone(),
+        }
     }
 }
 

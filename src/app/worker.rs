@@ -15,6 +15,7 @@ use image::RgbImage;
 
 use super::cache::BoundedCache;
 use super::notifications::{AppError, file_label};
+use super::pixels::PixelStore;
 use super::state::InputSize;
 use super::tasks::{Event, EventSender, ImageId, Output, TaskContext, Tasks};
 use crate::analysis::features::{DescriptorSpec, FeatureMap, extract};
@@ -60,12 +61,22 @@ impl ModelInfo {
     }
 }
 
-/// One gallery image as a job gets it.
+/// One gallery image as a job gets it: its pixels are decoded on the job's thread if the
+/// gallery's store no longer keeps them.
 #[derive(Clone)]
 pub struct ImageInput {
     pub id: ImageId,
     pub name: String,
-    pub rgb: Arc<RgbImage>,
+    pub path: PathBuf,
+    /// The size [`Self::rgb`] has.
+    pub size: [u32; 2],
+    pub pixels: PixelStore,
+}
+
+impl ImageInput {
+    pub fn rgb(&self) -> Result<Arc<RgbImage>, AppError> {
+        self.pixels.get(&self.path)
+    }
 }
 
 /// Which model to load.
@@ -300,7 +311,7 @@ impl WorkerState {
             return Ok(p.clone());
         }
         let patch = self.model.as_ref().map_or(16, |m| m.config().patch_size);
-        let p = prepare(&input.rgb, input_size.resize(), patch, max_patches)
+        let p = prepare(&*input.rgb()?, input_size.resize(), patch, max_patches)
             .map(Arc::new)
             .map_err(|source| AppError::Prepare {
                 path: input.name.clone(),

@@ -136,10 +136,12 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage, ImageLoadError> {
 
 /// RGB conversion; transparent pixels are composited on white so cut-outs keep their shape.
 fn flatten_to_rgb(image: DynamicImage) -> RgbImage {
+    // `into_*` moves the decoded buffer where it already has the layout (no second copy of a
+    // large image).
     if !image.color().has_alpha() {
-        return image.to_rgb8();
+        return image.into_rgb8();
     }
-    let rgba = image.to_rgba8();
+    let rgba = image.into_rgba8();
     RgbImage::from_fn(rgba.width(), rgba.height(), |x, y| {
         let [r, g, b, a] = rgba.get_pixel(x, y).0;
         let alpha = a as u32;

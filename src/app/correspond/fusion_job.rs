@@ -202,13 +202,16 @@ fn second_model_map(
 
 fn model_map(vit: &Vit, input_size: InputSize, input: &ImageInput) -> Result<FeatureMap, AppError> {
     let patch = vit.config().patch_size;
-    let prepared =
-        prepare(&input.rgb, input_size.resize(), patch, DEFAULT_MAX_PATCHES).map_err(|source| {
-            AppError::Prepare {
-                path: input.name.clone(),
-                source,
-            }
-        })?;
+    let prepared = prepare(
+        &*input.rgb()?,
+        input_size.resize(),
+        patch,
+        DEFAULT_MAX_PATCHES,
+    )
+    .map_err(|source| AppError::Prepare {
+        path: input.name.clone(),
+        source,
+    })?;
     let spec = DescriptorSpec {
         layer: vit.config().depth - 1,
         facet: Facet::Token,

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use super::cache::BoundedCache;
 use super::dialogs::Pick;
+use super::gallery::ImageEntry;
 use super::state::{CosegShow, Settings, ViewTab};
 use super::tasks::{ImageId, Output};
 use super::view::{ExportItem, ExportJob, Shared, View, ViewContext};
@@ -63,14 +64,16 @@ fn default_stride(patch: usize) -> usize {
 
 impl CosegTab {
     /// The images of the set: the gallery's, minus those left out, in gallery order.
-    fn inputs(&self, shared: Shared<'_>) -> Vec<ImageInput> {
-        shared
-            .gallery
+    fn entries<'a>(&self, shared: Shared<'a>) -> impl Iterator<Item = &'a ImageEntry> {
+        let gallery = shared.gallery;
+        gallery
             .entries
             .iter()
             .filter(|e| !self.excluded.contains(&e.id))
-            .filter_map(|e| shared.input(e.id))
-            .collect()
+    }
+
+    fn inputs(&self, shared: Shared<'_>) -> Vec<ImageInput> {
+        self.entries(shared).map(|e| shared.input_of(e)).collect()
     }
 
     /// Leaves an image out of (or puts it back into) the co-segmented set.
@@ -85,7 +88,7 @@ impl CosegTab {
     /// The key the settings ask for (`None` without a model or images).
     pub fn current_key(&self, shared: Shared<'_>) -> Option<CosegKey> {
         let model = shared.model?;
-        let images: Vec<ImageId> = self.inputs(shared).iter().map(|i| i.id).collect();
+        let images: Vec<ImageId> = self.entries(shared).map(|e| e.id).collect();
         if images.is_empty() {
             return None;
         }
@@ -188,9 +191,8 @@ impl CosegTab {
         let key = self.current_key(shared)?;
         let patch = shared.patch_size();
         let budget = patch_budget(patch, key.stride);
-        let inputs = self.inputs(shared);
-        let tokens = inputs.iter().map(|input| {
-            let (w, h) = (input.rgb.width(), input.rgb.height());
+        let tokens = self.entries(shared).map(|e| {
+            let [w, h] = e.size;
             let (tw, th, _) = resized_size(w, h, key.input_size.resize(), patch, budget);
             let crop = |side: u32| side as usize - side as usize % patch;
             Grid::for_image(crop(th), crop(tw), patch, key.stride).map_or(0, |g| g.len() + 1)

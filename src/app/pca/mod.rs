@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use super::cache::BoundedCache;
 use super::dialogs::Pick;
+use super::gallery::ImageEntry;
 use super::state::{Settings, ViewTab};
 use super::tasks::Output;
 use super::view::{ExportItem, ExportJob, Shared, View, ViewContext};
@@ -51,22 +52,28 @@ pub fn layer(shared: Shared<'_>) -> usize {
     shared.block(shared.settings.pca.layer, 0)
 }
 
-/// The images the PCA shows: all of the gallery, or the selected one.
-fn images(shared: Shared<'_>) -> Vec<ImageInput> {
+/// The gallery entries the PCA shows: all of them, or the selected one.
+fn entries(shared: Shared<'_>) -> Vec<&ImageEntry> {
     let gallery = shared.gallery;
-    let ids: Vec<_> = if shared.settings.pca.all_images {
-        gallery.entries.iter().map(|e| e.id).collect()
+    if shared.settings.pca.all_images {
+        gallery.entries.iter().collect()
     } else {
-        gallery.selected_entry().map(|e| e.id).into_iter().collect()
-    };
-    ids.into_iter().filter_map(|id| shared.input(id)).collect()
+        gallery.selected_entry().into_iter().collect()
+    }
+}
+
+fn images(shared: Shared<'_>) -> Vec<ImageInput> {
+    entries(shared)
+        .into_iter()
+        .map(|e| shared.input_of(e))
+        .collect()
 }
 
 impl PcaTab {
     /// The key of the colouring the settings ask for (`None` without a model or images).
     pub fn current_key(&self, shared: Shared<'_>) -> Option<PcaKey> {
         let model = shared.model?;
-        let images: Vec<_> = images(shared).iter().map(|i| i.id).collect();
+        let images: Vec<_> = entries(shared).iter().map(|e| e.id).collect();
         if images.is_empty() {
             return None;
         }
