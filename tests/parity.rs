@@ -3,10 +3,10 @@
 
 mod common;
 
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 use common::{fixture, manifest, max_abs_diff, read_expected, to_tensor};
-use dinoscope::model::config::{FfnKind, PosEmbedMode};
-use dinoscope::model::{Facet, LoadOptions, load_model};
+use dinoscope::model::config::{Arch, FfnKind, PosEmbedMode};
+use dinoscope::model::{Facet, LoadOptions, Vit, load_model};
 
 const TOLERANCE: f32 = 1e-4;
 
@@ -224,4 +224,45 @@ fn wgpu_backend_matches_pytorch() {
         .cloned()
         .unwrap();
     check_case(&loaded.vit, &case, "wgpu v2_reg4_hf / 70x42");
+}
+
+/// Dense-feature lengths on the wgpu backend: a one-block ViT-nano at stride 4 on 244 px (3,601 tokens, whose
+/// score matrices for all queries would be 156 MB, over wgpu's 128 MiB buffer-binding limit) gives
+/// the CPU's tokens.
+#[test]
+fn wgpu_attention_over_long_sequences_matches_the_cpu() {
+    let gpu = dinoscope::model::backend::gpu()
+        .unwrap_or_else(|e| panic!("no wgpu adapter, so the wgpu backend cannot be checked ({e})"));
+    let cpu = dinoscope::model::backend::cpu();
+    let side = 244;
+    let pixels: Vec<f32> = (0..3 * side * side)
+        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+        .collect();
+    let tokens = |device: &Device| {
+        // One block is enough to form the scores; it keeps the software GPU's run short.
+        let config = dinoscope::model::VitConfig {
+            depth: 1,
+            ..Arch::VitNano.config()
+        };
+        let vit = Vit::init_seeded(config, 7, device);
+        let image = Tensor::<4>::from_data(
+            burn::tensor::TensorData::new(pixels.clone(), [1, 3, side, side]),
+            device,
+        );
+        let (tokens, grid) = vit.forward_tokens(image, 4);
+        assert_eq!(grid.len() + 1, 3601);
+        dinoscope::model::host::f32_values(tokens).unwrap()
+    };
+    let on_cpu = tokens(&cpu.device);
+    let on_gpu = tokens(&gpu.device);
+    let worst = on_cpu
+        .iter()
+        .zip(&on_gpu)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    println!(
+        "{}: largest difference from the CPU {worst:.2e}",
+        gpu.description
+    );
+    assert!(worst < 1e-3, "largest difference {worst}");
 }

@@ -16,9 +16,13 @@ pub fn data_f32(data: TensorData) -> Result<Vec<f32>, HostReadError> {
         .map_err(|e| HostReadError(format!("{e:?}")))
 }
 
-/// The values of `tensor`, row-major.
+/// The values of `tensor`, row-major. A device that failed to compute them (a GPU out of memory or
+/// over a buffer limit) is an error here, not a panic.
 pub fn f32_values<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>, HostReadError> {
-    data_f32(tensor.into_data())
+    let data = tensor
+        .try_into_data()
+        .map_err(|e| HostReadError(format!("the device failed to compute them: {e}")))?;
+    data_f32(data)
 }
 
 /// `tensor` with its shape, as stored in checkpoints.

@@ -143,9 +143,30 @@ impl Attention {
     }
 }
 
+/// Queries per call of burn's attention op on devices other than the CPU.
+const QUERY_BLOCK: usize = 256;
+
 /// `softmax(q kᵀ / sqrt(hd)) v` with burn's attention op: the path for devices other than the CPU,
-/// which runs [`self_attention`]'s kernel instead.
+/// which runs [`self_attention`]'s kernel instead. Queries go in blocks, as on the CPU: where burn
+/// cannot run a fused kernel it forms the `[B, heads, queries, T]` scores, and for all `T` queries
+/// at dense-feature lengths that matrix outgrows a GPU buffer (3 heads at 3,601 tokens: 156 MB,
+/// over wgpu's 128 MiB binding limit) or its memory.
 fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
+    let tokens = q.dims()[2];
+    if tokens <= QUERY_BLOCK {
+        return attend_block(q, k, v);
+    }
+    let blocks = (0..tokens)
+        .step_by(QUERY_BLOCK)
+        .map(|start| {
+            let rows = QUERY_BLOCK.min(tokens - start);
+            attend_block(q.clone().narrow(2, start, rows), k.clone(), v.clone())
+        })
+        .collect();
+    Tensor::cat(blocks, 2)
+}
+
+fn attend_block(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
     let head_dim = q.dims()[3];
     let options = AttentionModuleOptions {
         scale: Some((head_dim as f64).powf(-0.5)),
