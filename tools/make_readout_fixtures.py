@@ -1,0 +1,72 @@
+"""Fixtures for the class read-out (src/analysis/readout): scikit-learn's train_test_split and DINO's
+weighted k-NN (facebookresearch/dino eval_knn.py, knn_classifier), on seeded random features.
+
+    python tools/make_readout_fixtures.py   # writes tests/fixtures/readout/
+Needs numpy, torch and scikit-learn.
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+
+OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "readout"
+
+
+def splits():
+    cases = []
+    for n, test_size, seed in [(10, 0.3, 42), (100, 0.25, 0), (1797, 0.3, 42), (9543, 0.3, 42)]:
+        train, test = train_test_split(np.arange(n), test_size=test_size, random_state=seed)
+        cases.append({"samples": n, "test_size": test_size, "seed": seed,
+                      "train": train.tolist(), "test": test.tolist()})
+    return cases
+
+
+def knn_classifier(train_features, train_labels, test_features, k, T, num_classes):
+    # eval_knn.py's knn_classifier, one chunk, features already normalised as main() does.
+    train_features = torch.nn.functional.normalize(train_features, dim=1, p=2).t()
+    features = torch.nn.functional.normalize(test_features, dim=1, p=2)
+    batch_size = features.shape[0]
+    similarity = torch.mm(features, train_features)
+    distances, indices = similarity.topk(k, largest=True, sorted=True)
+    candidates = train_labels.view(1, -1).expand(batch_size, -1)
+    retrieved_neighbors = torch.gather(candidates, 1, indices)
+    retrieval_one_hot = torch.zeros(batch_size * k, num_classes)
+    retrieval_one_hot.scatter_(1, retrieved_neighbors.view(-1, 1), 1)
+    distances_transform = distances.clone().div_(T).exp_()
+    probs = torch.sum(torch.mul(retrieval_one_hot.view(batch_size, -1, num_classes),
+                                distances_transform.view(batch_size, -1, 1)), 1)
+    _, predictions = probs.sort(1, True)
+    return probs, predictions[:, 0]
+
+
+def knn():
+    rng = np.random.default_rng(7)
+    classes, dim = 5, 16
+    centres = rng.normal(size=(classes, dim))
+    def draw(n):
+        labels = rng.integers(0, classes, size=n)
+        return (centres[labels] + 1.2 * rng.normal(size=(n, dim))).astype(np.float32), labels
+    train, train_labels = draw(300)
+    test, test_labels = draw(120)
+    cases = []
+    for k, T in [(20, 0.07), (5, 0.5), (1, 0.07)]:
+        probs, predictions = knn_classifier(torch.from_numpy(train), torch.from_numpy(train_labels),
+                                            torch.from_numpy(test), k, T, classes)
+        cases.append({"k": k, "temperature": T, "scores": probs.numpy().ravel().tolist(),
+                      "predictions": predictions.tolist()})
+    return {"dim": dim, "classes": classes, "train": train.ravel().tolist(),
+            "train_labels": train_labels.tolist(), "test": test.ravel().tolist(),
+            "test_labels": test_labels.tolist(), "cases": cases}
+
+
+def main():
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "split.json").write_text(json.dumps(splits()))
+    (OUT / "knn.json").write_text(json.dumps(knn()))
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
