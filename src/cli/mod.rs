@@ -7,6 +7,7 @@ mod correspond;
 pub mod coseg;
 mod download;
 mod pca;
+pub mod readout;
 pub mod train;
 
 use std::path::{Path, PathBuf};
@@ -114,6 +115,11 @@ pub enum Command {
     /// Download official checkpoints (by id, `--list` shows them) or any `--url` into the
     /// checkpoint folder: resumable, SHA-256 recorded and optionally verified.
     Download(download::DownloadArgs),
+    /// Features of every image below a labelled folder (class sub-folders): `OUT.npy` and an
+    /// index `OUT.json`.
+    EmbedFolder(readout::EmbedFolderArgs),
+    /// DINO's weighted k-NN on `embed-folder` features: accuracy, per class, confusion matrix.
+    Knn(readout::KnnArgs),
 }
 
 /// Which checkpoint to load and where to run it.
@@ -440,6 +446,8 @@ pub fn run(command: Command) -> Result<()> {
         }
         Command::Pca(args) => pca::run(&args)?,
         Command::Coseg(args) => coseg::run_coseg(&args)?,
+        Command::EmbedFolder(args) => readout::run_embed_folder(&args)?,
+        Command::Knn(args) => readout::run_knn(&args)?,
         Command::Partseg(args) => coseg::run_partseg(&args)?,
         Command::Bench(args) => bench::run(&args)?,
         Command::BenchAnalysis(args) => bench_analysis::run(&args)?,

@@ -7,6 +7,7 @@ use image::{GrayImage, RgbImage};
 use super::data::ImageFolder;
 use super::synthetic::{Scene, SyntheticConfig, SyntheticScenes};
 use crate::analysis::attention::{Query, attention_maps, mass_mask};
+use crate::analysis::readout::knn::{KnnConfig, knn_classify};
 use crate::model::host::{HostReadError, f32_values};
 use crate::model::preprocess::{load_rgb, normalize};
 use crate::model::vit::Vit;
@@ -18,7 +19,7 @@ const PROBE_INDEX: u64 = HELD_OUT_OFFSET - 1;
 
 /// DINO's k-NN classifier settings (`eval_knn.py`).
 pub const KNN_K: usize = 20;
-pub const KNN_TEMPERATURE: f64 = 0.07;
+pub const KNN_TEMPERATURE: f32 = 0.07;
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct EvalReport {
@@ -163,35 +164,6 @@ pub fn iou(a: &[bool], b: &[bool]) -> f64 {
     }
 }
 
-/// DINO's k-NN vote: neighbours by cosine similarity, each weighted `exp(sim / T)`.
-pub fn knn_predict(
-    train: &[(Vec<f32>, usize)],
-    query: &[f32],
-    classes: usize,
-    k: usize,
-    temperature: f64,
-) -> usize {
-    let mut sims: Vec<(f64, usize)> = train
-        .iter()
-        .map(|(f, label)| {
-            (
-                f.iter().zip(query).map(|(a, b)| (a * b) as f64).sum(),
-                *label,
-            )
-        })
-        .collect();
-    sims.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let mut votes = vec![0f64; classes];
-    for (sim, label) in sims.into_iter().take(k) {
-        if let Some(v) = votes.get_mut(label) {
-            *v += (sim / temperature).exp();
-        }
-    }
-    (0..classes)
-        .max_by(|&a, &b| votes[a].total_cmp(&votes[b]))
-        .unwrap_or(0)
-}
-
 fn embedding(vit: &Vit, image: &RgbImage, device: &Device) -> Result<Vec<f32>, HostReadError> {
     let v = f32_values(vit.forward(image_tensor(image, device)))?;
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
@@ -204,11 +176,16 @@ pub fn evaluate(vit: &Vit, set: &EvalSet) -> Result<EvalScores, HostReadError> {
     let device = vit.device();
     let patch = vit.config().patch_size;
     let last = vit.config().depth - 1;
-    let bank: Vec<(Vec<f32>, usize)> = set
-        .bank
-        .iter()
-        .map(|e| Ok((embedding(vit, &e.image, &device)?, e.label)))
-        .collect::<Result<_, HostReadError>>()?;
+    let mut bank = Vec::new();
+    for entry in &set.bank {
+        bank.extend(embedding(vit, &entry.image, &device)?);
+    }
+    let bank_labels: Vec<usize> = set.bank.iter().map(|e| e.label).collect();
+    let dim = vit.config().dim;
+    let knn = KnnConfig {
+        k: KNN_K,
+        temperature: KNN_TEMPERATURE,
+    };
     let (mut iou_sum, mut masks, mut correct) = (0.0, 0, 0);
     for query in &set.queries {
         if let Some(mask) = &query.mask {
@@ -227,8 +204,10 @@ pub fn evaluate(vit: &Vit, set: &EvalSet) -> Result<EvalScores, HostReadError> {
             masks += 1;
         }
         let features = embedding(vit, &query.image, &device)?;
-        let predicted = knn_predict(&bank, &features, set.classes, KNN_K, KNN_TEMPERATURE);
-        correct += usize::from(predicted == query.label);
+        let predicted = knn_classify(&bank, &bank_labels, &features, dim, set.classes, knn)
+            .ok()
+            .and_then(|r| r.predictions.first().copied());
+        correct += usize::from(predicted == Some(query.label));
     }
     Ok(EvalScores {
         knn_accuracy: correct as f64 / set.queries.len().max(1) as f64,
@@ -292,18 +271,5 @@ mod tests {
             1.0 / 3.0
         );
         assert_eq!(iou(&[false; 3], &[false; 3]), 1.0);
-    }
-
-    #[test]
-    fn knn_votes_for_the_nearest_class() {
-        let bank = vec![
-            (vec![1.0, 0.0], 0),
-            (vec![0.9, 0.1], 0),
-            (vec![0.0, 1.0], 1),
-        ];
-        assert_eq!(knn_predict(&bank, &[0.95, 0.05], 2, 2, 0.07), 0);
-        assert_eq!(knn_predict(&bank, &[0.1, 0.9], 2, 1, 0.07), 1);
-        // With k covering all, the exp(sim / T) weights still favour the close class.
-        assert_eq!(knn_predict(&bank, &[0.2, 0.98], 2, 3, 0.07), 1);
     }
 }

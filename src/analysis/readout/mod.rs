@@ -1,5 +1,7 @@
-//! Reading classes out of frozen features: the train / test split, DINO's weighted k-NN.
+//! Reading classes out of frozen features: embedding a labelled folder, the train / test split,
+//! DINO's weighted k-NN.
 
+pub mod embed;
 pub mod knn;
 pub mod numpy_random;
 pub mod split;

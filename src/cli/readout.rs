@@ -1,0 +1,319 @@
+//! `dinoscope embed-folder` and `dinoscope knn`: a labelled image folder embedded by a frozen
+//! backbone, and the classes read out of those features by DINO's weighted k-NN.
+//!
+//! `embed-folder` writes `OUT.npy` (`[images, features]`, float32) and `OUT.json` beside it (the
+//! files, their classes and how the features were made); `knn` reads both.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use serde::{Deserialize, Serialize};
+
+use super::ModelArgs;
+use crate::analysis::readout::embed::{
+    LabelledImages, Pooling, Subset, embed_images, feature_dim, labelled_folder,
+};
+use crate::analysis::readout::knn::{KnnConfig, knn_classify};
+use crate::analysis::readout::split::train_test_split;
+use crate::arrays::{read_npy, write_npy};
+use crate::model::Resize;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum PoolArg {
+    /// The final-normed CLS token.
+    Cls,
+    /// CLS concatenated with the mean patch token (DINOv2's linear-evaluation features).
+    ClsAvgpool,
+}
+
+impl From<PoolArg> for Pooling {
+    fn from(p: PoolArg) -> Pooling {
+        match p {
+            PoolArg::Cls => Pooling::Cls,
+            PoolArg::ClsAvgpool => Pooling::ClsAvgpool,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct EmbedFolderArgs {
+    /// Images in class sub-folders (`DIR/CLASS/...`), or in `DIR/train/CLASS` and `DIR/val/CLASS`
+    /// for a given split; files directly in DIR are unlabelled.
+    pub folder: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// `WxH` (e.g. `98x98` as in the DINOv2 article's Omniglot example), a short side, or `none`.
+    #[arg(long, default_value = "224x224")]
+    pub resize: Resize,
+    #[arg(long, value_enum, default_value_t = PoolArg::Cls)]
+    pub pool: PoolArg,
+    /// Images per forward pass (images of one size).
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// The features (`.npy`); the index goes beside it as `.json`.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// What `embed-folder` writes beside the features.
+#[derive(Serialize, Deserialize)]
+pub struct FeatureIndex {
+    pub weights: PathBuf,
+    pub resize: String,
+    pub pooling: Pooling,
+    pub dim: usize,
+    #[serde(flatten)]
+    pub images: LabelledImages,
+}
+
+/// `feats.npy` -> `feats.json`.
+pub fn index_path(features: &Path) -> PathBuf {
+    features.with_extension("json")
+}
+
+pub fn run_embed_folder(args: &EmbedFolderArgs) -> Result<()> {
+    if args.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    let images = labelled_folder(&args.folder)?;
+    for skipped in &images.skipped {
+        eprintln!("skipped {skipped}");
+    }
+    if images.paths.is_empty() {
+        bail!("{}: no images found", args.folder.display());
+    }
+    let (model, _) = args.model.open()?;
+    let pooling = Pooling::from(args.pool);
+    let dim = feature_dim(&model.vit, pooling);
+    eprintln!(
+        "{} images, {} classes",
+        images.paths.len(),
+        images.classes.len()
+    );
+    let started = Instant::now();
+    let mut last_shown = Instant::now();
+    let n = images.paths.len();
+    let mut progress = |done: f32, _: &str| {
+        if last_shown.elapsed().as_secs_f32() > 2.0 {
+            eprintln!(
+                "{:.0} % ({} of {n})",
+                done * 100.0,
+                (done * n as f32) as usize
+            );
+            last_shown = Instant::now();
+        }
+        true
+    };
+    let features = embed_images(
+        &model.vit,
+        &images.paths,
+        args.resize,
+        pooling,
+        args.batch,
+        &mut progress,
+    )?;
+    let seconds = started.elapsed().as_secs_f64();
+    write_npy(&args.out, &[n, dim], &features)?;
+    let index = FeatureIndex {
+        weights: args.model.weights.clone(),
+        resize: format!("{:?}", args.resize),
+        pooling,
+        dim,
+        images,
+    };
+    let index_file = index_path(&args.out);
+    let json = serde_json::to_string_pretty(&index)?;
+    crate::atomic_file::write(&index_file, json.as_bytes())
+        .with_context(|| format!("{}: cannot write the index", index_file.display()))?;
+    eprintln!(
+        "wrote {} ([{n}, {dim}]) and {} in {seconds:.1} s ({:.1} ms per image)",
+        args.out.display(),
+        index_file.display(),
+        1e3 * seconds / n as f64
+    );
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct KnnArgs {
+    /// Features written by `embed-folder` (its `.json` index beside them).
+    #[arg(long)]
+    pub features: PathBuf,
+    /// Share of the labelled images held out for testing (ignored when the folder had
+    /// `train/` and `val/`), as scikit-learn's `train_test_split`.
+    #[arg(long, default_value_t = 0.3)]
+    pub test_size: f64,
+    /// The split's `random_state`.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u32,
+    /// Neighbours that vote (DINO: 20).
+    #[arg(long, default_value_t = 20)]
+    pub k: usize,
+    /// Temperature of the `exp(similarity / T)` vote weights (DINO: 0.07).
+    #[arg(long, default_value_t = 0.07)]
+    pub temperature: f32,
+    /// Writes the report as JSON here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Accuracy, per-class accuracy, the confusion matrix and every test prediction.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct ReadoutReport {
+    pub accuracy: f64,
+    pub classes: Vec<String>,
+    /// `None` for a class with no test image.
+    pub per_class_accuracy: Vec<Option<f64>>,
+    /// `confusion[true][predicted]` counts.
+    pub confusion: Vec<Vec<usize>>,
+    pub train: Vec<PathBuf>,
+    pub test: Vec<TestPrediction>,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+pub struct TestPrediction {
+    pub path: PathBuf,
+    pub label: usize,
+    pub predicted: usize,
+}
+
+/// The labelled rows of `index` as (train, test) row numbers.
+fn split_rows(index: &FeatureIndex, test_size: f64, seed: u32) -> Result<(Vec<usize>, Vec<usize>)> {
+    let labelled: Vec<usize> = (0..index.images.paths.len())
+        .filter(|&i| index.images.labels[i].is_some())
+        .collect();
+    if let Some(subsets) = &index.images.subsets {
+        let of = |want: Subset| -> Vec<usize> {
+            labelled
+                .iter()
+                .copied()
+                .filter(|&i| subsets[i] == want)
+                .collect()
+        };
+        return Ok((of(Subset::Train), of(Subset::Val)));
+    }
+    let split = train_test_split(labelled.len(), test_size, seed)?;
+    let rows = |positions: Vec<usize>| positions.into_iter().map(|p| labelled[p]).collect();
+    Ok((rows(split.train), rows(split.test)))
+}
+
+/// Reads `features` and its index, checking that they belong together.
+fn read_features(features: &Path) -> Result<(FeatureIndex, Vec<f32>)> {
+    let index_file = index_path(features);
+    let text = std::fs::read_to_string(&index_file)
+        .with_context(|| format!("{}: cannot read the index", index_file.display()))?;
+    let index: FeatureIndex = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not an embed-folder index", index_file.display()))?;
+    let (shape, values) = read_npy(features)?;
+    let n = index.images.paths.len();
+    let consistent = shape == [n, index.dim]
+        && index.images.labels.len() == n
+        && index.images.subsets.as_ref().is_none_or(|s| s.len() == n)
+        && index
+            .images
+            .labels
+            .iter()
+            .flatten()
+            .all(|&l| l < index.images.classes.len());
+    if !consistent {
+        bail!(
+            "{}: shape {shape:?} does not match its index {} ({n} images of {} features)",
+            features.display(),
+            index_file.display(),
+            index.dim
+        );
+    }
+    Ok((index, values))
+}
+
+fn rows_of(values: &[f32], dim: usize, rows: &[usize]) -> Vec<f32> {
+    rows.iter()
+        .flat_map(|&r| values[r * dim..(r + 1) * dim].iter().copied())
+        .collect()
+}
+
+pub fn knn_report(args: &KnnArgs) -> Result<ReadoutReport> {
+    let (index, values) = read_features(&args.features)?;
+    let (train, test) = split_rows(&index, args.test_size, args.seed)?;
+    if train.is_empty() || test.is_empty() {
+        bail!(
+            "{}: {} training and {} test images; both are needed",
+            args.features.display(),
+            train.len(),
+            test.len()
+        );
+    }
+    let label = |i: usize| index.images.labels[i].unwrap_or_default();
+    let classes = index.images.classes.len();
+    let config = KnnConfig {
+        k: args.k,
+        temperature: args.temperature,
+    };
+    let result = knn_classify(
+        &rows_of(&values, index.dim, &train),
+        &train.iter().map(|&i| label(i)).collect::<Vec<_>>(),
+        &rows_of(&values, index.dim, &test),
+        index.dim,
+        classes,
+        config,
+    )?;
+    let mut confusion = vec![vec![0usize; classes]; classes];
+    for (&row, &predicted) in test.iter().zip(&result.predictions) {
+        confusion[label(row)][predicted] += 1;
+    }
+    let correct: usize = (0..classes).map(|c| confusion[c][c]).sum();
+    let per_class_accuracy = confusion
+        .iter()
+        .enumerate()
+        .map(|(c, row)| {
+            let total: usize = row.iter().sum();
+            (total > 0).then(|| row[c] as f64 / total as f64)
+        })
+        .collect();
+    Ok(ReadoutReport {
+        accuracy: correct as f64 / test.len() as f64,
+        classes: index.images.classes.clone(),
+        per_class_accuracy,
+        confusion,
+        train: train
+            .iter()
+            .map(|&i| index.images.paths[i].clone())
+            .collect(),
+        test: test
+            .iter()
+            .zip(&result.predictions)
+            .map(|(&i, &predicted)| TestPrediction {
+                path: index.images.paths[i].clone(),
+                label: label(i),
+                predicted,
+            })
+            .collect(),
+    })
+}
+
+pub fn run_knn(args: &KnnArgs) -> Result<()> {
+    let report = knn_report(args)?;
+    println!(
+        "k-NN (k = {}, T = {}): accuracy {:.4} on {} test images ({} training)",
+        args.k,
+        args.temperature,
+        report.accuracy,
+        report.test.len(),
+        report.train.len()
+    );
+    for (class, accuracy) in report.classes.iter().zip(&report.per_class_accuracy) {
+        match accuracy {
+            Some(a) => println!("  {class}: {a:.4}"),
+            None => println!("  {class}: no test image"),
+        }
+    }
+    if let Some(out) = &args.out {
+        let json = serde_json::to_string_pretty(&report)?;
+        crate::atomic_file::write(out, json.as_bytes())
+            .with_context(|| format!("{}: cannot write the report", out.display()))?;
+        eprintln!("wrote {}", out.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,177 @@
+//! `dinoscope embed-folder` and `dinoscope knn` end to end on a labelled folder, with the bundled
+//! model on the CPU.
+
+mod common;
+
+use std::path::Path;
+
+use common::{dinoscope, stderr};
+use dinoscope::analysis::readout::knn::{KnnConfig, knn_classify};
+use dinoscope::analysis::readout::split::train_test_split;
+use dinoscope::arrays::read_npy;
+
+const WEIGHTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/weights/default.safetensors");
+
+/// Three classes of 8 images: a colour per class, stripes and noise varying within the class.
+fn labelled_folder(root: &Path) {
+    let colours = [
+        ("blue", [40u8, 60, 200]),
+        ("green", [40, 180, 60]),
+        ("red", [200, 40, 40]),
+    ];
+    for (class, colour) in colours {
+        std::fs::create_dir_all(root.join(class)).unwrap();
+        for i in 0..8u32 {
+            image::RgbImage::from_fn(40, 32, |x, y| {
+                let stripe = ((x + i * 3) / (2 + i % 3)) % 2 == 0;
+                let wobble = ((x * 7 + y * 13 + i * 31) % 23) as u8;
+                image::Rgb(colour.map(|c| {
+                    c.saturating_add(wobble)
+                        .saturating_sub(if stripe { 30 } else { 0 })
+                }))
+            })
+            .save(root.join(class).join(format!("{i}.png")))
+            .unwrap();
+        }
+    }
+    // An unlabelled file in the root.
+    image::RgbImage::new(40, 32)
+        .save(root.join("loose.png"))
+        .unwrap();
+}
+
+#[test]
+fn a_labelled_folder_is_embedded_and_read_out_by_knn() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("set");
+    labelled_folder(&folder);
+    let features = dir.path().join("feats.npy");
+    let out = dinoscope(&[
+        "embed-folder",
+        folder.to_str().unwrap(),
+        "--weights",
+        WEIGHTS,
+        "--device",
+        "cpu",
+        "--resize",
+        "32x32",
+        "--batch",
+        "5",
+        "--out",
+        features.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (shape, values) = read_npy(&features).unwrap();
+    assert_eq!(shape[0], 25);
+    let dim = shape[1];
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("feats.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        index["classes"],
+        serde_json::json!(["blue", "green", "red"])
+    );
+
+    // A batched row is the image's own `embed` output.
+    let paths = index["paths"].as_array().unwrap();
+    let row = 9;
+    let single = dir.path().join("single.npy");
+    let out = dinoscope(&[
+        "embed",
+        "--weights",
+        WEIGHTS,
+        "--device",
+        "cpu",
+        "--image",
+        paths[row].as_str().unwrap(),
+        "--resize",
+        "32x32",
+        "--out",
+        single.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (_, alone) = read_npy(&single).unwrap();
+    let batched = &values[row * dim..(row + 1) * dim];
+    let worst = alone
+        .iter()
+        .zip(batched)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst < 1e-4, "batched vs single: {worst}");
+
+    // k-NN: the report is the library's k-NN on the split scikit-learn would make.
+    let report_file = dir.path().join("knn.json");
+    let out = dinoscope(&[
+        "knn",
+        "--features",
+        features.to_str().unwrap(),
+        "--k",
+        "5",
+        "--out",
+        report_file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(printed.contains("accuracy"), "{printed}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_file).unwrap()).unwrap();
+    let labels: Vec<Option<usize>> = index["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_u64().map(|l| l as usize))
+        .collect();
+    let labelled: Vec<usize> = (0..25).filter(|&i| labels[i].is_some()).collect();
+    assert_eq!(labelled.len(), 24);
+    let split = train_test_split(24, 0.3, 42).unwrap();
+    let rows = |ps: &[usize]| -> Vec<f32> {
+        ps.iter()
+            .flat_map(|&p| values[labelled[p] * dim..(labelled[p] + 1) * dim].to_vec())
+            .collect()
+    };
+    let train_labels: Vec<usize> = split
+        .train
+        .iter()
+        .map(|&p| labels[labelled[p]].unwrap())
+        .collect();
+    let expected = knn_classify(
+        &rows(&split.train),
+        &train_labels,
+        &rows(&split.test),
+        dim,
+        3,
+        KnnConfig {
+            k: 5,
+            temperature: 0.07,
+        },
+    )
+    .unwrap();
+    let test = report["test"].as_array().unwrap();
+    assert_eq!(test.len(), split.test.len());
+    let mut correct = 0;
+    for ((entry, &p), &predicted) in test.iter().zip(&split.test).zip(&expected.predictions) {
+        assert_eq!(entry["path"], paths[labelled[p]]);
+        assert_eq!(entry["predicted"].as_u64(), Some(predicted as u64));
+        correct += usize::from(Some(predicted) == labels[labelled[p]]);
+    }
+    let accuracy = report["accuracy"].as_f64().unwrap();
+    assert!((accuracy - correct as f64 / test.len() as f64).abs() < 1e-12);
+    let confusion_total: u64 = report["confusion"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter().map(|c| c.as_u64().unwrap()))
+        .sum();
+    assert_eq!(confusion_total, test.len() as u64);
+    println!("k-NN accuracy on three colour classes: {accuracy}");
+}
+
+#[test]
+fn knn_refuses_features_without_their_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let features = dir.path().join("feats.npy");
+    dinoscope::arrays::write_npy(&features, &[2, 3], &[0.0; 6]).unwrap();
+    let out = dinoscope(&["knn", "--features", features.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("feats.json"), "{}", stderr(&out));
+}
