@@ -1,4 +1,4 @@
-//! `dinoscope embed-folder` and `dinoscope knn` end to end on a labelled folder, with the bundled
+//! `dinoscope embed-folder`, `knn` and `linear` end to end on a labelled folder, with the bundled
 //! model on the CPU.
 
 mod common;
@@ -7,6 +7,7 @@ use std::path::Path;
 
 use common::{dinoscope, stderr};
 use dinoscope::analysis::readout::knn::{KnnConfig, knn_classify};
+use dinoscope::analysis::readout::logistic::{LogisticConfig, fit};
 use dinoscope::analysis::readout::split::train_test_split;
 use dinoscope::arrays::read_npy;
 
@@ -164,6 +165,43 @@ fn a_labelled_folder_is_embedded_and_read_out_by_knn() {
         .sum();
     assert_eq!(confusion_total, test.len() as u64);
     println!("k-NN accuracy on three colour classes: {accuracy}");
+
+    // Logistic regression: the library's model fitted on the same split.
+    let linear_file = dir.path().join("linear.json");
+    let out = dinoscope(&[
+        "linear",
+        "--features",
+        features.to_str().unwrap(),
+        "--out",
+        linear_file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let linear: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&linear_file).unwrap()).unwrap();
+    let model = fit(
+        &rows(&split.train),
+        &train_labels,
+        dim,
+        3,
+        LogisticConfig::default(),
+    )
+    .unwrap();
+    let predicted: Vec<u64> = linear["test"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["predicted"].as_u64().unwrap())
+        .collect();
+    let expected: Vec<u64> = model
+        .predict(&rows(&split.test))
+        .into_iter()
+        .map(|p| p as u64)
+        .collect();
+    assert_eq!(predicted, expected);
+    println!(
+        "logistic regression accuracy on three colour classes: {}",
+        linear["accuracy"]
+    );
 }
 
 #[test]

@@ -1,5 +1,6 @@
-"""Fixtures for the class read-out (src/analysis/readout): scikit-learn's train_test_split and DINO's
-weighted k-NN (facebookresearch/dino eval_knn.py, knn_classifier), on seeded random features.
+"""Fixtures for the class read-out (src/analysis/readout): scikit-learn's train_test_split, DINO's
+weighted k-NN (facebookresearch/dino eval_knn.py, knn_classifier) and scikit-learn's
+LogisticRegression, on seeded random features.
 
     python tools/make_readout_fixtures.py   # writes tests/fixtures/readout/
 Needs numpy, torch and scikit-learn.
@@ -61,10 +62,32 @@ def knn():
             "test_labels": test_labels.tolist(), "cases": cases}
 
 
+def logistic(data):
+    from sklearn.linear_model import LogisticRegression
+    dim = data["dim"]
+    train = np.array(data["train"], dtype=np.float32).reshape(-1, dim)
+    test = np.array(data["test"], dtype=np.float32).reshape(-1, dim)
+    cases = []
+    for C in [1.0, 0.1]:
+        model = LogisticRegression(C=C).fit(train, data["train_labels"])  # scikit-learn's defaults
+        # The same problem solved to the optimum: the default tol=1e-4 stops L-BFGS before it, and
+        # float32 features keep scikit-learn's coefficients and gradient in float32.
+        optimum = LogisticRegression(C=C, tol=1e-10, max_iter=10000).fit(
+            train.astype(np.float64), data["train_labels"])
+        cases.append({"C": C, "n_iter": int(model.n_iter_[0]),
+                      "proba": model.predict_proba(test).ravel().tolist(),
+                      "proba_optimum": optimum.predict_proba(test.astype(np.float64)).ravel().tolist(),
+                      "predictions": model.predict(test).tolist(),
+                      "accuracy": float(model.score(test, data["test_labels"]))})
+    return cases
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "split.json").write_text(json.dumps(splits()))
-    (OUT / "knn.json").write_text(json.dumps(knn()))
+    data = knn()
+    data["logistic"] = logistic(data)
+    (OUT / "knn.json").write_text(json.dumps(data))
     print(f"wrote {OUT}")
 
 

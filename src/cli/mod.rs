@@ -120,6 +120,9 @@ pub enum Command {
     EmbedFolder(readout::EmbedFolderArgs),
     /// DINO's weighted k-NN on `embed-folder` features: accuracy, per class, confusion matrix.
     Knn(readout::KnnArgs),
+    /// Multinomial logistic regression (scikit-learn's defaults: L2, C = 1) on `embed-folder`
+    /// features: accuracy, per class, confusion matrix.
+    Linear(readout::LinearArgs),
 }
 
 /// Which checkpoint to load and where to run it.
@@ -448,6 +451,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Coseg(args) => coseg::run_coseg(&args)?,
         Command::EmbedFolder(args) => readout::run_embed_folder(&args)?,
         Command::Knn(args) => readout::run_knn(&args)?,
+        Command::Linear(args) => readout::run_linear(&args)?,
         Command::Partseg(args) => coseg::run_partseg(&args)?,
         Command::Bench(args) => bench::run(&args)?,
         Command::BenchAnalysis(args) => bench_analysis::run(&args)?,

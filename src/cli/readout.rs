@@ -1,8 +1,9 @@
-//! `dinoscope embed-folder` and `dinoscope knn`: a labelled image folder embedded by a frozen
-//! backbone, and the classes read out of those features by DINO's weighted k-NN.
+//! `dinoscope embed-folder`, `knn` and `linear`: a labelled image folder embedded by a frozen
+//! backbone, and the classes read out of those features by DINO's weighted k-NN or by
+//! multinomial logistic regression.
 //!
 //! `embed-folder` writes `OUT.npy` (`[images, features]`, float32) and `OUT.json` beside it (the
-//! files, their classes and how the features were made); `knn` reads both.
+//! files, their classes and how the features were made); `knn` and `linear` read both.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -16,6 +17,7 @@ use crate::analysis::readout::embed::{
     LabelledImages, Pooling, Subset, embed_images, feature_dim, labelled_folder,
 };
 use crate::analysis::readout::knn::{KnnConfig, knn_classify};
+use crate::analysis::readout::logistic::{self, LogisticConfig};
 use crate::analysis::readout::split::train_test_split;
 use crate::arrays::{read_npy, write_npy};
 use crate::model::Resize;
@@ -136,8 +138,9 @@ pub fn run_embed_folder(args: &EmbedFolderArgs) -> Result<()> {
     Ok(())
 }
 
+/// The features and how their labelled images are split.
 #[derive(Args, Debug)]
-pub struct KnnArgs {
+pub struct SplitArgs {
     /// Features written by `embed-folder` (its `.json` index beside them).
     #[arg(long)]
     pub features: PathBuf,
@@ -148,15 +151,30 @@ pub struct KnnArgs {
     /// The split's `random_state`.
     #[arg(long, default_value_t = 42)]
     pub seed: u32,
+    /// Writes the report as JSON here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct KnnArgs {
+    #[command(flatten)]
+    pub split: SplitArgs,
     /// Neighbours that vote (DINO: 20).
     #[arg(long, default_value_t = 20)]
     pub k: usize,
     /// Temperature of the `exp(similarity / T)` vote weights (DINO: 0.07).
     #[arg(long, default_value_t = 0.07)]
     pub temperature: f32,
-    /// Writes the report as JSON here.
-    #[arg(long)]
-    pub out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct LinearArgs {
+    #[command(flatten)]
+    pub split: SplitArgs,
+    /// Inverse L2 regularisation strength (scikit-learn's `C`).
+    #[arg(long, default_value_t = 1.0)]
+    pub c: f64,
 }
 
 /// Accuracy, per-class accuracy, the confusion matrix and every test prediction.
@@ -234,7 +252,17 @@ fn rows_of(values: &[f32], dim: usize, rows: &[usize]) -> Vec<f32> {
         .collect()
 }
 
-pub fn knn_report(args: &KnnArgs) -> Result<ReadoutReport> {
+/// The features split into training and test rows, with their labels.
+struct SplitFeatures {
+    index: FeatureIndex,
+    train: Vec<usize>,
+    test: Vec<usize>,
+    train_features: Vec<f32>,
+    test_features: Vec<f32>,
+    train_labels: Vec<usize>,
+}
+
+fn split_features(args: &SplitArgs) -> Result<SplitFeatures> {
     let (index, values) = read_features(&args.features)?;
     let (train, test) = split_rows(&index, args.test_size, args.seed)?;
     if train.is_empty() || test.is_empty() {
@@ -245,22 +273,26 @@ pub fn knn_report(args: &KnnArgs) -> Result<ReadoutReport> {
             test.len()
         );
     }
-    let label = |i: usize| index.images.labels[i].unwrap_or_default();
-    let classes = index.images.classes.len();
-    let config = KnnConfig {
-        k: args.k,
-        temperature: args.temperature,
-    };
-    let result = knn_classify(
-        &rows_of(&values, index.dim, &train),
-        &train.iter().map(|&i| label(i)).collect::<Vec<_>>(),
-        &rows_of(&values, index.dim, &test),
-        index.dim,
-        classes,
-        config,
-    )?;
+    let train_labels = train
+        .iter()
+        .map(|&i| index.images.labels[i].unwrap_or_default())
+        .collect();
+    Ok(SplitFeatures {
+        train_features: rows_of(&values, index.dim, &train),
+        test_features: rows_of(&values, index.dim, &test),
+        index,
+        train,
+        test,
+        train_labels,
+    })
+}
+
+fn report(split: &SplitFeatures, predictions: &[usize]) -> ReadoutReport {
+    let images = &split.index.images;
+    let label = |i: usize| images.labels[i].unwrap_or_default();
+    let classes = images.classes.len();
     let mut confusion = vec![vec![0usize; classes]; classes];
-    for (&row, &predicted) in test.iter().zip(&result.predictions) {
+    for (&row, &predicted) in split.test.iter().zip(predictions) {
         confusion[label(row)][predicted] += 1;
     }
     let correct: usize = (0..classes).map(|c| confusion[c][c]).sum();
@@ -272,33 +304,71 @@ pub fn knn_report(args: &KnnArgs) -> Result<ReadoutReport> {
             (total > 0).then(|| row[c] as f64 / total as f64)
         })
         .collect();
-    Ok(ReadoutReport {
-        accuracy: correct as f64 / test.len() as f64,
-        classes: index.images.classes.clone(),
+    ReadoutReport {
+        accuracy: correct as f64 / split.test.len() as f64,
+        classes: images.classes.clone(),
         per_class_accuracy,
         confusion,
-        train: train
+        train: split
+            .train
             .iter()
-            .map(|&i| index.images.paths[i].clone())
+            .map(|&i| images.paths[i].clone())
             .collect(),
-        test: test
+        test: split
+            .test
             .iter()
-            .zip(&result.predictions)
+            .zip(predictions)
             .map(|(&i, &predicted)| TestPrediction {
-                path: index.images.paths[i].clone(),
+                path: images.paths[i].clone(),
                 label: label(i),
                 predicted,
             })
             .collect(),
-    })
+    }
 }
 
-pub fn run_knn(args: &KnnArgs) -> Result<()> {
-    let report = knn_report(args)?;
+pub fn knn_report(args: &KnnArgs) -> Result<ReadoutReport> {
+    let split = split_features(&args.split)?;
+    let config = KnnConfig {
+        k: args.k,
+        temperature: args.temperature,
+    };
+    let result = knn_classify(
+        &split.train_features,
+        &split.train_labels,
+        &split.test_features,
+        split.index.dim,
+        split.index.images.classes.len(),
+        config,
+    )?;
+    Ok(report(&split, &result.predictions))
+}
+
+pub fn linear_report(args: &LinearArgs) -> Result<ReadoutReport> {
+    let split = split_features(&args.split)?;
+    let config = LogisticConfig {
+        c: args.c,
+        ..LogisticConfig::default()
+    };
+    let model = logistic::fit(
+        &split.train_features,
+        &split.train_labels,
+        split.index.dim,
+        split.index.images.classes.len(),
+        config,
+    )?;
+    if !model.converged {
+        eprintln!(
+            "note: L-BFGS stopped after {} iterations before its tolerance",
+            model.iterations
+        );
+    }
+    Ok(report(&split, &model.predict(&split.test_features)))
+}
+
+fn print_and_write(what: &str, report: &ReadoutReport, out: Option<&Path>) -> Result<()> {
     println!(
-        "k-NN (k = {}, T = {}): accuracy {:.4} on {} test images ({} training)",
-        args.k,
-        args.temperature,
+        "{what}: accuracy {:.4} on {} test images ({} training)",
         report.accuracy,
         report.test.len(),
         report.train.len()
@@ -309,11 +379,21 @@ pub fn run_knn(args: &KnnArgs) -> Result<()> {
             None => println!("  {class}: no test image"),
         }
     }
-    if let Some(out) = &args.out {
-        let json = serde_json::to_string_pretty(&report)?;
+    if let Some(out) = out {
+        let json = serde_json::to_string_pretty(report)?;
         crate::atomic_file::write(out, json.as_bytes())
             .with_context(|| format!("{}: cannot write the report", out.display()))?;
         eprintln!("wrote {}", out.display());
     }
     Ok(())
+}
+
+pub fn run_knn(args: &KnnArgs) -> Result<()> {
+    let what = format!("k-NN (k = {}, T = {})", args.k, args.temperature);
+    print_and_write(&what, &knn_report(args)?, args.split.out.as_deref())
+}
+
+pub fn run_linear(args: &LinearArgs) -> Result<()> {
+    let what = format!("logistic regression (C = {})", args.c);
+    print_and_write(&what, &linear_report(args)?, args.split.out.as_deref())
 }

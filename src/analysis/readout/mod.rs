@@ -1,7 +1,8 @@
 //! Reading classes out of frozen features: embedding a labelled folder, the train / test split,
-//! DINO's weighted k-NN.
+//! DINO's weighted k-NN, multinomial logistic regression.
 
 pub mod embed;
 pub mod knn;
+pub mod logistic;
 pub mod numpy_random;
 pub mod split;
