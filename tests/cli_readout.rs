@@ -213,3 +213,97 @@ fn knn_refuses_features_without_their_index() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("feats.json"), "{}", stderr(&out));
 }
+
+/// The 1,797 handwritten digits bundled with scikit-learn (tests/fixtures/readout/digits.png, by
+/// tools/make_readout_fixtures.py) written as a class-folder image set.
+fn digits_folder(root: &Path) -> usize {
+    let atlas = image::open(common::fixture("readout/digits.png"))
+        .unwrap()
+        .to_luma8();
+    let index: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(common::fixture("readout/digits.json")).unwrap(),
+    )
+    .unwrap();
+    let per_row = index["per_row"].as_u64().unwrap() as u32;
+    let labels = index["labels"].as_array().unwrap();
+    for (i, label) in labels.iter().enumerate() {
+        let (r, c) = (i as u32 / per_row, i as u32 % per_row);
+        let digit = image::imageops::crop_imm(&atlas, c * 8, r * 8, 8, 8).to_image();
+        let class = root.join(label.as_u64().unwrap().to_string());
+        std::fs::create_dir_all(&class).unwrap();
+        image::DynamicImage::ImageLuma8(digit)
+            .save(class.join(format!("{i:04}.png")))
+            .unwrap();
+    }
+    labels.len()
+}
+
+fn accuracy(command: &str, features: &Path, report: &Path) -> f64 {
+    let out = dinoscope(&[
+        command,
+        "--features",
+        features.to_str().unwrap(),
+        "--out",
+        report.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap();
+    report["accuracy"].as_f64().unwrap()
+}
+
+/// A real labelled image set from folder to accuracy, with the bundled model and with random
+/// weights (the figures the README reports).
+#[test]
+fn scikit_learns_digits_go_from_folder_to_accuracy() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("digits");
+    assert_eq!(digits_folder(&folder), 1797);
+    let random = dir.path().join("random.safetensors");
+    let device = dinoscope::model::backend::cpu();
+    let vit = dinoscope::model::vit::Vit::init_seeded(
+        dinoscope::model::config::Arch::VitNano.config(),
+        1,
+        &device.device,
+    );
+    dinoscope::model::save::save_safetensors(&vit, &random).unwrap();
+    for (name, weights) in [("bundled", WEIGHTS), ("random", random.to_str().unwrap())] {
+        let features = dir.path().join(format!("{name}.npy"));
+        let out = dinoscope(&[
+            "embed-folder",
+            folder.to_str().unwrap(),
+            "--weights",
+            weights,
+            "--device",
+            "cpu",
+            "--resize",
+            "32x32",
+            "--out",
+            features.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let timing = stderr(&out)
+            .lines()
+            .find(|l| l.contains("ms per image"))
+            .unwrap_or_default()
+            .to_string();
+        let knn = accuracy(
+            "knn",
+            &features,
+            &dir.path().join(format!("{name}-knn.json")),
+        );
+        let linear = accuracy(
+            "linear",
+            &features,
+            &dir.path().join(format!("{name}-linear.json")),
+        );
+        println!(
+            "digits, {name} weights: k-NN {knn:.4}, logistic regression {linear:.4}; {timing}"
+        );
+        // Ten classes: chance is 0.1; even random features separate the digits well above it.
+        assert!(
+            knn > 0.3 && linear > 0.3,
+            "{name}: k-NN {knn}, linear {linear}"
+        );
+    }
+}

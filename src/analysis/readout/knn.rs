@@ -68,7 +68,7 @@ pub fn knn_classify(
         return Err(KnnError::Temperature(config.temperature));
     }
     for len in [train.len(), test.len()] {
-        if dim == 0 || len % dim != 0 {
+        if dim == 0 || !len.is_multiple_of(dim) {
             return Err(KnnError::Shape { features: len, dim });
         }
     }

@@ -215,7 +215,7 @@ pub fn fit(
     if !(config.c.is_finite() && config.c > 0.0) {
         return Err(LogisticError::C(config.c));
     }
-    if dim == 0 || features.len() % dim != 0 {
+    if dim == 0 || !features.len().is_multiple_of(dim) {
         return Err(LogisticError::Shape {
             features: features.len(),
             dim,
