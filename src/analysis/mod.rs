@@ -15,6 +15,7 @@ pub mod pca;
 pub mod pca_rgb;
 pub mod pck;
 pub mod progress;
+pub mod refine;
 pub mod similarity;
 pub mod spair;
 pub mod stereo;
