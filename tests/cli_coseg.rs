@@ -86,6 +86,24 @@ fn coseg_writes_labels_masks_cutouts_and_a_summary() {
         "the last block of the fixture"
     );
     assert_eq!(summary["config"]["thresh"], 0.065);
+    // GrabCut is on by default; an image where it fails says why (and keeps its patch mask).
+    assert_eq!(summary["config"]["grabcut"]["iterations"], 5);
+    assert!(summary["timings"]["grabcut"].is_number());
+    for image in summary["images"].as_array().unwrap() {
+        assert!(image["grabcut_failed"].is_null() || image["grabcut_failed"].is_string());
+    }
+
+    let plain = dir.path().join("plain");
+    let result = run(
+        "coseg",
+        &[&images],
+        &plain,
+        &["--seed", "3", "--no-grabcut"],
+    );
+    assert!(result.status.success(), "{}", stderr(&result));
+    let plain_summary = self::summary(&plain);
+    assert!(plain_summary["config"]["grabcut"].is_null());
+    assert!(plain_summary["timings"]["grabcut"].is_null());
 }
 
 #[test]
@@ -125,6 +143,9 @@ fn partseg_writes_part_labels_with_nan_background() {
         assert_eq!((png.width(), png.height()), (48, 48));
         assert!(out.join(format!("{stem}_mask.png")).is_file());
     }
+    assert_eq!(summary["config"]["crf"]["iterations"], 10);
+    assert_eq!(summary["config"]["crf"]["gaussian_compat"], 50.0);
+    assert!(summary["timings"]["crf"].is_number());
 }
 
 #[test]
