@@ -16,6 +16,7 @@ pub mod pca_rgb;
 pub mod pck;
 pub mod progress;
 pub mod refine;
+pub mod seg_metrics;
 pub mod similarity;
 pub mod spair;
 pub mod stereo;

@@ -4,7 +4,8 @@
 //!
 //! Per image `<stem>`: `<stem>_labels.npy` (float32 `[rows, cols]` patch labels: cluster index for
 //! `coseg`, part index with NaN for background for `partseg`), `<stem>_mask.png` (foreground at
-//! the model image's resolution) and `<stem>_cutout.png` / `<stem>_parts.png`; plus `summary.json`.
+//! the model image's resolution) and `<stem>_cutout.png` / `<stem>_parts.png`
+//! (`partseg` also `<stem>_part_labels.png`: 0 background, part p as p + 1); plus `summary.json`.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -300,6 +301,14 @@ pub fn run_partseg(args: &PartsegArgs) -> Result<()> {
             Luma([if part.is_some() { 255 } else { 0 }])
         });
         save_png(&mask, &args.out.join(format!("{stem}_mask.png")))?;
+        let part_labels = GrayImage::from_fn(parts.width, parts.height, |x, y| {
+            let part = parts.pixel_parts[(y * parts.width + x) as usize];
+            Luma([part.map_or(0, |p| (p + 1).min(255) as u8)])
+        });
+        save_png(
+            &part_labels,
+            &args.out.join(format!("{stem}_part_labels.png")),
+        )?;
         save_png(
             &parts_overlay(&image.rgb, &parts.pixel_parts, result.num_parts),
             &args.out.join(format!("{stem}_parts.png")),
