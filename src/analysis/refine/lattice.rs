@@ -6,6 +6,7 @@
 //! pydensecrf, in single precision like it, so the CRF sees the same filter.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use super::RefineError;
 
@@ -15,6 +16,28 @@ pub const MAX_DIM: usize = 16;
 /// Lattice keys are the first `d` coordinates of a vertex (the last one follows from the sum),
 /// padded with zeros.
 type Key = [i16; MAX_DIM];
+
+/// A multiply-rotate hash (as rustc's FxHash) for lattice keys: the table sees millions of
+/// lookups per image, and SipHash made building the lattice the slowest part of the CRF.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type KeyTable = HashMap<Key, u32, BuildHasherDefault<KeyHasher>>;
 
 /// A lattice built for a set of points; it filters any number of values per point.
 #[derive(Clone, Debug)]
@@ -45,7 +68,8 @@ impl Lattice {
         }
         let points = features.len() / dim;
         let d = dim;
-        let mut table: HashMap<Key, u32> = HashMap::with_capacity(points * (d + 1) / 4);
+        let mut table =
+            KeyTable::with_capacity_and_hasher(points * (d + 1) / 4, Default::default());
         let mut keys: Vec<Key> = Vec::new();
         let mut offsets = vec![0u32; points * (d + 1)];
         let mut barycentric = vec![0f32; points * (d + 1)];
