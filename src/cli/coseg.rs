@@ -117,7 +117,7 @@ pub struct CrfArgs {
 
 impl CrfArgs {
     fn config(&self) -> Option<CrfConfig> {
-        (!self.no_crf).then(|| CrfConfig {
+        (!self.no_crf).then_some(CrfConfig {
             gaussian_sxy: self.crf_gaussian_sxy,
             gaussian_compat: self.crf_gaussian_compat,
             bilateral_sxy: self.crf_bilateral_sxy,

@@ -185,9 +185,13 @@ mod tests {
     fn inverse_times_matrix_is_identity() {
         let c = [[4.0, 1.0, 0.5], [1.0, 3.0, 0.2], [0.5, 0.2, 2.0]];
         let inv = inverse(&c, determinant(&c));
-        for i in 0..3 {
+        for (i, row) in c.iter().enumerate() {
             for j in 0..3 {
-                let v: f64 = (0..3).map(|k| c[i][k] * inv[k][j]).sum();
+                let v: f64 = row
+                    .iter()
+                    .zip(&inv)
+                    .map(|(a, inv_row)| a * inv_row[j])
+                    .sum();
                 assert!((v - f64::from(u8::from(i == j))).abs() < 1e-12);
             }
         }

@@ -44,13 +44,14 @@ type KeyTable = HashMap<Key, u32, BuildHasherDefault<KeyHasher>>;
 pub struct Lattice {
     points: usize,
     dim: usize,
-    /// Lattice vertex of each point's `d + 1` simplex corners (`points x (d + 1)`).
+    /// Lattice vertex of each point's `d + 1` simplex corners (`points x (d + 1)`), counted
+    /// from 1: row 0 of the value buffers is a vertex that stays zero.
     offsets: Vec<u32>,
     barycentric: Vec<f32>,
     vertices: usize,
-    /// Neighbours of each vertex along each axis (`(d + 1) x vertices`), `None` when the
-    /// neighbour holds no point mass.
-    neighbours: Vec<(Option<u32>, Option<u32>)>,
+    /// Neighbours of each vertex along each axis (`(d + 1) x vertices`, counted from 1), 0 when
+    /// the neighbour holds no point mass: the blur then reads the zero row without a branch.
+    neighbours: Vec<[u32; 2]>,
 }
 
 impl Lattice {
@@ -166,7 +167,7 @@ impl Lattice {
                     keys.push(key);
                     next
                 });
-                offsets[k * (d + 1) + remainder] = index;
+                offsets[k * (d + 1) + remainder] = index + 1;
                 barycentric[k * (d + 1) + remainder] = bary[remainder];
             }
         }
@@ -185,7 +186,8 @@ impl Lattice {
                     n1[axis] = key[axis] + d as i16;
                     n2[axis] = key[axis] - d as i16;
                 }
-                neighbours.push((table.get(&n1).copied(), table.get(&n2).copied()));
+                let find = |key: &Key| table.get(key).map_or(0, |&i| i + 1);
+                neighbours.push([find(&n1), find(&n2)]);
             }
         }
         Ok(Lattice {
@@ -207,7 +209,8 @@ impl Lattice {
     pub fn filter(&self, values: &[f32], channels: usize) -> Vec<f32> {
         let d = self.dim;
         let c = channels;
-        let mut lattice = vec![0f32; self.vertices * c];
+        let rows = self.vertices + 1;
+        let mut lattice = vec![0f32; rows * c];
         for i in 0..self.points {
             let v = &values[i * c..(i + 1) * c];
             for j in 0..=d {
@@ -218,16 +221,17 @@ impl Lattice {
                 }
             }
         }
-        let mut blurred = vec![0f32; self.vertices * c];
+        let mut blurred = vec![0f32; rows * c];
         for axis in 0..=d {
             let neighbours = &self.neighbours[axis * self.vertices..(axis + 1) * self.vertices];
-            for (vertex, &(n1, n2)) in neighbours.iter().enumerate() {
-                let old = &lattice[vertex * c..(vertex + 1) * c];
-                let out = &mut blurred[vertex * c..(vertex + 1) * c];
+            for (v, (out, &[n1, n2])) in
+                blurred[c..].chunks_exact_mut(c).zip(neighbours).enumerate()
+            {
+                let old = &lattice[(v + 1) * c..(v + 2) * c];
+                let a = &lattice[n1 as usize * c..(n1 as usize + 1) * c];
+                let b = &lattice[n2 as usize * c..(n2 as usize + 1) * c];
                 for k in 0..c {
-                    let a = n1.map_or(0.0, |n| lattice[n as usize * c + k]);
-                    let b = n2.map_or(0.0, |n| lattice[n as usize * c + k]);
-                    out[k] = old[k] + 0.5 * (a + b);
+                    out[k] = old[k] + 0.5 * (a[k] + b[k]);
                 }
             }
             std::mem::swap(&mut lattice, &mut blurred);

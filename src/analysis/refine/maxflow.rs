@@ -159,10 +159,7 @@ impl Graph {
         }
         let mut orphans: Vec<usize> = Vec::new();
         let mut time: u64 = 0;
-        loop {
-            let Some(bridge) = self.grow(&mut queue) else {
-                break;
-            };
+        while let Some(bridge) = self.grow(&mut queue) {
             self.augment(bridge, &mut orphans);
             time += 1;
             self.adopt(&mut orphans, &mut queue, time);
@@ -368,7 +365,7 @@ mod tests {
     }
 
     fn random_case(rng: &mut Rng, n: usize, integral: bool) -> Case {
-        let mut cap = |rng: &mut Rng, zero_share: f64| {
+        let cap = |rng: &mut Rng, zero_share: f64| {
             if rng.chance(zero_share) {
                 0.0
             } else if integral {
