@@ -136,18 +136,23 @@ pub fn dense_crf(
     check_std("gaussian sxy", config.gaussian_sxy)?;
     check_std("bilateral sxy", config.bilateral_sxy)?;
     check_std("bilateral srgb", config.bilateral_srgb)?;
-    let kernels = [
-        Kernel::new(
-            &gaussian_features(width, height, config.gaussian_sxy),
-            2,
-            config.gaussian_compat,
-        )?,
-        Kernel::new(
-            &bilateral_features(rgb, width, height, config),
-            5,
-            config.bilateral_compat,
-        )?,
-    ];
+    let (gaussian, bilateral) = rayon::join(
+        || {
+            Kernel::new(
+                &gaussian_features(width, height, config.gaussian_sxy),
+                2,
+                config.gaussian_compat,
+            )
+        },
+        || {
+            Kernel::new(
+                &bilateral_features(rgb, width, height, config),
+                5,
+                config.bilateral_compat,
+            )
+        },
+    );
+    let kernels = [gaussian?, bilateral?];
     let mut q = vec![0f32; n * labels];
     let negative_unary: Vec<f32> = unary.iter().map(|&u| -u).collect();
     softmax_rows(&negative_unary, labels, &mut q);

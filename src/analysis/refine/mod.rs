@@ -28,7 +28,7 @@ pub enum RefineError {
     EmptyRegion,
     #[error("a colour model has a singular covariance")]
     SingularColorModel,
-    #[error("{len} feature values do not split into points of dimension {dim} (1 to 16)")]
+    #[error("{len} feature values do not split into points of dimension {dim} (1 to 8)")]
     FeatureShape { len: usize, dim: usize },
     #[error("{0} hold a NaN or an infinity")]
     NonFinite(&'static str),
