@@ -15,6 +15,9 @@ use super::RefineError;
 /// Most feature dimensions a lattice takes (the bilateral kernel of a colour image has 5).
 pub const MAX_DIM: usize = 8;
 
+/// Largest lattice coordinate kept, with room for the simplex offsets and neighbours.
+const KEY_LIMIT: f32 = (i16::MAX - 2 * MAX_DIM as i16 - 2) as f32;
+
 /// Lattice keys are the first `d` coordinates of a vertex (the last one follows from the sum),
 /// padded with zeros.
 type Key = [i16; MAX_DIM];
@@ -125,6 +128,10 @@ impl Lattice {
                 } else {
                     lo
                 };
+                // Keys are i16, as in permutohedral.cpp: far-out features would wrap around.
+                if r.abs() > KEY_LIMIT {
+                    return Err(RefineError::FeaturesTooLarge);
+                }
                 rem0[i] = r;
                 sum = (sum as f32 + r * down) as i32;
             }
@@ -336,6 +343,15 @@ mod tests {
         let bumped = lattice.filter(&[1.0, 5.0, 3.0], 1);
         assert!(base.iter().all(|&x| x > 0.0));
         assert_eq!((base[0], base[2]), (bumped[0], bumped[2]));
+    }
+
+    #[test]
+    fn features_beyond_the_key_range_are_refused() {
+        assert!(matches!(
+            Lattice::new(&[0.0, 0.0, 20000.0, 0.0], 2),
+            Err(RefineError::FeaturesTooLarge)
+        ));
+        assert!(Lattice::new(&[0.0, 0.0, 2000.0, 0.0], 2).is_ok());
     }
 
     #[test]

@@ -30,6 +30,10 @@ pub enum RefineError {
     SingularColorModel,
     #[error("{len} feature values do not split into points of dimension {dim} (1 to 8)")]
     FeatureShape { len: usize, dim: usize },
+    #[error(
+        "lattice features too far from the origin for 16-bit lattice keys (an image tens of thousands of pixels a side, or standard deviations too small)"
+    )]
+    FeaturesTooLarge,
     #[error("{0} hold a NaN or an infinity")]
     NonFinite(&'static str),
     #[error(
