@@ -86,6 +86,24 @@ fn coseg_writes_labels_masks_cutouts_and_a_summary() {
         "the last block of the fixture"
     );
     assert_eq!(summary["config"]["thresh"], 0.065);
+    // GrabCut is on by default; an image where it fails says why (and keeps its patch mask).
+    assert_eq!(summary["config"]["grabcut"]["iterations"], 5);
+    assert!(summary["timings"]["grabcut"].is_number());
+    for image in summary["images"].as_array().unwrap() {
+        assert!(image["grabcut_failed"].is_null() || image["grabcut_failed"].is_string());
+    }
+
+    let plain = dir.path().join("plain");
+    let result = run(
+        "coseg",
+        &[&images],
+        &plain,
+        &["--seed", "3", "--no-grabcut"],
+    );
+    assert!(result.status.success(), "{}", stderr(&result));
+    let plain_summary = self::summary(&plain);
+    assert!(plain_summary["config"]["grabcut"].is_null());
+    assert!(plain_summary["timings"]["grabcut"].is_null());
 }
 
 #[test]
@@ -125,6 +143,9 @@ fn partseg_writes_part_labels_with_nan_background() {
         assert_eq!((png.width(), png.height()), (48, 48));
         assert!(out.join(format!("{stem}_mask.png")).is_file());
     }
+    assert_eq!(summary["config"]["crf"]["iterations"], 10);
+    assert_eq!(summary["config"]["crf"]["gaussian_compat"], 50.0);
+    assert!(summary["timings"]["crf"].is_number());
 }
 
 #[test]
@@ -151,4 +172,65 @@ fn a_bad_image_fails_with_its_name() {
         stderr(&result)
     );
     assert!(!out.join("summary.json").exists());
+}
+
+/// `eval-coseg` JSON on stdout.
+fn eval(pred: &Path, gt: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "eval-coseg",
+        "--pred",
+        pred.to_str().unwrap(),
+        "--gt",
+        gt.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    let output = dinoscope(&args);
+    assert!(output.status.success(), "{}", stderr(&output));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn eval_coseg_scores_masks_and_matched_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = write_scenes(dir.path());
+    let out = dir.path().join("parts");
+    let result = run("partseg", &[&images], &out, &["--num-parts", "2"]);
+    assert!(result.status.success(), "{}", stderr(&result));
+
+    // The true squares, at twice the size (predictions are resized to the ground truth).
+    let truth = dir.path().join("truth");
+    std::fs::create_dir_all(&truth).unwrap();
+    for (name, left, top) in [("b", 12, 10), ("a", 20, 16), ("c", 6, 22)] {
+        let mask = image::GrayImage::from_fn(96, 96, |x, y| {
+            let inside = (left..left + 20).contains(&(x / 2)) && (top..top + 20).contains(&(y / 2));
+            image::Luma([if inside { 255 } else { 0 }])
+        });
+        mask.save(truth.join(format!("{name}.png"))).unwrap();
+    }
+    let report = eval(&out, &truth, &[]);
+    assert_eq!(report["images"].as_array().unwrap().len(), 3);
+    let mean = report["mean_jaccard"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&mean));
+
+    // Scored against themselves, with part names permuted, masks and parts are perfect.
+    let own = dir.path().join("own");
+    std::fs::create_dir_all(&own).unwrap();
+    for stem in ["a", "b", "c"] {
+        let labels = image::open(out.join(format!("{stem}_part_labels.png")))
+            .unwrap()
+            .to_luma8();
+        let swapped = image::GrayImage::from_fn(labels.width(), labels.height(), |x, y| {
+            let l = labels.get_pixel(x, y).0[0];
+            image::Luma([match l {
+                1 => 2,
+                2 => 1,
+                other => other,
+            }])
+        });
+        swapped.save(own.join(format!("{stem}.png"))).unwrap();
+    }
+    let report = eval(&out, &own, &["--parts"]);
+    assert_eq!(report["mean_jaccard"], 1.0, "{report}");
+    assert_eq!(report["mean_precision"], 1.0, "{report}");
+    assert_eq!(report["part_mean_iou"], 1.0, "{report}");
 }

@@ -6,16 +6,18 @@
 //! which each image backs the clusters that are salient in it. The clusters with enough votes are
 //! the foreground. Part co-segmentation then clusters the foreground descriptors into parts.
 //!
-//! Two post-processing steps of the reference are skipped:
-//! - **GrabCut** after co-segmentation: the patch mask resized to the image is returned as it is,
-//!   which is the reference's own fallback when GrabCut fails.
-//! - **DenseCRF** after part co-segmentation: each patch takes the lowest of the unary costs the
-//!   reference feeds the CRF (what the CRF starts from), and the image-resolution map is the patch
-//!   labels upsampled (nearest). Stage 3 therefore reads the patch labels directly instead of the
-//!   CRF output resampled to the grid.
+//! The reference's pixel-level post-processing is a separate step here ([`refine_masks`],
+//! [`refine_parts`]; the CLI runs it by default):
+//! - **GrabCut** after co-segmentation. Without it the mask is the patch mask resized to the
+//!   image, which is the reference's own fallback when GrabCut fails.
+//! - **DenseCRF** after part co-segmentation. Without it each patch takes the lowest of the unary
+//!   costs the reference feeds the CRF (what the CRF starts from), and the image-resolution map
+//!   is the patch labels upsampled (nearest). Stage 3 reads the patch labels directly, not the
+//!   CRF output resampled to the grid as the reference does.
 
 mod extract;
 mod parts;
+mod refined;
 
 use std::time::Instant;
 
@@ -27,7 +29,10 @@ use crate::analysis::kmeans::{Clustering, Elbow, KMeansConfig, assign, kmeans};
 use crate::analysis::progress::{Cancelled, Progress, report};
 use crate::model::{Facet, Grid, PreparedImage, Vit};
 use extract::{ImageFeatures, descriptor_dim, extract_features};
-pub use parts::{ImageParts, PartConfig, PartCosegmentation, label_parts, part_cosegment};
+pub use parts::{
+    ImageParts, PartConfig, PartCosegmentation, label_parts, part_cosegment, unary_costs,
+};
+pub use refined::{refine_masks, refine_parts};
 
 /// Largest k the elbow search tries (the reference's `range(1, 15)`).
 pub const MAX_CLUSTERS: usize = 14;

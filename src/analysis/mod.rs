@@ -16,6 +16,8 @@ pub mod pca_rgb;
 pub mod pck;
 pub mod progress;
 pub mod readout;
+pub mod refine;
+pub mod seg_metrics;
 pub mod similarity;
 pub mod spair;
 pub mod stereo;

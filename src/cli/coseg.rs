@@ -1,9 +1,11 @@
 //! `dinoscope coseg` and `dinoscope partseg`: co-segmentation and part co-segmentation of an image
-//! set (dino-vit-features' scripts without their GrabCut / DenseCRF post-processing).
+//! set (dino-vit-features' scripts), with their pixel-level post-processing on by default: GrabCut
+//! on the co-segmentation masks, a dense CRF on the part labels (`--no-grabcut`, `--no-crf`).
 //!
 //! Per image `<stem>`: `<stem>_labels.npy` (float32 `[rows, cols]` patch labels: cluster index for
 //! `coseg`, part index with NaN for background for `partseg`), `<stem>_mask.png` (foreground at
-//! the model image's resolution) and `<stem>_cutout.png` / `<stem>_parts.png`; plus `summary.json`.
+//! the model image's resolution) and `<stem>_cutout.png` / `<stem>_parts.png`
+//! (`partseg` also `<stem>_part_labels.png`: 0 background, part p as p + 1); plus `summary.json`.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -16,11 +18,12 @@ use serde_json::{Value, json};
 use super::{ModelArgs, expand_image_paths, open_image, save_png, unique_stems};
 use crate::analysis::coseg::{
     CosegConfig, Cosegmentation, PartConfig, PartCosegmentation, StageTime, cosegment,
-    part_cosegment,
+    part_cosegment, refine_masks, refine_parts,
 };
 use crate::analysis::features::default_saliency_heads;
 use crate::analysis::overlay::{cutout, parts_overlay};
 use crate::analysis::progress::Progress;
+use crate::analysis::refine::{CrfConfig, GrabCutConfig};
 use crate::arrays::write_npy;
 use crate::model::{Facet, LoadedModel, PreparedImage, Resize, Vit};
 
@@ -60,9 +63,69 @@ pub struct CosegArgs {
     /// Cosine similarity to the mean CLS descriptor below which an image is an outlier.
     #[arg(long, default_value_t = 0.7)]
     pub outliers_thresh: f32,
+    #[command(flatten)]
+    pub grabcut: GrabCutArgs,
     /// Output directory (created if missing).
     #[arg(long)]
     pub out: PathBuf,
+}
+
+/// GrabCut on the masks, as the reference's co-segmentation ends.
+#[derive(Args, Debug)]
+pub struct GrabCutArgs {
+    /// Keep the patch masks as they are (no GrabCut).
+    #[arg(long)]
+    pub no_grabcut: bool,
+    #[arg(long, default_value_t = 5)]
+    pub grabcut_iterations: usize,
+}
+
+impl GrabCutArgs {
+    fn config(&self, seed: u64) -> Option<GrabCutConfig> {
+        (!self.no_grabcut).then_some(GrabCutConfig {
+            iterations: self.grabcut_iterations,
+            seed,
+        })
+    }
+}
+
+/// The dense CRF on the part labels, as the reference's part co-segmentation ends.
+#[derive(Args, Debug)]
+pub struct CrfArgs {
+    /// Keep the patch labels upsampled (no CRF).
+    #[arg(long)]
+    pub no_crf: bool,
+    /// Mean-field iterations.
+    #[arg(long, default_value_t = 10)]
+    pub crf_iterations: usize,
+    /// Spatial standard deviation (pixels) of the Gaussian kernel.
+    #[arg(long, default_value_t = 3.0)]
+    pub crf_gaussian_sxy: f32,
+    /// Potts weight of the Gaussian kernel.
+    #[arg(long, default_value_t = 50.0)]
+    pub crf_gaussian_compat: f32,
+    /// Spatial standard deviation (pixels) of the bilateral kernel.
+    #[arg(long, default_value_t = 5.0)]
+    pub crf_bilateral_sxy: f32,
+    /// Colour standard deviation (0-255 levels) of the bilateral kernel.
+    #[arg(long, default_value_t = 13.0)]
+    pub crf_bilateral_srgb: f32,
+    /// Potts weight of the bilateral kernel.
+    #[arg(long, default_value_t = 15.0)]
+    pub crf_bilateral_compat: f32,
+}
+
+impl CrfArgs {
+    fn config(&self) -> Option<CrfConfig> {
+        (!self.no_crf).then_some(CrfConfig {
+            gaussian_sxy: self.crf_gaussian_sxy,
+            gaussian_compat: self.crf_gaussian_compat,
+            bilateral_sxy: self.crf_bilateral_sxy,
+            bilateral_srgb: self.crf_bilateral_srgb,
+            bilateral_compat: self.crf_bilateral_compat,
+            iterations: self.crf_iterations,
+        })
+    }
 }
 
 #[derive(Args, Debug)]
@@ -82,6 +145,8 @@ pub struct PartsegArgs {
     pub three_stages: bool,
     #[arg(long, default_value_t = 0.94)]
     pub elbow_second_stage: f64,
+    #[command(flatten)]
+    pub crf: CrfArgs,
     /// Output directory (created if missing).
     #[arg(long)]
     pub out: PathBuf,
@@ -157,8 +222,18 @@ pub fn run_coseg(args: &CosegArgs) -> Result<()> {
         outliers_threshold: args.outliers_thresh,
         ..args.options.config()
     };
-    let result =
+    let mut result =
         with_progress_bar(|progress| cosegment(&model.vit, &set.images, &config, progress))?;
+    let grabcut = args.grabcut.config(config.seed);
+    let mut failures = vec![None; set.images.len()];
+    if let Some(grabcut) = &grabcut {
+        let started = Instant::now();
+        failures = refine_masks(&mut result, &set.images, grabcut);
+        result.timings.push(StageTime {
+            stage: "grabcut",
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    }
     let writing = Instant::now();
     create_dir(&args.out)?;
     for ((image, coseg), stem) in set.images.iter().zip(&result.images).zip(&set.stems) {
@@ -171,6 +246,14 @@ pub fn run_coseg(args: &CosegArgs) -> Result<()> {
         )?;
     }
     let mut summary = coseg_summary(&result, &set, &config, &model.vit);
+    summary["config"]["grabcut"] = match &grabcut {
+        Some(g) => json!({ "iterations": g.iterations }),
+        None => Value::Null,
+    };
+    for (i, failure) in failures.iter().enumerate() {
+        // The reference keeps the unrefined mask where GrabCut throws; say so per image.
+        summary["images"][i]["grabcut_failed"] = json!(failure.as_ref().map(|e| e.to_string()));
+    }
     summary["timings"] = timings(load_s, &result.timings, writing.elapsed().as_secs_f64());
     write_summary(&args.out, &summary)?;
     eprintln!(
@@ -193,8 +276,17 @@ pub fn run_partseg(args: &PartsegArgs) -> Result<()> {
         elbow_second_stage: args.elbow_second_stage,
         augmentation_resize: args.set.resize,
     };
-    let result =
+    let mut result =
         with_progress_bar(|progress| part_cosegment(&model.vit, &set.images, &config, progress))?;
+    let crf = args.crf.config();
+    if let Some(crf) = &crf {
+        let started = Instant::now();
+        refine_parts(&mut result, &set.images, crf).context("dense CRF")?;
+        result.timings.push(StageTime {
+            stage: "crf",
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    }
     let writing = Instant::now();
     create_dir(&args.out)?;
     for ((image, parts), stem) in set.images.iter().zip(&result.images).zip(&set.stems) {
@@ -209,12 +301,31 @@ pub fn run_partseg(args: &PartsegArgs) -> Result<()> {
             Luma([if part.is_some() { 255 } else { 0 }])
         });
         save_png(&mask, &args.out.join(format!("{stem}_mask.png")))?;
+        let part_labels = GrayImage::from_fn(parts.width, parts.height, |x, y| {
+            let part = parts.pixel_parts[(y * parts.width + x) as usize];
+            Luma([part.map_or(0, |p| (p + 1).min(255) as u8)])
+        });
+        save_png(
+            &part_labels,
+            &args.out.join(format!("{stem}_part_labels.png")),
+        )?;
         save_png(
             &parts_overlay(&image.rgb, &parts.pixel_parts, result.num_parts),
             &args.out.join(format!("{stem}_parts.png")),
         )?;
     }
     let mut summary = partseg_summary(&result, &set, &config, &model.vit);
+    summary["config"]["crf"] = match &crf {
+        Some(c) => json!({
+            "iterations": c.iterations,
+            "gaussian_sxy": c.gaussian_sxy,
+            "gaussian_compat": c.gaussian_compat,
+            "bilateral_sxy": c.bilateral_sxy,
+            "bilateral_srgb": c.bilateral_srgb,
+            "bilateral_compat": c.bilateral_compat,
+        }),
+        None => Value::Null,
+    };
     summary["timings"] = timings(load_s, &result.timings, writing.elapsed().as_secs_f64());
     write_summary(&args.out, &summary)?;
     eprintln!(

@@ -6,6 +6,7 @@ mod bench_train;
 mod correspond;
 pub mod coseg;
 mod download;
+mod eval_coseg;
 mod pca;
 pub mod readout;
 pub mod train;
@@ -95,6 +96,9 @@ pub enum Command {
     Coseg(coseg::CosegArgs),
     /// Part co-segmentation of an image set: the parts common to the images, per patch and pixel.
     Partseg(coseg::PartsegArgs),
+    /// Jaccard (foreground IoU) and precision of `coseg` masks against ground-truth masks, and with
+    /// `--parts` the matched mean IoU of `partseg` parts (JSON on stdout).
+    EvalCoseg(eval_coseg::EvalCosegArgs),
     /// Median forward time of a randomly initialised model.
     Bench(bench::BenchArgs),
     /// Times point query, best buddies and co-segmentation on ViT-S/8 stride-4 features (random
@@ -453,6 +457,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Knn(args) => readout::run_knn(&args)?,
         Command::Linear(args) => readout::run_linear(&args)?,
         Command::Partseg(args) => coseg::run_partseg(&args)?,
+        Command::EvalCoseg(args) => eval_coseg::run(&args)?,
         Command::Bench(args) => bench::run(&args)?,
         Command::BenchAnalysis(args) => bench_analysis::run(&args)?,
         Command::BenchTrain(args) => bench_train::run(&args)?,

@@ -60,8 +60,14 @@ pub struct ImageParts {
     pub grid: Grid,
     /// Part of each patch, `None` for background.
     pub parts: Vec<Option<usize>>,
-    /// `parts` upsampled (nearest) to the model image, row-major.
+    /// `parts` upsampled (nearest) to the model image, row-major; the CRF's labels once
+    /// [`refine_parts`](super::refine_parts) ran.
     pub pixel_parts: Vec<Option<usize>>,
+    /// The reference's CRF unary costs per patch, row-major, `cost_channels` a patch: squared
+    /// distances to each part centroid, then (when there are background centroids) the least
+    /// distance to one of them, all minus the patch's largest.
+    pub costs: Vec<f32>,
+    pub cost_channels: usize,
     pub width: u32,
     pub height: u32,
 }
@@ -138,7 +144,16 @@ pub fn part_cosegment(
     let image_parts = images
         .par_iter()
         .zip(&features[..originals])
-        .map(|(image, f)| image_parts(image, f.grid, labelling.label(&f.descriptors)))
+        .map(|(image, f)| {
+            let (costs, channels) = labelling.costs(&f.descriptors);
+            image_parts(
+                image,
+                f.grid,
+                labelling.label(&f.descriptors),
+                costs,
+                channels,
+            )
+        })
         .collect();
     let foreground = foreground_result(
         images,
@@ -184,6 +199,42 @@ pub fn label_parts(
         .collect()
 }
 
+/// The costs the reference gives its CRF (§3.5): per `dim`-long row of `descriptors`, the squared
+/// L2 distance to each row of `parts`, then the least distance to a row of `background` (no such
+/// channel when `background` is empty), minus the row's largest cost so all are <= 0. Returns
+/// the costs and the channels per row (0 without parts).
+pub fn unary_costs(
+    descriptors: &[f32],
+    dim: usize,
+    parts: &[f32],
+    background: &[f32],
+) -> (Vec<f32>, usize) {
+    if parts.is_empty() || dim == 0 {
+        return (Vec::new(), 0);
+    }
+    let squared =
+        |a: &[f32], b: &[f32]| -> f32 { a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum() };
+    let channels = parts.len() / dim + usize::from(!background.is_empty());
+    let mut costs = Vec::with_capacity(descriptors.len() / dim * channels);
+    for row in descriptors.chunks_exact(dim) {
+        let start = costs.len();
+        costs.extend(parts.chunks_exact(dim).map(|p| squared(row, p)));
+        if !background.is_empty() {
+            let nearest = background
+                .chunks_exact(dim)
+                .map(|b| squared(row, b))
+                .fold(f32::INFINITY, f32::min);
+            costs.push(nearest);
+        }
+        let max = costs[start..]
+            .iter()
+            .copied()
+            .fold(f32::NEG_INFINITY, f32::max);
+        costs[start..].iter_mut().for_each(|c| *c -= max);
+    }
+    (costs, channels)
+}
+
 fn validate_parts(config: &PartConfig) -> Result<(), CosegError> {
     if config.num_parts == 0 {
         Err(CosegError::InvalidSetting(
@@ -219,6 +270,11 @@ impl PartLabelling {
 
     fn label(&self, descriptors: &[f32]) -> Vec<Option<usize>> {
         label_parts(descriptors, self.dim, &self.parts, &self.background)
+    }
+
+    /// The unary costs of each descriptor and how many channels a descriptor has.
+    fn costs(&self, descriptors: &[f32]) -> (Vec<f32>, usize) {
+        unary_costs(descriptors, self.dim, &self.parts, &self.background)
     }
 }
 
@@ -299,7 +355,13 @@ fn common_parts_stage(
     (labelling, common)
 }
 
-fn image_parts(image: &PreparedImage, grid: Grid, parts: Vec<Option<usize>>) -> ImageParts {
+fn image_parts(
+    image: &PreparedImage,
+    grid: Grid,
+    parts: Vec<Option<usize>>,
+    costs: Vec<f32>,
+    cost_channels: usize,
+) -> ImageParts {
     let (width, height) = (image.rgb.width(), image.rgb.height());
     ImageParts {
         grid,
@@ -310,6 +372,8 @@ fn image_parts(image: &PreparedImage, grid: Grid, parts: Vec<Option<usize>>) -> 
             torch_source,
         ),
         parts,
+        costs,
+        cost_channels,
         width,
         height,
     }
@@ -400,6 +464,27 @@ mod tests {
             label_parts(&descriptors, 2, &[], &background),
             vec![None; 4]
         );
+    }
+
+    #[test]
+    fn unary_costs_are_distances_with_a_background_channel_minus_the_largest() {
+        let parts = [0.0, 0.0, 10.0, 0.0];
+        let background = [0.0, 10.0, 100.0, 100.0];
+        let (costs, channels) = unary_costs(&[1.0, 0.0], 2, &parts, &background);
+        assert_eq!(channels, 3);
+        // Distances 1, 81 and min(101, 19801) = 101; minus 101.
+        assert_eq!(costs, vec![-100.0, -20.0, 0.0]);
+        let (costs, channels) = unary_costs(&[1.0, 0.0], 2, &parts, &[]);
+        assert_eq!((costs, channels), (vec![-80.0, 0.0], 2));
+        assert_eq!(unary_costs(&[1.0, 0.0], 2, &[], &background).1, 0);
+        // The lowest cost is the label `label_parts` picks.
+        let descriptors = [1.0, 0.0, 9.0, 1.0, 0.0, 9.0];
+        let (costs, _) = unary_costs(&descriptors, 2, &parts, &background);
+        let lowest: Vec<usize> = costs
+            .chunks_exact(3)
+            .map(|c| (0..3).fold(0, |b, l| if c[l] < c[b] { l } else { b }))
+            .collect();
+        assert_eq!(lowest, vec![0, 1, 2]);
     }
 
     #[test]

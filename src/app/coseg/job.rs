@@ -9,9 +9,11 @@ use image::RgbImage;
 
 use crate::analysis::coords::PixelMap;
 use crate::analysis::coseg::{
-    CosegConfig, CosegError, Cosegmentation, PartConfig, cosegment, part_cosegment,
+    CosegConfig, CosegError, Cosegmentation, PartConfig, cosegment, part_cosegment, refine_masks,
+    refine_parts,
 };
 use crate::analysis::overlay::{cutout, parts_overlay};
+use crate::analysis::refine::{CrfConfig, GrabCutConfig};
 use crate::app::notifications::AppError;
 use crate::app::state::{CosegMode, InputSize};
 use crate::app::tasks::{ImageId, Output, TaskContext};
@@ -33,6 +35,9 @@ pub struct CosegKey {
     /// Share of the images a cluster needs to be foreground, in percent.
     pub votes_percentage: u32,
     pub input_size: InputSize,
+    /// Refine at pixel level as the reference does: GrabCut on the foreground masks, a dense
+    /// CRF on the part labels.
+    pub refine: bool,
     /// Which loaded model.
     pub generation: u64,
 }
@@ -155,7 +160,17 @@ fn run(
     let error = |e: CosegError| coseg_error(e, &names);
     let (coseg, parts) = match key.mode {
         CosegMode::Foreground => match cosegment(vit, &owned, &key.config(), &mut report) {
-            Ok(c) => (c, None),
+            Ok(mut c) => {
+                if key.refine {
+                    task.report(
+                        "Co-segmentation: refining edges (GrabCut)".into(),
+                        Some(1.0),
+                    );
+                    // Where GrabCut fails the patch mask stays, as in the reference.
+                    refine_masks(&mut c, &owned, &GrabCutConfig::default());
+                }
+                (c, None)
+            }
             Err(CosegError::Cancelled(_)) => return Ok(None),
             Err(e) => return Err(error(e)),
         },
@@ -166,7 +181,16 @@ fn run(
                 ..PartConfig::default()
             };
             match part_cosegment(vit, &owned, &config, &mut report) {
-                Ok(p) => {
+                Ok(mut p) => {
+                    if key.refine {
+                        task.report("Co-segmentation: refining edges (CRF)".into(), Some(1.0));
+                        refine_parts(&mut p, &owned, &CrfConfig::default()).map_err(|e| {
+                            AppError::Compute {
+                                what: "the dense CRF of the part co-segmentation".into(),
+                                detail: e.to_string(),
+                            }
+                        })?;
+                    }
                     let num = p.num_parts;
                     let images = p.images;
                     (p.foreground, Some((num, images)))

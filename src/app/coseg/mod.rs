@@ -38,6 +38,8 @@ pub struct CosegTab {
     /// Tokens of the run under way, and of the last finished run with its time (for estimates).
     running_tokens: usize,
     last_run: Option<(usize, f64)>,
+    /// "Refine edges": GrabCut / dense CRF after the patch-level result, as the reference.
+    pub refine_edges: bool,
 }
 
 impl Default for CosegTab {
@@ -49,6 +51,7 @@ impl Default for CosegTab {
             panel: CosegPanel::default(),
             running_tokens: 0,
             last_run: None,
+            refine_edges: true,
         }
     }
 }
@@ -109,6 +112,7 @@ impl CosegTab {
             saliency_milli: (c.saliency_threshold.clamp(0.0, 1.0) * 1000.0).round() as u16,
             votes_percentage: c.votes_percentage.clamp(1, 100),
             input_size: c.input_size,
+            refine: self.refine_edges,
             generation: model.generation,
         })
     }
@@ -283,6 +287,7 @@ impl View for CosegTab {
 
     fn controls(&mut self, ui: &mut egui::Ui, cx: &mut ViewContext<'_>) {
         Self::settings_controls(ui, cx);
+        panel::refine_edges_checkbox(ui, &mut self.refine_edges, cx.settings.coseg.mode);
         ui.separator();
         self.image_checkboxes(ui, cx);
         ui.separator();

@@ -49,6 +49,17 @@ pub fn label_name(mode: CosegMode, label: usize) -> String {
     }
 }
 
+/// The "Refine edges" checkbox: pixel-level refinement after the patch-level result.
+pub fn refine_edges_checkbox(ui: &mut egui::Ui, refine: &mut bool, mode: CosegMode) {
+    let how = match mode {
+        CosegMode::Foreground => "GrabCut on each foreground mask (5 iterations)",
+        CosegMode::Parts => "a dense CRF on each image's part labels (10 iterations)",
+    };
+    ui.checkbox(refine, "Refine edges").on_hover_text(format!(
+        "Follow the image's edges at pixel level: {how}, as the reference"
+    ));
+}
+
 impl CosegPanel {
     fn ensure_textures(&mut self, ctx: &egui::Context, result: &Arc<CosegResult>) {
         refresh_per_result(&mut self.textures, result, |result| {
