@@ -1755,3 +1755,37 @@ fn coseg_shows_its_token_count_before_run_and_an_estimate_from_the_last_run() {
         "no estimate after the run"
     );
 }
+
+#[test]
+fn coseg_refines_edges_with_the_reference_settings_unless_turned_off() {
+    use dinoscope::app::coseg::job::RefineSettings;
+    let dir = tempfile::tempdir().unwrap();
+    let weights = nano_weights(dir.path());
+    let mut h = with_model_and_images(&weights, &["chelsea.png"]);
+    h.state_mut().app_mut().set_tab(ViewTab::COSEG);
+    h.step();
+    h.step();
+    let refine =
+        |h: &Harness<'static, TestApp>| h.state().app().current_coseg_key().unwrap().refine;
+    assert_eq!(refine(&h), Some(RefineSettings::default()));
+    let reference = RefineSettings::default();
+    assert_eq!(reference.grabcut().iterations, 5);
+    assert_eq!(reference.crf().gaussian_compat, 50.0);
+    assert_eq!(reference.crf().bilateral_srgb, 13.0);
+    // The settings open under the checkbox; off, the key asks for no refinement.
+    h.get_by_label("Refinement settings").click();
+    h.step();
+    assert!(
+        h.query_all_by_label_contains("GrabCut iterations")
+            .next()
+            .is_some()
+    );
+    h.get_by_label("Refine edges").click();
+    h.step();
+    assert_eq!(refine(&h), None);
+    assert!(
+        h.query_all_by_label_contains("GrabCut iterations")
+            .next()
+            .is_none()
+    );
+}

@@ -37,9 +37,64 @@ pub struct CosegKey {
     pub input_size: InputSize,
     /// Refine at pixel level as the reference does: GrabCut on the foreground masks, a dense
     /// CRF on the part labels.
-    pub refine: bool,
+    pub refine: Option<RefineSettings>,
     /// Which loaded model.
     pub generation: u64,
+}
+
+/// The refinement's parameters, in whole units (tenths for the CRF's widths and weights) so that
+/// the key hashes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RefineSettings {
+    pub grabcut_iterations: u8,
+    pub crf_iterations: u8,
+    pub gaussian_sxy_tenths: u16,
+    pub gaussian_compat_tenths: u16,
+    pub bilateral_sxy_tenths: u16,
+    pub bilateral_srgb_tenths: u16,
+    pub bilateral_compat_tenths: u16,
+}
+
+fn tenths(value: f32) -> u16 {
+    (value * 10.0).round().clamp(0.0, u16::MAX as f32) as u16
+}
+
+impl Default for RefineSettings {
+    /// The reference's: GrabCut 5 iterations; CRF Gaussian sxy 3 compat 50, bilateral sxy 5 srgb 13
+    /// compat 15, 10 iterations.
+    fn default() -> Self {
+        let (grabcut, crf) = (GrabCutConfig::default(), CrfConfig::default());
+        RefineSettings {
+            grabcut_iterations: grabcut.iterations.min(u8::MAX as usize) as u8,
+            crf_iterations: crf.iterations.min(u8::MAX as usize) as u8,
+            gaussian_sxy_tenths: tenths(crf.gaussian_sxy),
+            gaussian_compat_tenths: tenths(crf.gaussian_compat),
+            bilateral_sxy_tenths: tenths(crf.bilateral_sxy),
+            bilateral_srgb_tenths: tenths(crf.bilateral_srgb),
+            bilateral_compat_tenths: tenths(crf.bilateral_compat),
+        }
+    }
+}
+
+impl RefineSettings {
+    pub fn grabcut(&self) -> GrabCutConfig {
+        GrabCutConfig {
+            iterations: self.grabcut_iterations as usize,
+            ..GrabCutConfig::default()
+        }
+    }
+
+    pub fn crf(&self) -> CrfConfig {
+        let value = |t: u16| t as f32 / 10.0;
+        CrfConfig {
+            gaussian_sxy: value(self.gaussian_sxy_tenths),
+            gaussian_compat: value(self.gaussian_compat_tenths),
+            bilateral_sxy: value(self.bilateral_sxy_tenths),
+            bilateral_srgb: value(self.bilateral_srgb_tenths),
+            bilateral_compat: value(self.bilateral_compat_tenths),
+            iterations: self.crf_iterations as usize,
+        }
+    }
 }
 
 impl CosegKey {
@@ -161,13 +216,13 @@ fn run(
     let (coseg, parts) = match key.mode {
         CosegMode::Foreground => match cosegment(vit, &owned, &key.config(), &mut report) {
             Ok(mut c) => {
-                if key.refine {
+                if let Some(refine) = key.refine {
                     task.report(
                         "Co-segmentation: refining edges (GrabCut)".into(),
                         Some(1.0),
                     );
                     // Where GrabCut fails the patch mask stays, as in the reference.
-                    refine_masks(&mut c, &owned, &GrabCutConfig::default());
+                    refine_masks(&mut c, &owned, &refine.grabcut());
                 }
                 (c, None)
             }
@@ -182,9 +237,9 @@ fn run(
             };
             match part_cosegment(vit, &owned, &config, &mut report) {
                 Ok(mut p) => {
-                    if key.refine {
+                    if let Some(refine) = key.refine {
                         task.report("Co-segmentation: refining edges (CRF)".into(), Some(1.0));
-                        refine_parts(&mut p, &owned, &CrfConfig::default()).map_err(|e| {
+                        refine_parts(&mut p, &owned, &refine.crf()).map_err(|e| {
                             AppError::Compute {
                                 what: "the dense CRF of the part co-segmentation".into(),
                                 detail: e.to_string(),

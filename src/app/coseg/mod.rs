@@ -22,7 +22,7 @@ use super::worker::{ImageInput, ModelInfo, patch_budget};
 pub use crate::app::state::CosegMode;
 use crate::model::Grid;
 use crate::model::preprocess::resized_size;
-use job::{CosegJob, CosegKey, CosegOutput, CosegResult};
+use job::{CosegJob, CosegKey, CosegOutput, CosegResult, RefineSettings};
 use panel::{CosegHover, CosegPanel, label_name};
 
 /// Co-segmentation results kept in memory.
@@ -40,6 +40,7 @@ pub struct CosegTab {
     last_run: Option<(usize, f64)>,
     /// "Refine edges": GrabCut / dense CRF after the patch-level result, as the reference.
     pub refine_edges: bool,
+    pub refine: RefineSettings,
 }
 
 impl Default for CosegTab {
@@ -52,6 +53,7 @@ impl Default for CosegTab {
             running_tokens: 0,
             last_run: None,
             refine_edges: true,
+            refine: RefineSettings::default(),
         }
     }
 }
@@ -112,7 +114,7 @@ impl CosegTab {
             saliency_milli: (c.saliency_threshold.clamp(0.0, 1.0) * 1000.0).round() as u16,
             votes_percentage: c.votes_percentage.clamp(1, 100),
             input_size: c.input_size,
-            refine: self.refine_edges,
+            refine: self.refine_edges.then_some(self.refine),
             generation: model.generation,
         })
     }
@@ -287,7 +289,11 @@ impl View for CosegTab {
 
     fn controls(&mut self, ui: &mut egui::Ui, cx: &mut ViewContext<'_>) {
         Self::settings_controls(ui, cx);
-        panel::refine_edges_checkbox(ui, &mut self.refine_edges, cx.settings.coseg.mode);
+        let mode = cx.settings.coseg.mode;
+        panel::refine_edges_checkbox(ui, &mut self.refine_edges, mode);
+        if self.refine_edges {
+            panel::refine_settings(ui, &mut self.refine, mode);
+        }
         ui.separator();
         self.image_checkboxes(ui, cx);
         ui.separator();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use egui::{Color32, Pos2, Rect, Sense, TextureOptions, Vec2};
 
-use super::job::{CosegImage, CosegResult};
+use super::job::{CosegImage, CosegResult, RefineSettings};
 use crate::analysis::coords::PixelMap;
 use crate::analysis::overlay::part_color;
 use crate::app::state::{CosegMode, CosegShow};
@@ -58,6 +58,86 @@ pub fn refine_edges_checkbox(ui: &mut egui::Ui, refine: &mut bool, mode: CosegMo
     ui.checkbox(refine, "Refine edges").on_hover_text(format!(
         "Follow the image's edges at pixel level: {how}, as the reference"
     ));
+}
+
+/// The refinement's parameters (collapsed by default), for the mode shown.
+pub fn refine_settings(ui: &mut egui::Ui, refine: &mut RefineSettings, mode: CosegMode) {
+    egui::CollapsingHeader::new("Refinement settings")
+        .id_salt("coseg-refine-settings")
+        .show(ui, |ui| {
+            let tenths = |ui: &mut egui::Ui,
+                          value: &mut u16,
+                          range: std::ops::RangeInclusive<f32>,
+                          text: &str,
+                          hover: &str| {
+                let mut v = *value as f32 / 10.0;
+                if ui
+                    .add(egui::Slider::new(&mut v, range).step_by(0.1).text(text))
+                    .on_hover_text(hover)
+                    .changed()
+                {
+                    *value = (v * 10.0).round() as u16;
+                }
+            };
+            match mode {
+                CosegMode::Foreground => {
+                    ui.add(
+                        egui::Slider::new(&mut refine.grabcut_iterations, 1..=20)
+                            .text("GrabCut iterations"),
+                    )
+                    .on_hover_text("OpenCV's iterCount (the reference: 5)");
+                }
+                CosegMode::Parts => {
+                    ui.add(
+                        egui::Slider::new(&mut refine.crf_iterations, 1..=30)
+                            .text("CRF iterations"),
+                    )
+                    .on_hover_text("Mean-field iterations (the reference: 10)");
+                    tenths(
+                        ui,
+                        &mut refine.gaussian_sxy_tenths,
+                        0.5..=20.0,
+                        "Gaussian sxy",
+                        "Spatial width of the smoothness kernel, pixels (3)",
+                    );
+                    tenths(
+                        ui,
+                        &mut refine.gaussian_compat_tenths,
+                        0.0..=100.0,
+                        "Gaussian weight",
+                        "Potts weight of the smoothness kernel (50)",
+                    );
+                    tenths(
+                        ui,
+                        &mut refine.bilateral_sxy_tenths,
+                        0.5..=50.0,
+                        "Bilateral sxy",
+                        "Spatial width of the appearance kernel, pixels (5)",
+                    );
+                    tenths(
+                        ui,
+                        &mut refine.bilateral_srgb_tenths,
+                        0.5..=50.0,
+                        "Bilateral srgb",
+                        "Colour width of the appearance kernel (13)",
+                    );
+                    tenths(
+                        ui,
+                        &mut refine.bilateral_compat_tenths,
+                        0.0..=100.0,
+                        "Bilateral weight",
+                        "Potts weight of the appearance kernel (15)",
+                    );
+                }
+            }
+            if ui
+                .button("Reference defaults")
+                .on_hover_text("dino-vit-features' values")
+                .clicked()
+            {
+                *refine = RefineSettings::default();
+            }
+        });
 }
 
 impl CosegPanel {
