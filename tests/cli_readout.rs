@@ -58,10 +58,17 @@ fn a_labelled_folder_is_embedded_and_read_out_by_knn() {
         "32x32",
         "--batch",
         "5",
+        "--cache-dir",
+        dir.path().join("cache").to_str().unwrap(),
         "--out",
         features.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("0 of 25 from the feature cache"),
+        "{}",
+        stderr(&out)
+    );
     let (shape, values) = read_npy(&features).unwrap();
     assert_eq!(shape[0], 25);
     let dim = shape[1];
@@ -278,6 +285,7 @@ fn scikit_learns_digits_go_from_folder_to_accuracy() {
             "cpu",
             "--resize",
             "32x32",
+            "--no-cache",
             "--out",
             features.to_str().unwrap(),
         ]);
@@ -306,4 +314,51 @@ fn scikit_learns_digits_go_from_folder_to_accuracy() {
             "{name}: k-NN {knn}, linear {linear}"
         );
     }
+}
+
+#[test]
+fn embedded_images_come_from_the_feature_cache_until_their_content_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("set");
+    labelled_folder(&folder);
+    let cache = dir.path().join("cache");
+    let embed = |out: &Path| {
+        let out = dinoscope(&[
+            "embed-folder",
+            folder.to_str().unwrap(),
+            "--weights",
+            WEIGHTS,
+            "--device",
+            "cpu",
+            "--resize",
+            "32x32",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stderr(&out)
+    };
+    let (first, second, third) = (
+        dir.path().join("1.npy"),
+        dir.path().join("2.npy"),
+        dir.path().join("3.npy"),
+    );
+    assert!(embed(&first).contains("0 of 25 from the feature cache"));
+    assert!(embed(&second).contains("25 of 25 from the feature cache"));
+    assert_eq!(read_npy(&first).unwrap(), read_npy(&second).unwrap());
+    // A changed image is embedded again; the others still come from the cache.
+    image::RgbImage::from_pixel(40, 32, image::Rgb([250, 250, 0]))
+        .save(folder.join("red").join("0.png"))
+        .unwrap();
+    assert!(embed(&third).contains("24 of 25 from the feature cache"));
+    let (_, before) = read_npy(&first).unwrap();
+    let (shape, after) = read_npy(&third).unwrap();
+    let changed: Vec<usize> = (0..shape[0])
+        .filter(|&r| {
+            before[r * shape[1]..(r + 1) * shape[1]] != after[r * shape[1]..(r + 1) * shape[1]]
+        })
+        .collect();
+    assert_eq!(changed.len(), 1, "rows changed: {changed:?}");
 }

@@ -14,8 +14,10 @@ use serde::{Deserialize, Serialize};
 
 use super::ModelArgs;
 use crate::analysis::readout::embed::{
-    LabelledImages, Pooling, Subset, embed_images, feature_dim, labelled_folder,
+    LabelledImages, Pooling, Subset, embed_images, embed_images_cached, feature_dim,
+    labelled_folder,
 };
+use crate::analysis::readout::feature_cache::FeatureCache;
 use crate::analysis::readout::knn::{KnnConfig, knn_classify};
 use crate::analysis::readout::logistic::{self, LogisticConfig};
 use crate::analysis::readout::split::train_test_split;
@@ -57,6 +59,27 @@ pub struct EmbedFolderArgs {
     /// The features (`.npy`); the index goes beside it as `.json`.
     #[arg(long)]
     pub out: PathBuf,
+    /// Where features are kept per (checkpoint, settings, image content) so that images already
+    /// embedded are not run again (default: `$XDG_CACHE_HOME/dinoscope/features`, else
+    /// `~/.cache/dinoscope/features`).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Embed every image again and keep nothing.
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+/// The default folder of the feature cache.
+fn default_cache_dir() -> Option<PathBuf> {
+    let set = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    set("XDG_CACHE_HOME")
+        .or_else(|| set("HOME").map(|home| home.join(".cache")))
+        .map(|cache| cache.join("dinoscope").join("features"))
 }
 
 /// What `embed-folder` writes beside the features.
@@ -108,14 +131,44 @@ pub fn run_embed_folder(args: &EmbedFolderArgs) -> Result<()> {
         }
         true
     };
-    let features = embed_images(
-        &model.vit,
-        &images.paths,
-        args.resize,
-        pooling,
-        args.batch,
-        &mut progress,
-    )?;
+    let cache_root = if args.no_cache {
+        None
+    } else {
+        args.cache_dir.clone().or_else(default_cache_dir)
+    };
+    let features = match cache_root {
+        Some(root) => {
+            let settings = format!("{:?} {:?} {:?}", args.resize, pooling, model.config);
+            let cache = FeatureCache::open(&root, &args.model.weights, &settings, dim)
+                .with_context(|| format!("{}: cannot open the feature cache", root.display()))?;
+            let (features, used) = embed_images_cached(
+                &model.vit,
+                &images.paths,
+                args.resize,
+                pooling,
+                args.batch,
+                &cache,
+                &mut progress,
+            )?;
+            eprintln!(
+                "{} of {n} from the feature cache ({})",
+                used.hits,
+                cache.dir().display()
+            );
+            for problem in &used.not_kept {
+                eprintln!("not kept in the cache: {problem}");
+            }
+            features
+        }
+        None => embed_images(
+            &model.vit,
+            &images.paths,
+            args.resize,
+            pooling,
+            args.batch,
+            &mut progress,
+        )?,
+    };
     let seconds = started.elapsed().as_secs_f64();
     write_npy(&args.out, &[n, dim], &features)?;
     let index = FeatureIndex {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{Tensor, TensorData};
 
+use super::feature_cache::{FeatureCache, content_key};
 use crate::analysis::progress::{Cancelled, Progress, report};
 use crate::image_files::{FolderError, SkippedEntry, find_images};
 use crate::model::host::{HostReadError, f32_values};
@@ -156,6 +157,55 @@ pub fn embed_images(
     }
     report(progress, 1.0, "embedded")?;
     Ok(features)
+}
+
+/// How a cached embedding went.
+#[derive(Debug, Default)]
+pub struct CacheUse {
+    /// Images whose features came from the cache.
+    pub hits: usize,
+    /// Images that could not be kept in the cache, and why (their features are still returned).
+    pub not_kept: Vec<String>,
+}
+
+/// [`embed_images`] through `cache`: only the images whose content has no row there go through the
+/// model, and their rows are kept.
+pub fn embed_images_cached(
+    vit: &Vit,
+    paths: &[PathBuf],
+    resize: Resize,
+    pooling: Pooling,
+    batch: usize,
+    cache: &FeatureCache,
+    progress: &mut Progress<'_>,
+) -> Result<(Vec<f32>, CacheUse), EmbedError> {
+    let dim = feature_dim(vit, pooling);
+    let mut rows: Vec<Option<Vec<f32>>> = Vec::with_capacity(paths.len());
+    let mut keys = Vec::with_capacity(paths.len());
+    for path in paths {
+        let key = content_key(path).map_err(|source| {
+            EmbedError::Image(ImageLoadError::Io {
+                path: path.clone(),
+                source,
+            })
+        })?;
+        rows.push(cache.get(&key));
+        keys.push(key);
+    }
+    let missing: Vec<usize> = (0..paths.len()).filter(|&i| rows[i].is_none()).collect();
+    let mut used = CacheUse {
+        hits: paths.len() - missing.len(),
+        ..CacheUse::default()
+    };
+    let to_embed: Vec<PathBuf> = missing.iter().map(|&i| paths[i].clone()).collect();
+    let computed = embed_images(vit, &to_embed, resize, pooling, batch, progress)?;
+    for (&i, row) in missing.iter().zip(computed.chunks(dim.max(1))) {
+        if let Err(e) = cache.put(&keys[i], row) {
+            used.not_kept.push(format!("{}: {e}", paths[i].display()));
+        }
+        rows[i] = Some(row.to_vec());
+    }
+    Ok((rows.into_iter().flatten().flatten().collect(), used))
 }
 
 fn run_batch(

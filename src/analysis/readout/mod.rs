@@ -2,6 +2,7 @@
 //! DINO's weighted k-NN, multinomial logistic regression.
 
 pub mod embed;
+pub mod feature_cache;
 pub mod knn;
 pub mod logistic;
 pub mod numpy_random;
