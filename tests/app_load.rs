@@ -4,68 +4,21 @@
 //! timing. Frame times are measured by `examples/gallery_load.rs`, not here.
 
 mod app_common;
+mod counting_alloc;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use app_common::{bare_options, build_harness, wait_for};
+use counting_alloc::{live, peak, restart};
 use dinoscope::app::pixels::{DECODED_BUDGET, WORKING_LONG_SIDE};
 use egui_kittest::Harness;
 use image::{ImageEncoder, RgbImage};
-
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-fn grew(size: usize) {
-    let live = LIVE.fetch_add(size, Ordering::Relaxed) + size;
-    PEAK.fetch_max(live, Ordering::Relaxed);
-}
-
-// SAFETY: every call forwards to `System` with the caller's arguments; the counters only observe.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        grew(layout.size());
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        grew(layout.size());
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        grew(new_size);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
 
 /// The tests measure the process's memory: one at a time.
 static MEASURING: Mutex<()> = Mutex::new(());
 
 const MIB: usize = 1 << 20;
-
-fn live() -> usize {
-    LIVE.load(Ordering::Relaxed)
-}
-
-/// Starts a new peak at the present level.
-fn reset_peak() {
-    PEAK.store(live(), Ordering::Relaxed);
-}
-
-fn peak() -> usize {
-    PEAK.load(Ordering::Relaxed)
-}
 
 fn harness() -> Harness<'static, app_common::TestApp> {
     let mut h = build_harness(
@@ -114,7 +67,7 @@ fn two_thousand_images_load_with_bounded_memory_and_only_visible_thumbnails_laid
     small_images(dir.path(), 2000);
     let mut h = harness();
     let before = live();
-    reset_peak();
+    restart();
     h.state_mut()
         .app_mut()
         .add_paths(vec![dir.path().to_path_buf()]);
@@ -163,7 +116,7 @@ fn a_16000_by_12000_image_is_kept_at_its_working_size_and_a_cancelled_load_frees
 
     // Loaded: the gallery keeps a 4,096 x 3,072 working copy (36 MiB), not 576 MiB.
     let before = live();
-    reset_peak();
+    restart();
     h.state_mut().app_mut().add_paths(vec![huge.clone()]);
     wait_for(&mut h, "the huge image", |app| {
         app.is_idle() && app.gallery().entries.len() == 1

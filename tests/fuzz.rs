@@ -12,13 +12,12 @@
 //! `DINOSCOPE_FUZZ_CASES=5000 cargo test --test fuzz -- --nocapture` (the table is printed either way).
 
 mod common;
+mod counting_alloc;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use burn::tensor::Device;
 use dinoscope::analysis::fusion::load_external;
@@ -38,43 +37,6 @@ use dinoscope::train::TrainConfig;
 /// Random cases per seed and mutation kind when `DINOSCOPE_FUZZ_CASES` is not set.
 const DEFAULT_CASES: usize = 40;
 const MIB: usize = 1 << 20;
-
-/// Counts the largest single allocation request and the peak of live bytes.
-struct Counting;
-
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-fn record(size: usize) {
-    LARGEST.fetch_max(size, Ordering::Relaxed);
-    let live = LIVE.fetch_add(size, Ordering::Relaxed) + size;
-    PEAK.fetch_max(live, Ordering::Relaxed);
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator; only counters are added.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        record(layout.size());
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        record(layout.size());
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        record(new_size);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
 
 /// The stem every case file is written under; errors must name it.
 const CASE_STEM: &str = "fuzz-case";
@@ -438,12 +400,10 @@ fn run_target(
     let run_case = |bytes: Vec<u8>, tally: &mut Tally| {
         std::fs::write(&path, &bytes).unwrap();
         drop(bytes);
-        LARGEST.store(0, Ordering::Relaxed);
-        PEAK.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
-        let baseline = LIVE.load(Ordering::Relaxed);
+        let baseline = counting_alloc::restart();
         let outcome = std::panic::catch_unwind(|| (target.parse)(&path));
         tally.cases += 1;
-        let largest = LARGEST.load(Ordering::Relaxed);
+        let largest = counting_alloc::largest();
         tally.largest_alloc = tally.largest_alloc.max(largest);
         if largest > target.max_alloc
             && let Some(dir) = std::env::var_os("DINOSCOPE_FUZZ_KEEP")
@@ -452,7 +412,7 @@ fn run_target(
             let kept = Path::new(&dir).join(format!("over-bound.{}", target.extension));
             std::fs::copy(&path, kept).unwrap();
         }
-        let peak = PEAK.load(Ordering::Relaxed).saturating_sub(baseline);
+        let peak = counting_alloc::peak().saturating_sub(baseline);
         tally.peak_live = tally.peak_live.max(peak);
         match outcome {
             Ok(Ok(())) => tally.accepted += 1,
