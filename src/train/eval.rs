@@ -164,10 +164,9 @@ pub fn iou(a: &[bool], b: &[bool]) -> f64 {
     }
 }
 
+/// The final CLS embedding (the k-NN normalises it).
 fn embedding(vit: &Vit, image: &RgbImage, device: &Device) -> Result<Vec<f32>, HostReadError> {
-    let v = f32_values(vit.forward(image_tensor(image, device)))?;
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-    Ok(v.into_iter().map(|x| x / norm).collect())
+    f32_values(vit.forward(image_tensor(image, device)))
 }
 
 /// k-NN accuracy of `vit`'s final CLS embeddings on `set`, and the attention-mask IoU of the queries
@@ -186,7 +185,8 @@ pub fn evaluate(vit: &Vit, set: &EvalSet) -> Result<EvalScores, HostReadError> {
         k: KNN_K,
         temperature: KNN_TEMPERATURE,
     };
-    let (mut iou_sum, mut masks, mut correct) = (0.0, 0, 0);
+    let (mut iou_sum, mut masks) = (0.0, 0);
+    let mut queries = Vec::new();
     for query in &set.queries {
         if let Some(mask) = &query.mask {
             let maps = attention_maps(
@@ -203,12 +203,17 @@ pub fn evaluate(vit: &Vit, set: &EvalSet) -> Result<EvalScores, HostReadError> {
             );
             masks += 1;
         }
-        let features = embedding(vit, &query.image, &device)?;
-        let predicted = knn_classify(&bank, &bank_labels, &features, dim, set.classes, knn)
-            .ok()
-            .and_then(|r| r.predictions.first().copied());
-        correct += usize::from(predicted == Some(query.label));
+        queries.extend(embedding(vit, &query.image, &device)?);
     }
+    // An empty bank (no training scenes) predicts nothing: accuracy 0.
+    let predictions = knn_classify(&bank, &bank_labels, &queries, dim, set.classes, knn)
+        .map(|r| r.predictions)
+        .unwrap_or_default();
+    let correct = predictions
+        .iter()
+        .zip(&set.queries)
+        .filter(|(p, q)| **p == q.label)
+        .count();
     Ok(EvalScores {
         knn_accuracy: correct as f64 / set.queries.len().max(1) as f64,
         mask_iou: (masks > 0).then(|| iou_sum / masks as f64),
