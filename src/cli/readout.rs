@@ -14,13 +14,12 @@ use serde::{Deserialize, Serialize};
 
 use super::ModelArgs;
 use crate::analysis::readout::embed::{
-    LabelledImages, Pooling, Subset, embed_images, embed_images_cached, feature_dim,
-    labelled_folder,
+    LabelledImages, Pooling, embed_images, embed_images_cached, feature_dim, labelled_folder,
 };
 use crate::analysis::readout::feature_cache::FeatureCache;
-use crate::analysis::readout::knn::{KnnConfig, knn_classify};
-use crate::analysis::readout::logistic::{self, LogisticConfig};
-use crate::analysis::readout::split::train_test_split;
+use crate::analysis::readout::knn::KnnConfig;
+use crate::analysis::readout::logistic::LogisticConfig;
+use crate::analysis::readout::report::{Classifier, ReadoutReport, SplitSettings, read_out};
 use crate::arrays::{read_npy, write_npy};
 use crate::model::Resize;
 
@@ -230,46 +229,6 @@ pub struct LinearArgs {
     pub c: f64,
 }
 
-/// Accuracy, per-class accuracy, the confusion matrix and every test prediction.
-#[derive(Serialize, Deserialize, Debug)]
-pub struct ReadoutReport {
-    pub accuracy: f64,
-    pub classes: Vec<String>,
-    /// `None` for a class with no test image.
-    pub per_class_accuracy: Vec<Option<f64>>,
-    /// `confusion[true][predicted]` counts.
-    pub confusion: Vec<Vec<usize>>,
-    pub train: Vec<PathBuf>,
-    pub test: Vec<TestPrediction>,
-}
-
-#[derive(Serialize, Deserialize, Debug)]
-pub struct TestPrediction {
-    pub path: PathBuf,
-    pub label: usize,
-    pub predicted: usize,
-}
-
-/// The labelled rows of `index` as (train, test) row numbers.
-fn split_rows(index: &FeatureIndex, test_size: f64, seed: u32) -> Result<(Vec<usize>, Vec<usize>)> {
-    let labelled: Vec<usize> = (0..index.images.paths.len())
-        .filter(|&i| index.images.labels[i].is_some())
-        .collect();
-    if let Some(subsets) = &index.images.subsets {
-        let of = |want: Subset| -> Vec<usize> {
-            labelled
-                .iter()
-                .copied()
-                .filter(|&i| subsets[i] == want)
-                .collect()
-        };
-        return Ok((of(Subset::Train), of(Subset::Val)));
-    }
-    let split = train_test_split(labelled.len(), test_size, seed)?;
-    let rows = |positions: Vec<usize>| positions.into_iter().map(|p| labelled[p]).collect();
-    Ok((rows(split.train), rows(split.test)))
-}
-
 /// Reads `features` and its index, checking that they belong together.
 fn read_features(features: &Path) -> Result<(FeatureIndex, Vec<f32>)> {
     let index_file = index_path(features);
@@ -299,124 +258,37 @@ fn read_features(features: &Path) -> Result<(FeatureIndex, Vec<f32>)> {
     Ok((index, values))
 }
 
-fn rows_of(values: &[f32], dim: usize, rows: &[usize]) -> Vec<f32> {
-    rows.iter()
-        .flat_map(|&r| values[r * dim..(r + 1) * dim].iter().copied())
-        .collect()
-}
-
-/// The features split into training and test rows, with their labels.
-struct SplitFeatures {
-    index: FeatureIndex,
-    train: Vec<usize>,
-    test: Vec<usize>,
-    train_features: Vec<f32>,
-    test_features: Vec<f32>,
-    train_labels: Vec<usize>,
-}
-
-fn split_features(args: &SplitArgs) -> Result<SplitFeatures> {
+fn read_out_file(args: &SplitArgs, classifier: Classifier) -> Result<ReadoutReport> {
     let (index, values) = read_features(&args.features)?;
-    let (train, test) = split_rows(&index, args.test_size, args.seed)?;
-    if train.is_empty() || test.is_empty() {
-        bail!(
-            "{}: {} training and {} test images; both are needed",
-            args.features.display(),
-            train.len(),
-            test.len()
-        );
-    }
-    let train_labels = train
-        .iter()
-        .map(|&i| index.images.labels[i].unwrap_or_default())
-        .collect();
-    Ok(SplitFeatures {
-        train_features: rows_of(&values, index.dim, &train),
-        test_features: rows_of(&values, index.dim, &test),
-        index,
-        train,
-        test,
-        train_labels,
-    })
-}
-
-fn report(split: &SplitFeatures, predictions: &[usize]) -> ReadoutReport {
-    let images = &split.index.images;
-    let label = |i: usize| images.labels[i].unwrap_or_default();
-    let classes = images.classes.len();
-    let mut confusion = vec![vec![0usize; classes]; classes];
-    for (&row, &predicted) in split.test.iter().zip(predictions) {
-        confusion[label(row)][predicted] += 1;
-    }
-    let correct: usize = (0..classes).map(|c| confusion[c][c]).sum();
-    let per_class_accuracy = confusion
-        .iter()
-        .enumerate()
-        .map(|(c, row)| {
-            let total: usize = row.iter().sum();
-            (total > 0).then(|| row[c] as f64 / total as f64)
-        })
-        .collect();
-    ReadoutReport {
-        accuracy: correct as f64 / split.test.len() as f64,
-        classes: images.classes.clone(),
-        per_class_accuracy,
-        confusion,
-        train: split
-            .train
-            .iter()
-            .map(|&i| images.paths[i].clone())
-            .collect(),
-        test: split
-            .test
-            .iter()
-            .zip(predictions)
-            .map(|(&i, &predicted)| TestPrediction {
-                path: images.paths[i].clone(),
-                label: label(i),
-                predicted,
-            })
-            .collect(),
-    }
+    let split = SplitSettings {
+        test_size: args.test_size,
+        seed: args.seed,
+    };
+    read_out(&index.images, &values, index.dim, split, classifier)
+        .with_context(|| args.features.display().to_string())
 }
 
 pub fn knn_report(args: &KnnArgs) -> Result<ReadoutReport> {
-    let split = split_features(&args.split)?;
     let config = KnnConfig {
         k: args.k,
         temperature: args.temperature,
     };
-    let result = knn_classify(
-        &split.train_features,
-        &split.train_labels,
-        &split.test_features,
-        split.index.dim,
-        split.index.images.classes.len(),
-        config,
-    )?;
-    Ok(report(&split, &result.predictions))
+    read_out_file(&args.split, Classifier::Knn(config))
 }
 
 pub fn linear_report(args: &LinearArgs) -> Result<ReadoutReport> {
-    let split = split_features(&args.split)?;
     let config = LogisticConfig {
         c: args.c,
         ..LogisticConfig::default()
     };
-    let model = logistic::fit(
-        &split.train_features,
-        &split.train_labels,
-        split.index.dim,
-        split.index.images.classes.len(),
-        config,
-    )?;
-    if !model.converged {
+    let report = read_out_file(&args.split, Classifier::Logistic(config))?;
+    if report.not_converged {
         eprintln!(
             "note: L-BFGS stopped after {} iterations before its tolerance",
-            model.iterations
+            config.max_iterations
         );
     }
-    Ok(report(&split, &model.predict(&split.test_features)))
+    Ok(report)
 }
 
 fn print_and_write(what: &str, report: &ReadoutReport, out: Option<&Path>) -> Result<()> {

@@ -107,9 +107,62 @@ pub fn knn_classify(
     })
 }
 
+/// One neighbour of a query: its row in the bank and its cosine similarity.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Neighbour {
+    pub row: usize,
+    pub similarity: f32,
+}
+
+/// For each query row, the `k` rows of `bank` most cosine-similar to it, most similar first (ties
+/// by row), as [`knn_classify`] ranks the voters.
+pub fn nearest(bank: &[f32], queries: &[f32], dim: usize, k: usize) -> Vec<Vec<Neighbour>> {
+    if dim == 0 {
+        return Vec::new();
+    }
+    let rows = bank.len() / dim;
+    let bank = &bank[..rows * dim];
+    let queries = &queries[..queries.len() / dim * dim];
+    let k = k.min(rows);
+    if k == 0 {
+        return vec![Vec::new(); queries.len() / dim];
+    }
+    let similarities = dot_rows(&l2_normalized(queries, dim), &l2_normalized(bank, dim), dim);
+    similarities
+        .chunks(rows)
+        .map(|row| {
+            let mut order: Vec<usize> = (0..rows).collect();
+            let by_similarity = |a: &usize, b: &usize| row[*b].total_cmp(&row[*a]).then(a.cmp(b));
+            order.select_nth_unstable_by(k - 1, by_similarity);
+            order.truncate(k);
+            order.sort_by(by_similarity);
+            order
+                .into_iter()
+                .map(|r| Neighbour {
+                    row: r,
+                    similarity: row[r],
+                })
+                .collect()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nearest_ranks_the_bank_by_cosine_similarity() {
+        let bank = [1.0, 0.0, 0.0, 2.0, 3.0, 3.0, -1.0, 0.0];
+        let found = nearest(&bank, &[1.0, 0.1, 0.0, -5.0], 2, 3);
+        let rows: Vec<Vec<usize>> = found
+            .iter()
+            .map(|n| n.iter().map(|n| n.row).collect())
+            .collect();
+        assert_eq!(rows, [vec![0, 2, 1], vec![0, 3, 2]]);
+        assert!((found[0][1].similarity - (1.1 / (1.01f32.sqrt() * 2f32.sqrt()))).abs() < 1e-6);
+        assert!(nearest(&bank, &[1.0, 0.0], 2, 0)[0].is_empty());
+    }
 
     #[test]
     fn the_nearest_neighbours_vote_with_exponential_weights() {
