@@ -43,18 +43,18 @@ folder() { # N [--square] -> path
 WEIGHTS="$WORK/dinov2_vits14_random.pth"
 [ -e "$WEIGHTS" ] || "$PYTHON" "$TORCH_SIDE" make-weights --out "$WEIGHTS" --seed 0 >&2
 
-# run_ours / run_theirs DIR THREADS OUT.npy -> "wall_s peak_kb embed_s"
+# run_ours / run_theirs DIR THREADS OUT.npy: writes "wall_s peak_kb embed_s" to $OUT/result
 run_ours() {
   RAYON_NUM_THREADS=$2 /usr/bin/time -f "%e %M" -o "$OUT/time" "$BIN" embed-folder "$1" \
     --weights "$WEIGHTS" --resize 98x98 --pool cls --batch 32 --out "$3" --no-cache --device cpu \
-    2>"$OUT/log" || { cat "$OUT/log" >&2; exit 1; }
-  echo "$(cat "$OUT/time") $(sed -n 's/.* in \([0-9.]*\) s (.*/\1/p' "$OUT/log")"
+    2>"$OUT/log" || { echo "dinoscope embed-folder failed:" >&2; cat "$OUT/log" >&2; exit 1; }
+  echo "$(cat "$OUT/time") $(sed -n 's/.* in \([0-9.]*\) s (.*/\1/p' "$OUT/log")" >"$OUT/result"
 }
 run_theirs() {
   /usr/bin/time -f "%e %M" -o "$OUT/time" "$PYTHON" "$TORCH_SIDE" embed --folder "$1" \
     --weights "$WEIGHTS" --out "$3" --threads "$2" --batch 32 --size 98 >"$OUT/log" 2>&1 \
-    || { cat "$OUT/log" >&2; exit 1; }
-  echo "$(cat "$OUT/time") $(sed -n 's/.*embed_s=\([0-9.]*\).*/\1/p' "$OUT/log")"
+    || { echo "bench_embed_torch.py embed failed:" >&2; cat "$OUT/log" >&2; exit 1; }
+  echo "$(cat "$OUT/time") $(sed -n 's/.*embed_s=\([0-9.]*\).*/\1/p' "$OUT/log")" >"$OUT/result"
 }
 compare() { # A.npy B.npy label
   "$PYTHON" - "$1" "$2" "$3" <<'EOF'
@@ -69,6 +69,13 @@ cos = (an * bn).sum(1)
 print(f"- {sys.argv[3]}: {a.shape[0]} x {a.shape[1]} features, max |a - b| {d.max():.3g}, "
       f"mean {d.mean():.3g} (features up to |{np.abs(b).max():.3g}|, per-feature std "
       f"{b.std(0).mean():.3g}); cosine(ours, theirs) min {cos.min():.6f}")
+# Per file type, from the index dinoscope writes beside its features (same order on both sides).
+import json, os
+paths = json.load(open(os.path.splitext(sys.argv[1])[0] + ".json"))["paths"]
+kinds = np.array([os.path.splitext(p)[1].lower() for p in paths])
+if len(set(kinds)) > 1:
+    print("  " + "; ".join(f"{k}: {int((kinds == k).sum())} images, max {d[kinds == k].max():.3g}, "
+                           f"mean {d[kinds == k].mean():.3g}" for k in sorted(set(kinds))))
 EOF
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
@@ -79,8 +86,8 @@ median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] :
 DATA="$(folder "$IMAGES")"
 SQUARE="$(folder 64 --square)"
 echo "Feature agreement (same checkpoint; the 98x98 PNGs need no resize, so both sides see the same pixels):"
-run_ours "$SQUARE" 2 "$OUT/ours_square.npy" >/dev/null
-run_theirs "$SQUARE" 2 "$OUT/theirs_square.npy" >/dev/null
+run_ours "$SQUARE" 2 "$OUT/ours_square.npy"
+run_theirs "$SQUARE" 2 "$OUT/theirs_square.npy"
 compare "$OUT/ours_square.npy" "$OUT/theirs_square.npy" "64 98x98 PNGs (model only)"
 
 echo
@@ -90,8 +97,8 @@ summary=()
 for threads in $THREADS; do
   ratios=(); inner=()
   for pair in $(seq "$PAIRS"); do
-    read -r ow ok oe <<<"$(run_ours "$DATA" "$threads" "$OUT/ours.npy")"
-    read -r tw tk te <<<"$(run_theirs "$DATA" "$threads" "$OUT/theirs.npy")"
+    run_ours "$DATA" "$threads" "$OUT/ours.npy"; read -r ow ok oe <"$OUT/result"
+    run_theirs "$DATA" "$threads" "$OUT/theirs.npy"; read -r tw tk te <"$OUT/result"
     r=$(ratio "$ow" "$tw"); ri=$(ratio "$oe" "$te")
     ratios+=("$r"); inner+=("$ri")
     echo "| $IMAGES | $threads | $pair | $ow | $tw | $r | $(per_image "$ow" "$IMAGES") | $(per_image "$tw" "$IMAGES") | $oe | $te | $ri | $(mb "$ok") | $(mb "$tk") |"
@@ -108,7 +115,7 @@ if [ -n "$MEMORY_IMAGES" ]; then
   echo
   echo "| images | threads | dinoscope s | peak RSS MB | PyTorch s | peak RSS MB |"
   echo "|---|---|---|---|---|---|"
-  read -r ow ok oe <<<"$(run_ours "$BIG" "$threads" "$OUT/ours_big.npy")"
-  read -r tw tk te <<<"$(run_theirs "$BIG" "$threads" "$OUT/theirs_big.npy")"
+  run_ours "$BIG" "$threads" "$OUT/ours_big.npy"; read -r ow ok oe <"$OUT/result"
+  run_theirs "$BIG" "$threads" "$OUT/theirs_big.npy"; read -r tw tk te <"$OUT/result"
   echo "| $MEMORY_IMAGES | $threads | $ow | $(mb "$ok") | $tw | $(mb "$tk") |"
 fi
