@@ -6,6 +6,7 @@ pub mod colormap;
 pub mod coords;
 pub mod correspond;
 pub mod coseg;
+pub mod embedding_map;
 pub mod features;
 pub mod figure;
 pub mod fusion;
