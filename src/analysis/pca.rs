@@ -13,68 +13,110 @@ pub struct Pca {
     pub explained_variance: Vec<f32>,
 }
 
+/// A fit in f64, before [`Pca`] rounds it to f32.
+struct Fit {
+    mean: Vec<f64>,
+    /// `[n, dim]`, unit rows, scikit-learn's signs.
+    components: Vec<f64>,
+    variances: Vec<f64>,
+}
+
+/// Fits up to `n_components` components (capped by the rank bound `min(rows, dim)`) to the
+/// `dim`-long rows of `data`, on the smaller of the covariance and Gram matrices.
+fn fit_f64(data: &[f32], dim: usize, n_components: usize) -> Fit {
+    let rows = data.len().checked_div(dim).unwrap_or(0);
+    let mut mean = vec![0f64; dim];
+    for row in data.chunks_exact(dim.max(1)).take(rows) {
+        mean.iter_mut().zip(row).for_each(|(m, &v)| *m += v as f64);
+    }
+    mean.iter_mut().for_each(|m| *m /= rows.max(1) as f64);
+    let n = n_components.min(rows).min(dim);
+    if n == 0 {
+        return Fit {
+            mean,
+            components: Vec::new(),
+            variances: Vec::new(),
+        };
+    }
+    let centred: Vec<f64> = data[..rows * dim]
+        .chunks_exact(dim)
+        .flat_map(|row| row.iter().zip(&mean).map(|(&v, m)| v as f64 - m))
+        .collect();
+    let x = View::new(&centred, rows, dim);
+    let denominator = (rows.max(2) - 1) as f64;
+    let (variances, mut components) = if dim <= rows {
+        let covariance: Vec<f64> = matmul(x.t(), x, 1.0)
+            .into_iter()
+            .map(|v| v / denominator)
+            .collect();
+        top_eigen(&covariance, dim, n)
+    } else {
+        // Gram trick: eigenvectors u of X X^T give components X^T u / sqrt(lambda).
+        let gram: Vec<f64> = matmul(x, x.t(), 1.0)
+            .into_iter()
+            .map(|v| v / denominator)
+            .collect();
+        let (values, u) = top_eigen(&gram, rows, n);
+        let mut v = matmul(View::new(&u, n, rows), x, 1.0);
+        for row in v.chunks_exact_mut(dim) {
+            let norm = row.iter().map(|a| a * a).sum::<f64>().sqrt();
+            if norm > 0.0 {
+                row.iter_mut().for_each(|a| *a /= norm);
+            }
+        }
+        (values, v)
+    };
+    for row in components.chunks_exact_mut(dim) {
+        let largest = row
+            .iter()
+            .copied()
+            .max_by(|a, b| a.abs().total_cmp(&b.abs()))
+            .unwrap_or(0.0);
+        if largest < 0.0 {
+            row.iter_mut().for_each(|a| *a = -*a);
+        }
+    }
+    Fit {
+        mean,
+        components,
+        variances,
+    }
+}
+
+/// scikit-learn's `PCA(n_components).fit_transform` of the `dim`-long rows of `data` in f64:
+/// `[rows, n]` projections of the centred rows, `n` capped as in [`Pca::fit`]. Kept in f64 (no f32
+/// components in between) for callers that round the result once, as scikit-learn's t-SNE does.
+pub fn fit_transform(data: &[f32], dim: usize, n_components: usize) -> Vec<f64> {
+    let fit = fit_f64(data, dim, n_components);
+    let n = fit.variances.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    let rows = data.len() / dim;
+    let mut out = Vec::with_capacity(rows * n);
+    let mut centred = vec![0f64; dim];
+    for row in data[..rows * dim].chunks_exact(dim) {
+        centred
+            .iter_mut()
+            .zip(row.iter().zip(&fit.mean))
+            .for_each(|(c, (&v, m))| *c = v as f64 - m);
+        for component in fit.components.chunks_exact(dim) {
+            out.push(component.iter().zip(&centred).map(|(a, b)| a * b).sum());
+        }
+    }
+    out
+}
+
 impl Pca {
     /// Fits up to `n_components` components (capped by the rank bound `min(rows, dim)`) to the
     /// `dim`-long rows of `data`. Computed in f64 on the smaller of the covariance and Gram matrices.
     pub fn fit(data: &[f32], dim: usize, n_components: usize) -> Pca {
-        let rows = data.len().checked_div(dim).unwrap_or(0);
-        let mut mean = vec![0f64; dim];
-        for row in data.chunks_exact(dim.max(1)).take(rows) {
-            mean.iter_mut().zip(row).for_each(|(m, &v)| *m += v as f64);
-        }
-        mean.iter_mut().for_each(|m| *m /= rows.max(1) as f64);
-        let n = n_components.min(rows).min(dim);
-        if n == 0 {
-            return Pca {
-                dim,
-                mean: mean.iter().map(|&m| m as f32).collect(),
-                components: Vec::new(),
-                explained_variance: Vec::new(),
-            };
-        }
-        let centred: Vec<f64> = data[..rows * dim]
-            .chunks_exact(dim)
-            .flat_map(|row| row.iter().zip(&mean).map(|(&v, m)| v as f64 - m))
-            .collect();
-        let x = View::new(&centred, rows, dim);
-        let denominator = (rows.max(2) - 1) as f64;
-        let (variances, mut components) = if dim <= rows {
-            let covariance: Vec<f64> = matmul(x.t(), x, 1.0)
-                .into_iter()
-                .map(|v| v / denominator)
-                .collect();
-            top_eigen(&covariance, dim, n)
-        } else {
-            // Gram trick: eigenvectors u of X X^T give components X^T u / sqrt(lambda).
-            let gram: Vec<f64> = matmul(x, x.t(), 1.0)
-                .into_iter()
-                .map(|v| v / denominator)
-                .collect();
-            let (values, u) = top_eigen(&gram, rows, n);
-            let mut v = matmul(View::new(&u, n, rows), x, 1.0);
-            for row in v.chunks_exact_mut(dim) {
-                let norm = row.iter().map(|a| a * a).sum::<f64>().sqrt();
-                if norm > 0.0 {
-                    row.iter_mut().for_each(|a| *a /= norm);
-                }
-            }
-            (values, v)
-        };
-        for row in components.chunks_exact_mut(dim) {
-            let largest = row
-                .iter()
-                .copied()
-                .max_by(|a, b| a.abs().total_cmp(&b.abs()))
-                .unwrap_or(0.0);
-            if largest < 0.0 {
-                row.iter_mut().for_each(|a| *a = -*a);
-            }
-        }
+        let fit = fit_f64(data, dim, n_components);
         Pca {
             dim,
-            mean: mean.iter().map(|&m| m as f32).collect(),
-            components: components.iter().map(|&c| c as f32).collect(),
-            explained_variance: variances.iter().map(|&v| v.max(0.0) as f32).collect(),
+            mean: fit.mean.iter().map(|&m| m as f32).collect(),
+            components: fit.components.iter().map(|&c| c as f32).collect(),
+            explained_variance: fit.variances.iter().map(|&v| v.max(0.0) as f32).collect(),
         }
     }
 
@@ -174,6 +216,18 @@ mod tests {
                 assert!(cov.abs() < 1e-4);
             }
         }
+    }
+
+    #[test]
+    fn f64_fit_transform_agrees_with_the_f32_projection() {
+        let (data, _) = planted(200);
+        let projected = Pca::fit(&data, 3, 2).transform(&data);
+        let exact = fit_transform(&data, 3, 2);
+        assert_eq!(exact.len(), projected.len());
+        for (a, b) in exact.iter().zip(&projected) {
+            assert!((a - *b as f64).abs() < 1e-4, "{a} vs {b}");
+        }
+        assert!(fit_transform(&[], 3, 2).is_empty());
     }
 
     #[test]
