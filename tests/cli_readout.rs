@@ -5,41 +5,13 @@ mod common;
 
 use std::path::Path;
 
-use common::{dinoscope, stderr};
+use common::{dinoscope, labelled_folder, stderr};
 use dinoscope::analysis::readout::knn::{KnnConfig, knn_classify};
 use dinoscope::analysis::readout::logistic::{LogisticConfig, fit};
 use dinoscope::analysis::readout::split::train_test_split;
 use dinoscope::arrays::read_npy;
 
 const WEIGHTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/weights/default.safetensors");
-
-/// Three classes of 8 images: a colour per class, stripes and noise varying within the class.
-fn labelled_folder(root: &Path) {
-    let colours = [
-        ("blue", [40u8, 60, 200]),
-        ("green", [40, 180, 60]),
-        ("red", [200, 40, 40]),
-    ];
-    for (class, colour) in colours {
-        std::fs::create_dir_all(root.join(class)).unwrap();
-        for i in 0..8u32 {
-            image::RgbImage::from_fn(40, 32, |x, y| {
-                let stripe = ((x + i * 3) / (2 + i % 3)) % 2 == 0;
-                let wobble = ((x * 7 + y * 13 + i * 31) % 23) as u8;
-                image::Rgb(colour.map(|c| {
-                    c.saturating_add(wobble)
-                        .saturating_sub(if stripe { 30 } else { 0 })
-                }))
-            })
-            .save(root.join(class).join(format!("{i}.png")))
-            .unwrap();
-        }
-    }
-    // An unlabelled file in the root.
-    image::RgbImage::new(40, 32)
-        .save(root.join("loose.png"))
-        .unwrap();
-}
 
 #[test]
 fn a_labelled_folder_is_embedded_and_read_out_by_knn() {
@@ -361,4 +333,77 @@ fn embedded_images_come_from_the_feature_cache_until_their_content_changes() {
         })
         .collect();
     assert_eq!(changed.len(), 1, "rows changed: {changed:?}");
+}
+
+#[test]
+fn a_csv_list_embeds_as_the_folder_it_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("set");
+    labelled_folder(&folder);
+    let embed = |input: &Path, out: &Path| {
+        let out = dinoscope(&[
+            "embed-folder",
+            input.to_str().unwrap(),
+            "--weights",
+            WEIGHTS,
+            "--device",
+            "cpu",
+            "--resize",
+            "32x32",
+            "--no-cache",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    embed(&folder, &dir.path().join("folder.npy"));
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("folder.json")).unwrap())
+            .unwrap();
+    // The folder's images and classes as a list beside them, the unlabelled one with no label.
+    let mut csv = String::from("path,label\n");
+    for (path, label) in index["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(index["labels"].as_array().unwrap())
+    {
+        let relative = Path::new(path.as_str().unwrap())
+            .strip_prefix(&folder)
+            .unwrap();
+        let class = label
+            .as_u64()
+            .map_or("", |l| index["classes"][l as usize].as_str().unwrap());
+        csv.push_str(&format!("{},{class}\n", relative.display()));
+    }
+    let list = folder.join("list.csv");
+    std::fs::write(&list, csv).unwrap();
+    embed(&list, &dir.path().join("list.npy"));
+    let listed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("list.json")).unwrap())
+            .unwrap();
+    for key in ["paths", "labels", "classes"] {
+        assert_eq!(listed[key], index[key], "{key}");
+    }
+    assert_eq!(
+        read_npy(&dir.path().join("list.npy")).unwrap(),
+        read_npy(&dir.path().join("folder.npy")).unwrap()
+    );
+
+    // A listed file that is not there: the error names the list and the line.
+    std::fs::write(&list, "blue/0.png,blue\nblue/gone.png,blue\n").unwrap();
+    let out = dinoscope(&[
+        "embed-folder",
+        list.to_str().unwrap(),
+        "--weights",
+        WEIGHTS,
+        "--out",
+        dir.path().join("x.npy").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("list.csv: line 2") && err.contains("gone.png"),
+        "{err}"
+    );
 }

@@ -6,8 +6,8 @@ pub const SHORTCUTS: &[(&str, &str)] = &[
     ("Ctrl+O", "open images"),
     ("Left / Right", "previous / next image"),
     (
-        "1 2 3 4 5",
-        "Attention / PCA / Co-segmentation / Correspondence / Training tab",
+        "1 2 3 4 5 6",
+        "Attention / PCA / Co-segmentation / Correspondence / Training / Explorer tab",
     ),
     ("Up / Down", "next / previous block (layer) of the tab"),
     ("C or Escape", "back to the CLS query"),
@@ -89,6 +89,16 @@ pub fn help_window(ctx: &egui::Context, open: &mut bool) {
                      features, coloured over the target, and the best match is circled. 'Auto' finds \
                      best buddies - pairs of patches that are each other's best match - on the salient \
                      parts and draws a diverse few as coloured lines.",
+                );
+                ui.add_space(6.0);
+                ui.strong("Explorer (tab 6)");
+                ui.label(
+                    "A folder of images in class sub-folders, embedded by the model (CLS token). \
+                     Read-out: how well a k-NN vote (DINO's) or a logistic regression recovers the \
+                     classes on held-out images; click a confusion-matrix cell to see its images. \
+                     Retrieval: the images nearest to a clicked one, and for a result, which \
+                     patches of the two images are each other's best match. Embedding map: the set \
+                     (or the gallery's patches) laid out in 2-D by PCA or t-SNE.",
                 );
                 ui.add_space(6.0);
                 ui.strong("Checkpoints");

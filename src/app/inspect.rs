@@ -94,6 +94,10 @@ impl App {
         self.views.get::<T>()
     }
 
+    pub fn view_mut_of<T: View>(&mut self) -> Option<&mut T> {
+        self.views.get_mut::<T>()
+    }
+
     /// A built-in view ([`super::views::all`] registers every one, so it is there).
     fn builtin<T: View>(&self) -> &T {
         self.views

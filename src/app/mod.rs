@@ -17,6 +17,7 @@ pub mod correspond;
 pub mod coseg;
 pub mod dialogs;
 pub mod downloads;
+pub mod explorer;
 pub mod export;
 mod frame_timer;
 pub mod gallery;
@@ -55,7 +56,7 @@ use menu::{MenuAction, MenuContent};
 use notifications::{AppError, Notifications};
 use state::{Settings, ViewTab};
 use tasks::{Event, Output, TaskId, Tasks};
-use view::{Shared, View, ViewContext};
+use view::{AppRequest, Shared, View, ViewContext};
 use views::Views;
 use worker::{ModelInfo, ModelLoad, ModelRequest, ModelSource, Worker};
 
@@ -92,6 +93,10 @@ pub struct App {
     /// not rewritten every autosave).
     settings_file: Option<PathBuf>,
     settings_written: Option<String>,
+    /// What the views asked of the app this frame.
+    requests: Vec<AppRequest>,
+    /// An image a view opened: selected, with this tab shown, once it has loaded.
+    opening: Option<(PathBuf, ViewTab)>,
 }
 
 /// Starts the desktop app (blocks until the window closes).
@@ -140,6 +145,8 @@ impl App {
             frame: FrameTimer::default(),
             settings_file: options.settings_file.clone(),
             settings_written: None,
+            requests: Vec::new(),
+            opening: None,
             settings,
         };
         match startup::first_checkpoint(&options, &app.settings) {
@@ -186,6 +193,7 @@ impl App {
             tasks: &mut self.tasks,
             worker: &self.worker,
             notifications: &mut self.notifications,
+            requests: &mut self.requests,
         };
         (&mut self.views, cx)
     }
@@ -337,7 +345,12 @@ impl App {
                 // Skip duplicates of files already in the gallery.
                 let path = &image.path;
                 if image.bundled || !self.gallery.contains_path(path) {
-                    self.gallery.add(&self.ctx, *image);
+                    let opened = self.opening.as_ref().is_some_and(|(p, _)| p == path);
+                    let id = self.gallery.add(&self.ctx, *image);
+                    if opened && let Some((_, tab)) = self.opening.take() {
+                        self.gallery.select(id);
+                        self.settings.tab = tab;
+                    }
                 }
                 return;
             }
@@ -539,6 +552,7 @@ impl App {
             view.request(&mut cx);
         }
         self.windows(&ctx);
+        self.apply_requests();
         if !self.tasks.is_empty() {
             // Poll the channel even if no event arrives to wake us (e.g. a slow decoder).
             ctx.request_repaint_after(Duration::from_millis(100));
@@ -604,6 +618,23 @@ impl App {
         let (views, mut cx) = self.views_and_context();
         if let Some(view) = views.by_id(&shown) {
             draw(view.as_mut(), ui, &mut cx);
+        }
+    }
+
+    fn apply_requests(&mut self) {
+        for request in std::mem::take(&mut self.requests) {
+            match request {
+                AppRequest::OpenImage { path, tab } => {
+                    let present = self.gallery.entries.iter().find(|e| e.path == path);
+                    if let Some(id) = present.map(|e| e.id) {
+                        self.gallery.select(id);
+                        self.settings.tab = tab;
+                    } else {
+                        self.opening = Some((path.clone(), tab));
+                        self.add_paths(vec![path]);
+                    }
+                }
+            }
         }
     }
 

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::analysis::features::FeatureError;
+use crate::analysis::readout::image_list::ImageSetError;
 use crate::arrays::ArrayFileError;
 use crate::image_files::{FolderError, SkippedEntry};
 use crate::model::CheckpointError;
@@ -26,6 +27,8 @@ pub enum AppError {
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
     Folder(#[from] FolderError),
+    #[error(transparent)]
+    ImageSet(#[from] ImageSetError),
     /// An entry below a folder that could not be searched.
     #[error("{0} (not searched)")]
     Skipped(SkippedEntry),

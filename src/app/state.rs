@@ -65,6 +65,7 @@ impl ViewTab {
     pub const COSEG: ViewTab = ViewTab::new("Coseg");
     pub const CORRESPONDENCE: ViewTab = ViewTab::new("Correspondence");
     pub const TRAINING: ViewTab = ViewTab::new("Training");
+    pub const EXPLORER: ViewTab = ViewTab::new("Explorer");
 
     pub const fn new(id: &'static str) -> ViewTab {
         ViewTab(Cow::Borrowed(id))

@@ -57,6 +57,13 @@ impl Shared<'_> {
     }
 }
 
+/// What a view asks of the app; the app does it after the view's call.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AppRequest {
+    /// Adds the image file to the gallery (unless it is there), selects it and shows the tab.
+    OpenImage { path: PathBuf, tab: ViewTab },
+}
+
 /// What the app lends a view for one call.
 pub struct ViewContext<'a> {
     pub settings: &'a mut Settings,
@@ -65,6 +72,7 @@ pub struct ViewContext<'a> {
     pub tasks: &'a mut Tasks,
     pub worker: &'a Worker,
     pub notifications: &'a mut Notifications,
+    pub requests: &'a mut Vec<AppRequest>,
 }
 
 impl ViewContext<'_> {

@@ -14,9 +14,10 @@ use serde::{Deserialize, Serialize};
 
 use super::ModelArgs;
 use crate::analysis::readout::embed::{
-    LabelledImages, Pooling, embed_images, embed_images_cached, feature_dim, labelled_folder,
+    LabelledImages, Pooling, embed_images, embed_images_cached, feature_dim,
 };
-use crate::analysis::readout::feature_cache::FeatureCache;
+use crate::analysis::readout::feature_cache::{self, FeatureCache};
+use crate::analysis::readout::image_list::labelled_images;
 use crate::analysis::readout::knn::KnnConfig;
 use crate::analysis::readout::logistic::LogisticConfig;
 use crate::analysis::readout::report::{Classifier, ReadoutReport, SplitSettings, read_out};
@@ -43,7 +44,8 @@ impl From<PoolArg> for Pooling {
 #[derive(Args, Debug)]
 pub struct EmbedFolderArgs {
     /// Images in class sub-folders (`DIR/CLASS/...`), or in `DIR/train/CLASS` and `DIR/val/CLASS`
-    /// for a given split; files directly in DIR are unlabelled.
+    /// for a given split; files directly in DIR are unlabelled. Or a `.csv` list of `path,label`
+    /// rows (paths relative to the list; an empty label leaves the image unlabelled).
     pub folder: PathBuf,
     #[command(flatten)]
     pub model: ModelArgs,
@@ -68,19 +70,6 @@ pub struct EmbedFolderArgs {
     pub no_cache: bool,
 }
 
-/// The default folder of the feature cache.
-fn default_cache_dir() -> Option<PathBuf> {
-    let set = |name: &str| {
-        std::env::var_os(name)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .filter(|p| p.is_absolute())
-    };
-    set("XDG_CACHE_HOME")
-        .or_else(|| set("HOME").map(|home| home.join(".cache")))
-        .map(|cache| cache.join("dinoscope").join("features"))
-}
-
 /// What `embed-folder` writes beside the features.
 #[derive(Serialize, Deserialize)]
 pub struct FeatureIndex {
@@ -101,7 +90,7 @@ pub fn run_embed_folder(args: &EmbedFolderArgs) -> Result<()> {
     if args.batch == 0 {
         bail!("--batch must be at least 1");
     }
-    let images = labelled_folder(&args.folder)?;
+    let images = labelled_images(&args.folder)?;
     for skipped in &images.skipped {
         eprintln!("skipped {skipped}");
     }
@@ -133,11 +122,11 @@ pub fn run_embed_folder(args: &EmbedFolderArgs) -> Result<()> {
     let cache_root = if args.no_cache {
         None
     } else {
-        args.cache_dir.clone().or_else(default_cache_dir)
+        args.cache_dir.clone().or_else(feature_cache::default_root)
     };
     let features = match cache_root {
         Some(root) => {
-            let settings = format!("{:?} {:?} {:?}", args.resize, pooling, model.config);
+            let settings = feature_cache::settings_key(args.resize, pooling, &model.config);
             let cache = FeatureCache::open(&root, &args.model.weights, &settings, dim)
                 .with_context(|| format!("{}: cannot open the feature cache", root.display()))?;
             let (features, used) = embed_images_cached(

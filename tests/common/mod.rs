@@ -112,3 +112,31 @@ pub fn max_abs_diff<const D: usize>(
         .map(|(a, e)| (a - e).abs())
         .fold(0f32, f32::max)
 }
+
+/// Three classes of 8 images: a colour per class, stripes and noise varying within the class.
+pub fn labelled_folder(root: &std::path::Path) {
+    let colours = [
+        ("blue", [40u8, 60, 200]),
+        ("green", [40, 180, 60]),
+        ("red", [200, 40, 40]),
+    ];
+    for (class, colour) in colours {
+        std::fs::create_dir_all(root.join(class)).unwrap();
+        for i in 0..8u32 {
+            image::RgbImage::from_fn(40, 32, |x, y| {
+                let stripe = ((x + i * 3) / (2 + i % 3)) % 2 == 0;
+                let wobble = ((x * 7 + y * 13 + i * 31) % 23) as u8;
+                image::Rgb(colour.map(|c| {
+                    c.saturating_add(wobble)
+                        .saturating_sub(if stripe { 30 } else { 0 })
+                }))
+            })
+            .save(root.join(class).join(format!("{i}.png")))
+            .unwrap();
+        }
+    }
+    // An unlabelled file in the root.
+    image::RgbImage::new(40, 32)
+        .save(root.join("loose.png"))
+        .unwrap();
+}

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use super::embed::Pooling;
 use crate::atomic_file;
+use crate::model::{Resize, VitConfig};
 
 pub struct FeatureCache {
     dir: PathBuf,
@@ -23,6 +25,25 @@ pub fn content_key(path: &Path) -> std::io::Result<String> {
     let mut file = std::fs::File::open(path)?;
     std::io::copy(&mut file, &mut hasher)?;
     Ok(hex(&hasher.finalize()))
+}
+
+/// The default folder of the cache, shared by the command line and the app:
+/// `$XDG_CACHE_HOME/dinoscope/features`, else `~/.cache/dinoscope/features`.
+pub fn default_root() -> Option<PathBuf> {
+    let set = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    set("XDG_CACHE_HOME")
+        .or_else(|| set("HOME").map(|home| home.join(".cache")))
+        .map(|cache| cache.join("dinoscope").join("features"))
+}
+
+/// The settings text of [`FeatureCache::open`] for features embedded with these settings.
+pub fn settings_key(resize: Resize, pooling: Pooling, config: &VitConfig) -> String {
+    format!("{resize:?} {pooling:?} {config:?}")
 }
 
 impl FeatureCache {
