@@ -1,8 +1,8 @@
 //! The embedding map: the set's image features, or the patch descriptors of the gallery's images
 //! (the t-SNE of part descriptors in Amir et al. 2021), laid out in 2-D by PCA or exact t-SNE on
 //! the model thread. Images are drawn as thumbnails or points coloured by class, patches as points
-//! coloured by image; hover names the file, a click makes an image the retrieval query or opens a
-//! patch's image in the other views.
+//! coloured by image; hover names the file, a click opens the image in the other views (an image's
+//! context menu also makes it the retrieval query).
 
 use std::any::Any;
 use std::path::PathBuf;
@@ -274,7 +274,12 @@ impl MapView {
             if thumbnails {
                 let thumb = egui::Rect::from_center_size(at, egui::vec2(28.0, 28.0));
                 let mut child = ui.new_child(egui::UiBuilder::new().max_rect(thumb));
-                action = action.or(pages.image(&mut child, row, 28.0));
+                action = action.or(pages.image_clicked_as(
+                    &mut child,
+                    row,
+                    28.0,
+                    ImageAction::Open(row),
+                ));
                 painter.rect_stroke(
                     thumb,
                     2.0,
@@ -303,7 +308,7 @@ impl MapView {
                 pages.image(ui, row, 96.0);
             });
             if response.clicked() {
-                action = Some(ImageAction::Query(row));
+                action = Some(ImageAction::Open(row));
             }
         }
         action

@@ -183,6 +183,17 @@ impl PageContext<'_> {
     /// Image `row` as a thumbnail `size` points wide: a click makes it the retrieval query, its
     /// context menu also opens it in the other views; hovering names its file and class.
     pub fn image(&mut self, ui: &mut egui::Ui, row: usize, size: f32) -> Option<ImageAction> {
+        self.image_clicked_as(ui, row, size, ImageAction::Query(row))
+    }
+
+    /// [`Self::image`] where a click asks for `click`.
+    pub fn image_clicked_as(
+        &mut self,
+        ui: &mut egui::Ui,
+        row: usize,
+        size: f32,
+        click: ImageAction,
+    ) -> Option<ImageAction> {
         let path = self.set.images.paths.get(row)?;
         let texture = self.thumbnails.get(ui.ctx(), self.events, row, path);
         let (rect, response) = ui.allocate_exact_size(egui::vec2(size, size), egui::Sense::click());
@@ -211,7 +222,7 @@ impl PageContext<'_> {
         let response =
             response.on_hover_text(format!("{}\n{}", self.file_of(row), self.class_of(row)));
         if response.clicked() {
-            action = Some(ImageAction::Query(row));
+            action = Some(click);
         }
         response.context_menu(|ui| {
             if ui.button("Find similar images").clicked() {

@@ -215,7 +215,8 @@ impl Retrieval {
         }
         let Some(query) = self.query_in(set) else {
             ui.label(
-                "Click any image (in the read-out or the map) to find the images nearest to it.",
+                "Click any image in the read-out (or right-click one in the map) to find the images \
+                 nearest to it.",
             );
             return None;
         };
