@@ -65,6 +65,7 @@ impl ViewTab {
     pub const COSEG: ViewTab = ViewTab::new("Coseg");
     pub const CORRESPONDENCE: ViewTab = ViewTab::new("Correspondence");
     pub const TRAINING: ViewTab = ViewTab::new("Training");
+    pub const NORMS: ViewTab = ViewTab::new("Norms");
 
     pub const fn new(id: &'static str) -> ViewTab {
         ViewTab(Cow::Borrowed(id))
@@ -108,6 +109,18 @@ impl Default for PcaSettings {
             threshold: 0.5,
         }
     }
+}
+
+/// Settings of the token-norms view.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NormSettings {
+    /// Block whose output tokens are measured; `None` = the last block.
+    pub block: Option<usize>,
+    /// Norms above this are outliers; `None` = the suggested threshold of the image's norms.
+    pub threshold: Option<f32>,
+    /// Head whose register attention is shown; `None` = the mean over heads.
+    pub head: Option<usize>,
 }
 
 /// Settings of the correspondence view.
@@ -225,6 +238,7 @@ pub struct Settings {
     pub pca: PcaSettings,
     pub correspondence: CorrSettings,
     pub coseg: CosegSettings,
+    pub norms: NormSettings,
 }
 
 impl Default for Settings {
@@ -245,6 +259,7 @@ impl Default for Settings {
             pca: PcaSettings::default(),
             correspondence: CorrSettings::default(),
             coseg: CosegSettings::default(),
+            norms: NormSettings::default(),
         }
     }
 }
@@ -299,6 +314,8 @@ impl Settings {
         if coseg.stride == Some(0) {
             coseg.stride = None;
         }
+        let norms = &mut self.norms;
+        norms.threshold = norms.threshold.filter(|t| t.is_finite() && *t >= 0.0);
         self
     }
 }

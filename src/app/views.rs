@@ -3,6 +3,7 @@
 use super::attention::AttentionTab;
 use super::correspond::CorrespondenceTab;
 use super::coseg::CosegTab;
+use super::norms::NormsTab;
 use super::pca::PcaTab;
 use super::state::ViewTab;
 use super::train::TrainingTab;
@@ -16,6 +17,7 @@ pub fn all() -> Views {
         Box::new(CosegTab::default()),
         Box::new(CorrespondenceTab::default()),
         Box::new(TrainingTab::default()),
+        Box::new(NormsTab::default()),
     ])
 }
 
