@@ -10,6 +10,7 @@ use app_common::{TestApp, bare_options, build_harness, wait_for};
 use dinoscope::analysis::token_norms::{BlockTokens, block_tokens};
 use dinoscope::app::App;
 use dinoscope::app::norms::NormsTab;
+use dinoscope::app::norms::job::NormsKey;
 use dinoscope::app::norms::panel::outlier_text;
 use dinoscope::app::state::{InputSize, ViewTab};
 use dinoscope::model::preprocess::{DEFAULT_MAX_PATCHES, load_rgb, prepare};
@@ -26,13 +27,19 @@ fn asset(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A DINOv2-style ViT/14 with 4 registers, 2 heads and 4 blocks (random weights, seeded).
-fn register_weights(dir: &Path) -> PathBuf {
-    let path = dir.join("reg4.safetensors");
+/// A DINOv2-style ViT/14 with `registers` registers, 2 heads and 4 blocks (random weights,
+/// seeded).
+fn dinov2_weights(dir: &Path, registers: usize) -> PathBuf {
+    let path = dir.join(format!("reg{registers}.safetensors"));
     let device = backend::select(DeviceChoice::Auto).unwrap();
-    let vit = Vit::init_seeded(VitConfig::dinov2(128, 4, 2, false, 4), 16, &device.device);
+    let config = VitConfig::dinov2(128, 4, 2, false, registers);
+    let vit = Vit::init_seeded(config, 16 + registers as u64, &device.device);
     save_safetensors(&vit, &path).unwrap();
     path
+}
+
+fn register_weights(dir: &Path) -> PathBuf {
+    dinov2_weights(dir, 4)
 }
 
 /// The app on the norms tab with `weights` and chelsea.png at a 224-pixel short side, block 2.
@@ -51,11 +58,15 @@ fn norms_app(builder: HarnessBuilder<TestApp>, weights: &Path) -> Harness<'stati
 }
 
 fn shows_block_2(app: &App) -> bool {
+    shows(app, |key| key.block == 2)
+}
+
+fn shows(app: &App, want: impl Fn(&NormsKey) -> bool) -> bool {
     app.is_idle()
         && app
             .view_of::<NormsTab>()
             .and_then(|v| v.shown())
-            .is_some_and(|(key, _)| key.block == 2)
+            .is_some_and(|(key, _)| want(key))
 }
 
 fn shown(h: &Harness<'static, TestApp>) -> std::sync::Arc<dinoscope::app::norms::job::NormsResult> {
@@ -124,13 +135,50 @@ fn norms_view_shows_the_library_norms_and_counts_outliers_above_the_threshold() 
     // Up: the next block, computed and shown.
     h.key_press(egui::Key::ArrowUp);
     h.step();
-    wait_for(&mut h, "block 3", |app| {
-        app.is_idle()
-            && app
-                .view_of::<NormsTab>()
-                .and_then(|v| v.shown())
-                .is_some_and(|(key, _)| key.block == 3)
+    wait_for(&mut h, "block 3", |app| shows(app, |key| key.block == 3));
+}
+
+#[test]
+fn the_toggle_shows_a_second_checkpoint_without_registers_in_place_of_the_loaded_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = register_weights(dir.path());
+    let plain = dinov2_weights(dir.path(), 0);
+    let mut h = norms_app(Harness::builder().with_size([1400.0, 900.0]), &weights);
+    let with_registers = shown(&h);
+    {
+        let norms = &mut h.state_mut().app_mut().settings_mut().norms;
+        norms.second = Some(plain.clone());
+        norms.show_second = true;
+    }
+    wait_for(&mut h, "the second checkpoint's norms", |app| {
+        shows(app, |key| key.second.is_some())
     });
+    let without = shown(&h);
+    assert!(without.tokens.registers.is_none());
+    assert_eq!(without.tokens.norms.prefix.len(), 1, "CLS alone");
+    // The library on the second checkpoint gives the same norms.
+    let device = backend::select(DeviceChoice::Auto).unwrap();
+    let vit = load_model(&plain, &LoadOptions::default(), &device.device)
+        .unwrap()
+        .vit;
+    let rgb = load_rgb(&asset("chelsea.png")).unwrap();
+    let prepared = prepare(&rgb, Resize::ShortSide(224), 14, DEFAULT_MAX_PATCHES).unwrap();
+    let expected = block_tokens(&vit, &prepared, 2).unwrap();
+    assert!(max_diff(&without.tokens.norms.patches, &expected.norms.patches) < 1e-5);
+    h.get_by_label_contains("block 2 of reg0.safetensors");
+    assert!(
+        h.query_all_by_label_contains("Attention to the registers")
+            .next()
+            .is_none()
+    );
+
+    // Back to the loaded model: its cached result, registers and all.
+    h.state_mut().app_mut().settings_mut().norms.show_second = false;
+    h.step();
+    h.step();
+    let back = shown(&h);
+    assert!(std::sync::Arc::ptr_eq(&back, &with_registers));
+    h.get_by_label_contains("Attention to the registers");
 }
 
 #[test]

@@ -121,6 +121,10 @@ pub struct NormSettings {
     pub threshold: Option<f32>,
     /// Head whose register attention is shown; `None` = the mean over heads.
     pub head: Option<usize>,
+    /// A second checkpoint to compare with (the same model with or without registers).
+    pub second: Option<PathBuf>,
+    /// Show the second checkpoint's norms instead of the loaded model's.
+    pub show_second: bool,
 }
 
 /// Settings of the correspondence view.

@@ -1,8 +1,9 @@
 //! The token-norms view (Darcet et al., "Vision Transformers Need Registers"): the L2 norm of
 //! every patch token of a block's output over the selected image, the high-norm outliers
 //! outlined above an adjustable threshold, a histogram of the norms, and for register models the
-//! attention CLS and every patch pay to each register. Norms are computed by the worker
-//! ([`job`]) and cached per image, block and model; the threshold and head only redraw.
+//! attention CLS and every patch pay to each register. A second checkpoint (the same model with
+//! or without registers) can be shown in its place with one toggle. Norms are computed by the
+//! worker ([`job`]) and cached per image, block and model; the threshold and head only redraw.
 
 pub mod job;
 pub mod panel;
@@ -13,6 +14,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::cache::BoundedCache;
+use super::dialogs::{Dialog, Pick};
+use super::notifications::file_label;
 use super::state::{Settings, ViewTab};
 use super::tasks::Output;
 use super::view::{Shared, View, ViewContext};
@@ -33,6 +36,8 @@ pub struct NormsTab {
     skipped: HashSet<NormsKey>,
     /// What is on screen (may be an older result while the next one computes).
     shown: Option<(NormsKey, Arc<NormsResult>)>,
+    /// The dialog that picks the second checkpoint.
+    dialog: Dialog<()>,
     pub panel: NormsPanel,
 }
 
@@ -42,6 +47,7 @@ impl Default for NormsTab {
             cache: BoundedCache::with_capacity(CACHE_CAPACITY),
             skipped: HashSet::new(),
             shown: None,
+            dialog: Dialog::default(),
             panel: NormsPanel::default(),
         }
     }
@@ -62,11 +68,13 @@ impl NormsTab {
     pub fn current_key(&self, shared: Shared<'_>) -> Option<NormsKey> {
         let model = shared.model?;
         let image = shared.gallery.selected_entry()?.id;
+        let norms = &shared.settings.norms;
         Some(NormsKey {
             image,
             block: block(shared),
             input_size: shared.settings.input_size,
             generation: model.generation,
+            second: norms.second.clone().filter(|_| norms.show_second),
         })
     }
 
@@ -78,8 +86,12 @@ impl NormsTab {
     fn heading(&mut self, ui: &mut egui::Ui, shown: &NormsKey, key: Option<&NormsKey>) {
         ui.horizontal(|ui| {
             ui.heading("Token norms");
+            let of = match &shown.second {
+                Some(path) => format!(" of {}", file_label(path)),
+                None => String::new(),
+            };
             ui.label(format!(
-                "block {}, output tokens before the final norm",
+                "block {}{of}, output tokens before the final norm",
                 shown.block
             ));
             if Some(shown) != key {
@@ -127,6 +139,45 @@ impl NormsTab {
     }
 }
 
+impl NormsTab {
+    /// The second checkpoint: picked in a dialog, then a toggle between it and the loaded model.
+    fn second_controls(&mut self, ui: &mut egui::Ui, cx: &mut ViewContext<'_>) {
+        ui.separator();
+        ui.horizontal(|ui| {
+            ui.label("Compare with:");
+            if ui
+                .button("Checkpoint...")
+                .on_hover_text(
+                    "A second model (.pth / .safetensors), e.g. the same DINOv2 with registers \
+                     when the one loaded has none, or the other way round",
+                )
+                .clicked()
+            {
+                let pick = Pick::File {
+                    title: "Compare the token norms with a second checkpoint".into(),
+                    filter: ("Checkpoints", &["pth", "pt", "safetensors"]),
+                };
+                if let Err(e) = self.dialog.open(ui.ctx(), pick, ()) {
+                    cx.notifications.error(&e);
+                }
+            }
+            if cx.settings.norms.second.is_some() && ui.button("None").clicked() {
+                cx.settings.norms.second = None;
+                cx.settings.norms.show_second = false;
+            }
+        });
+        let norms = &mut cx.settings.norms;
+        if let Some(second) = &norms.second {
+            let loaded = cx
+                .model
+                .map_or("the loaded model".into(), |m| m.file_name());
+            let label = file_label(second);
+            ui.radio_value(&mut norms.show_second, false, loaded);
+            ui.radio_value(&mut norms.show_second, true, label);
+        }
+    }
+}
+
 impl View for NormsTab {
     fn id(&self) -> ViewTab {
         ViewTab::NORMS
@@ -165,6 +216,7 @@ impl View for NormsTab {
                     }
                 });
         }
+        self.second_controls(ui, cx);
         ui.separator();
         input_size_combo(ui, &mut cx.settings.input_size);
         tile_size_slider(ui, &mut cx.settings.tile_size);
@@ -187,22 +239,22 @@ impl View for NormsTab {
         if let Some(k) = &key
             && let Some(r) = self.cache.get(k)
         {
-            self.shown = Some((*k, r.clone()));
+            self.shown = Some((k.clone(), r.clone()));
         }
         // Keep an older result of the same model on screen while the next one computes.
         let shown = self
             .shown
             .clone()
-            .filter(|(k, _)| key.is_some_and(|c| c.generation == k.generation));
+            .filter(|(k, _)| key.as_ref().is_some_and(|c| c.generation == k.generation));
         let Some((shown_key, result)) = shown else {
             self.panel.hover = None;
             self.panel.map_rect = None;
             centered(ui, |ui| {
                 if cx.is_empty() {
                     add_images_hint(ui);
-                } else if let Some(k) = key.filter(|k| self.skipped.contains(k)) {
+                } else if let Some(k) = key.as_ref().filter(|k| self.skipped.contains(k)) {
                     if ui.button("Compute token norms").clicked() {
-                        self.skipped.remove(&k);
+                        self.skipped.remove(k);
                     }
                 } else {
                     ui.spinner();
@@ -244,8 +296,11 @@ impl View for NormsTab {
             return;
         };
         let label = format!("Token norms of {}, block {}", input.name, key.block);
-        cx.worker
-            .submit(cx.tasks, key, label, NormsJob { key, input });
+        let job = NormsJob {
+            key: key.clone(),
+            input,
+        };
+        cx.worker.submit(cx.tasks, key, label, job);
     }
 
     fn take_output(&mut self, output: Output) -> Result<(), Output> {
@@ -256,7 +311,7 @@ impl View for NormsTab {
 
     fn task_dropped(&mut self, key: &dyn Any) {
         if let Some(key) = key.downcast_ref::<NormsKey>() {
-            self.skipped.insert(*key);
+            self.skipped.insert(key.clone());
         }
     }
 
@@ -273,6 +328,19 @@ impl View for NormsTab {
         }
         // Norms scale with the model: a threshold chosen for another one means nothing here.
         norms.threshold = None;
+    }
+
+    fn poll(&mut self, _ctx: &egui::Context, cx: &mut ViewContext<'_>) {
+        match self.dialog.poll() {
+            Some((_, Ok(paths))) => {
+                if let Some(path) = paths.into_iter().next() {
+                    cx.settings.norms.second = Some(path);
+                    cx.settings.norms.show_second = true;
+                }
+            }
+            Some((_, Err(e))) => cx.notifications.error(&e),
+            None => {}
+        }
     }
 
     fn step_block(&mut self, step: isize, cx: &mut ViewContext<'_>) {
