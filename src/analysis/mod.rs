@@ -1,5 +1,5 @@
 //! Analyses of a model's dense outputs: attention views, descriptors, PCA, clustering,
-//! co-segmentation and correspondences, and their rendering.
+//! co-segmentation, correspondences and token norms, and their rendering.
 
 pub mod attention;
 pub mod colormap;
@@ -23,3 +23,4 @@ pub mod seg_metrics;
 pub mod similarity;
 pub mod spair;
 pub mod stereo;
+pub mod token_norms;

@@ -6,8 +6,8 @@ pub const SHORTCUTS: &[(&str, &str)] = &[
     ("Ctrl+O", "open images"),
     ("Left / Right", "previous / next image"),
     (
-        "1 2 3 4 5 6",
-        "Attention / PCA / Co-segmentation / Correspondence / Training / Explorer tab",
+        "1 2 3 4 5 6 7",
+        "Attention / PCA / Co-segmentation / Correspondence / Training / Explorer / Token norms tab",
     ),
     ("Up / Down", "next / previous block (layer) of the tab"),
     ("C or Escape", "back to the CLS query"),
@@ -99,6 +99,18 @@ pub fn help_window(ctx: &egui::Context, open: &mut bool) {
                      Retrieval: the images nearest to a clicked one, and for a result, which \
                      patches of the two images are each other's best match. Embedding map: the set \
                      (or the gallery's patches) laid out in 2-D by PCA or t-SNE.",
+                );
+                ui.add_space(6.0);
+                ui.strong("Token norms (tab 7)");
+                ui.label(
+                    "The length (L2 norm) of every patch token of a block's output. Large DINOv2 \
+                     models without registers grow a few tokens with far larger norms than the rest \
+                     in their later blocks, mostly on plain background: the model reuses them as \
+                     scratch space for global information (Darcet et al., 'Vision Transformers Need \
+                     Registers'). They are outlined in red above the threshold, and stand apart in the \
+                     histogram. Models with registers get extra tokens for that job: the outliers \
+                     disappear, and the bars and maps below show how much [CLS] and each patch attend \
+                     to each register.",
                 );
                 ui.add_space(6.0);
                 ui.strong("Checkpoints");

@@ -26,6 +26,7 @@ mod input;
 mod inspect;
 mod menu;
 pub mod model_panel;
+pub mod norms;
 pub mod notifications;
 pub mod pca;
 pub mod pixels;

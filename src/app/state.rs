@@ -66,6 +66,7 @@ impl ViewTab {
     pub const CORRESPONDENCE: ViewTab = ViewTab::new("Correspondence");
     pub const TRAINING: ViewTab = ViewTab::new("Training");
     pub const EXPLORER: ViewTab = ViewTab::new("Explorer");
+    pub const NORMS: ViewTab = ViewTab::new("Norms");
 
     pub const fn new(id: &'static str) -> ViewTab {
         ViewTab(Cow::Borrowed(id))
@@ -109,6 +110,22 @@ impl Default for PcaSettings {
             threshold: 0.5,
         }
     }
+}
+
+/// Settings of the token-norms view.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NormSettings {
+    /// Block whose output tokens are measured; `None` = the last block.
+    pub block: Option<usize>,
+    /// Norms above this are outliers; `None` = the suggested threshold of the image's norms.
+    pub threshold: Option<f32>,
+    /// Head whose register attention is shown; `None` = the mean over heads.
+    pub head: Option<usize>,
+    /// A second checkpoint to compare with (the same model with or without registers).
+    pub second: Option<PathBuf>,
+    /// Show the second checkpoint's norms instead of the loaded model's.
+    pub show_second: bool,
 }
 
 /// Settings of the correspondence view.
@@ -226,6 +243,7 @@ pub struct Settings {
     pub pca: PcaSettings,
     pub correspondence: CorrSettings,
     pub coseg: CosegSettings,
+    pub norms: NormSettings,
 }
 
 impl Default for Settings {
@@ -246,6 +264,7 @@ impl Default for Settings {
             pca: PcaSettings::default(),
             correspondence: CorrSettings::default(),
             coseg: CosegSettings::default(),
+            norms: NormSettings::default(),
         }
     }
 }
@@ -300,6 +319,8 @@ impl Settings {
         if coseg.stride == Some(0) {
             coseg.stride = None;
         }
+        let norms = &mut self.norms;
+        norms.threshold = norms.threshold.filter(|t| t.is_finite() && *t >= 0.0);
         self
     }
 }

@@ -4,6 +4,7 @@ use super::attention::AttentionTab;
 use super::correspond::CorrespondenceTab;
 use super::coseg::CosegTab;
 use super::explorer::ExplorerTab;
+use super::norms::NormsTab;
 use super::pca::PcaTab;
 use super::state::ViewTab;
 use super::train::TrainingTab;
@@ -18,6 +19,7 @@ pub fn all() -> Views {
         Box::new(CorrespondenceTab::default()),
         Box::new(TrainingTab::default()),
         Box::new(ExplorerTab::default()),
+        Box::new(NormsTab::default()),
     ])
 }
 

@@ -9,6 +9,7 @@ mod download;
 mod eval_coseg;
 mod pca;
 pub mod readout;
+mod token_norms;
 pub mod train;
 
 use std::path::{Path, PathBuf};
@@ -91,6 +92,9 @@ pub enum Command {
     },
     /// PCA colouring of patch features: `<stem>_pca.png` and `<stem>_pca.npy` `[rows, cols, 3]` per image.
     Pca(pca::PcaArgs),
+    /// L2 norms of a block's patch tokens `[rows, cols]` (or every block's), and for register
+    /// models the attention CLS and every patch pay to each register.
+    TokenNorms(token_norms::TokenNormsArgs),
     /// Co-segmentation of an image set (dino-vit-features): per-image foreground masks, cut-outs
     /// and patch cluster labels.
     Coseg(coseg::CosegArgs),
@@ -452,6 +456,7 @@ pub fn run(command: Command) -> Result<()> {
             );
         }
         Command::Pca(args) => pca::run(&args)?,
+        Command::TokenNorms(args) => token_norms::run(&args)?,
         Command::Coseg(args) => coseg::run_coseg(&args)?,
         Command::EmbedFolder(args) => readout::run_embed_folder(&args)?,
         Command::Knn(args) => readout::run_knn(&args)?,
