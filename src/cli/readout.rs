@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ModelArgs;
 use crate::analysis::readout::embed::{
-    LabelledImages, Pooling, embed_images, embed_images_cached, feature_dim,
+    LabelledImages, Pooling, cache_settings, embed_images, embed_images_cached, feature_dim,
 };
 use crate::analysis::readout::feature_cache::{self, FeatureCache};
 use crate::analysis::readout::image_list::labelled_images;
@@ -126,7 +126,7 @@ pub fn run_embed_folder(args: &EmbedFolderArgs) -> Result<()> {
     };
     let features = match cache_root {
         Some(root) => {
-            let settings = feature_cache::settings_key(args.resize, pooling, &model.config);
+            let settings = cache_settings(args.resize, pooling, &model.config);
             let cache = FeatureCache::open(&root, &args.model.weights, &settings, dim)
                 .with_context(|| format!("{}: cannot open the feature cache", root.display()))?;
             let (features, used) = embed_images_cached(

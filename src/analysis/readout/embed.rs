@@ -9,6 +9,7 @@ use burn::tensor::{Tensor, TensorData};
 use super::feature_cache::{FeatureCache, content_key};
 use crate::analysis::progress::{Cancelled, Progress, report};
 use crate::image_files::{FolderError, SkippedEntry, find_images};
+use crate::model::VitConfig;
 use crate::model::host::{HostReadError, f32_values};
 use crate::model::preprocess::{ImageLoadError, Resize, load_rgb, prepare};
 use crate::model::vit::Vit;
@@ -107,6 +108,11 @@ pub enum EmbedError {
     Host(#[from] HostReadError),
     #[error(transparent)]
     Cancelled(#[from] Cancelled),
+}
+
+/// The settings text of [`FeatureCache::open`] for features embedded with these settings.
+pub fn cache_settings(resize: Resize, pooling: Pooling, config: &VitConfig) -> String {
+    format!("{resize:?} {pooling:?} {config:?}")
 }
 
 /// Feature width for `vit` and `pooling`.

@@ -6,9 +6,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::embed::Pooling;
 use crate::atomic_file;
-use crate::model::{Resize, VitConfig};
 
 pub struct FeatureCache {
     dir: PathBuf,
@@ -39,11 +37,6 @@ pub fn default_root() -> Option<PathBuf> {
     set("XDG_CACHE_HOME")
         .or_else(|| set("HOME").map(|home| home.join(".cache")))
         .map(|cache| cache.join("dinoscope").join("features"))
-}
-
-/// The settings text of [`FeatureCache::open`] for features embedded with these settings.
-pub fn settings_key(resize: Resize, pooling: Pooling, config: &VitConfig) -> String {
-    format!("{resize:?} {pooling:?} {config:?}")
 }
 
 impl FeatureCache {

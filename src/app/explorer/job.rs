@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use crate::analysis::progress::Cancelled;
 use crate::analysis::readout::embed::{
-    CacheUse, EmbedError, LabelledImages, Pooling, embed_images, embed_images_cached, feature_dim,
+    CacheUse, EmbedError, LabelledImages, Pooling, cache_settings, embed_images,
+    embed_images_cached, feature_dim,
 };
-use crate::analysis::readout::feature_cache::{self, FeatureCache};
+use crate::analysis::readout::feature_cache::FeatureCache;
 use crate::analysis::readout::image_list::labelled_images;
 use crate::analysis::readout::knn::{KnnConfig, Neighbour, nearest};
 use crate::analysis::readout::logistic::LogisticConfig;
@@ -148,7 +149,7 @@ fn embed(
     let mut not_kept = Vec::new();
     let cache = match (cache_root, &weights) {
         (Some(root), Some(weights)) => {
-            let settings = feature_cache::settings_key(key.resize(), key.pooling, vit.config());
+            let settings = cache_settings(key.resize(), key.pooling, vit.config());
             match FeatureCache::open(&root, weights, &settings, dim) {
                 Ok(cache) => Some(cache),
                 // The folder is still embedded; the view says nothing was kept.
