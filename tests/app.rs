@@ -355,6 +355,41 @@ fn shows_current_pca(app: &App) -> bool {
 }
 
 #[test]
+fn f11_presents_the_view_alone_larger_and_f11_again_brings_everything_back() {
+    let mut h = harness(bare_options());
+    h.state_mut()
+        .app_mut()
+        .add_paths(vec![asset("chelsea.png")]);
+    wait_for(&mut h, "the first attention", shows_current_result);
+    let zoom = h.ctx.zoom_factor();
+    for shown in ["Add images...", "File", "Mass kept"] {
+        assert!(h.query_all_by_label(shown).next().is_some(), "{shown}");
+    }
+    h.key_press(egui::Key::F11);
+    h.step();
+    h.step();
+    assert!(h.state().app().is_presenting());
+    assert_eq!(h.ctx.zoom_factor(), zoom * 1.5);
+    // The gallery, the menu and the controls are hidden; the tabs and the view stay.
+    for hidden in ["Add images...", "File", "Mass kept"] {
+        assert!(h.query_all_by_label(hidden).next().is_none(), "{hidden}");
+    }
+    h.get_by_label("PCA");
+    h.get_by_label_contains("chelsea.png");
+    // The digit keys still switch views.
+    h.key_press(egui::Key::Num2);
+    h.step();
+    assert_eq!(h.state().app().tab(), ViewTab::PCA);
+    h.key_press(egui::Key::F11);
+    h.step();
+    h.step();
+    assert!(!h.state().app().is_presenting());
+    assert_eq!(h.ctx.zoom_factor(), zoom);
+    h.get_by_label("Add images...");
+    h.get_by_label("File");
+}
+
+#[test]
 fn view_tabs_switch_with_digit_keys_and_only_the_shown_tab_computes() {
     let mut h = harness(bare_options());
     h.state_mut()

@@ -13,6 +13,10 @@ pub const SHORTCUTS: &[(&str, &str)] = &[
     ("C or Escape", "back to the CLS query"),
     ("Delete", "remove the selected image"),
     ("H or F1", "this help"),
+    (
+        "F11",
+        "presentation mode: full screen, larger, only the view (F11 again to leave)",
+    ),
     ("F12", "debug overlay (frame time)"),
 ];
 

@@ -28,6 +28,8 @@ pub struct Input {
     pub export: bool,
     /// F12.
     pub toggle_debug: bool,
+    /// F11: presentation mode.
+    pub toggle_presentation: bool,
     /// A digit key: the tab at this index.
     pub tab: Option<usize>,
     /// Left / Right: the gallery selection moves.
@@ -52,6 +54,7 @@ impl Input {
             open_images: ctx.input_mut(|i| i.consume_key(Modifiers::COMMAND, Key::O)),
             export: ctx.input_mut(|i| i.consume_key(Modifiers::COMMAND, Key::E)),
             toggle_debug: ctx.input_mut(|i| i.consume_key(Modifiers::NONE, Key::F12)),
+            toggle_presentation: ctx.input_mut(|i| i.consume_key(Modifiers::NONE, Key::F11)),
             ..Input::default()
         };
         input.read_files(ctx);

@@ -69,6 +69,11 @@ impl App {
     }
 
     /// No model load, analysis, image decoding, download or export under way.
+    /// Presentation mode (F11) is on.
+    pub fn is_presenting(&self) -> bool {
+        self.presentation.is_some()
+    }
+
     pub fn is_idle(&self) -> bool {
         self.tasks.is_empty()
     }

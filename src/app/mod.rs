@@ -61,6 +61,9 @@ use view::{AppRequest, Shared, View, ViewContext};
 use views::Views;
 use worker::{ModelInfo, ModelLoad, ModelRequest, ModelSource, Worker};
 
+/// How much larger everything is drawn in presentation mode (for a projector at the back of a room).
+const PRESENTATION_ZOOM: f32 = 1.5;
+
 /// The most time a frame spends taking what the threads sent; the rest waits for the next frame.
 const POLL_BUDGET: Duration = Duration::from_millis(6);
 
@@ -98,6 +101,9 @@ pub struct App {
     requests: Vec<AppRequest>,
     /// An image a view opened: selected, with this tab shown, once it has loaded.
     opening: Option<(PathBuf, ViewTab)>,
+    /// Presentation mode (F11): full screen, larger, only the tabs and the view shown; the zoom
+    /// to go back to.
+    presentation: Option<f32>,
 }
 
 /// Starts the desktop app (blocks until the window closes).
@@ -148,6 +154,7 @@ impl App {
             settings_written: None,
             requests: Vec::new(),
             opening: None,
+            presentation: None,
             settings,
         };
         match startup::first_checkpoint(&options, &app.settings) {
@@ -458,6 +465,9 @@ impl App {
             self.export_shown();
         }
         self.settings.debug_overlay ^= input.toggle_debug;
+        if input.toggle_presentation {
+            self.toggle_presentation();
+        }
         if let Some(tab) = input.tab.and_then(|i| self.views.id_at(i)) {
             self.settings.tab = tab;
         }
@@ -482,6 +492,23 @@ impl App {
         if !input.added.is_empty() {
             self.add_sources(input.added);
         }
+    }
+
+    /// Enters or leaves presentation mode: full screen and zoomed, the menu, status bar, panels and
+    /// gallery hidden (the keys still work).
+    fn toggle_presentation(&mut self) {
+        let zoom = match self.presentation.take() {
+            Some(before) => before,
+            None => {
+                let before = self.ctx.zoom_factor();
+                self.presentation = Some(before);
+                before * PRESENTATION_ZOOM
+            }
+        };
+        self.ctx.set_zoom_factor(zoom);
+        let fullscreen = self.presentation.is_some();
+        self.ctx
+            .send_viewport_cmd(egui::ViewportCommand::Fullscreen(fullscreen));
     }
 
     /// Ctrl+E: the first export of the view shown, when it has something to export.
@@ -564,6 +591,13 @@ impl App {
     /// Menu and status bar on top, the gallery strip at the bottom, the controls on the left,
     /// the model on the right and the view shown in the middle.
     fn panels(&mut self, ui: &mut egui::Ui) {
+        if self.presentation.is_some() {
+            egui::CentralPanel::default().show(ui, |ui| {
+                self.tab_bar(ui);
+                self.view_shown(ui, |v, ui, cx| v.central(ui, cx));
+            });
+            return;
+        }
         egui::Panel::top("menu").show(ui, |ui| {
             let shown = self.settings.tab.clone();
             let content = MenuContent {
