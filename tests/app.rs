@@ -355,6 +355,43 @@ fn shows_current_pca(app: &App) -> bool {
 }
 
 #[test]
+fn the_first_run_offers_the_recommended_checkpoint_until_one_is_there() {
+    let offer = "Download DINO ViT-S/8 (87 MB) and use it";
+    // No official checkpoint in the folder: offered, started by one click.
+    let empty = tempfile::tempdir().unwrap();
+    let mut h = harness(AppOptions {
+        checkpoint_dir: Some(empty.path().to_path_buf()),
+        ..bare_options()
+    });
+    wait_for(&mut h, "the model", |app| app.model().is_some());
+    h.get_by_label(offer).click();
+    h.step();
+    let downloads = h.state().app().downloads();
+    assert!(
+        downloads.active.contains_key("dino_vits8") || downloads.outcome.contains_key("dino_vits8"),
+        "the download was not started"
+    );
+    // A test downloads nothing from the internet.
+    h.state_mut().app_mut().cancel();
+    // "Not now" hides it.
+    h.get_by_label("Not now").click();
+    h.step();
+    h.step();
+    assert!(h.query_by_label(offer).is_none());
+
+    // An official checkpoint already in the folder: nothing offered.
+    let full = tempfile::tempdir().unwrap();
+    std::fs::write(full.path().join("dino_deitsmall16_pretrain.pth"), b"x").unwrap();
+    let mut h = harness(AppOptions {
+        checkpoint_dir: Some(full.path().to_path_buf()),
+        ..bare_options()
+    });
+    wait_for(&mut h, "the model", |app| app.model().is_some());
+    assert!(h.query_by_label(offer).is_none());
+    h.get_by_label("File");
+}
+
+#[test]
 fn f11_presents_the_view_alone_larger_and_f11_again_brings_everything_back() {
     let mut h = harness(bare_options());
     h.state_mut()

@@ -19,6 +19,7 @@ pub mod dialogs;
 pub mod downloads;
 pub mod explorer;
 pub mod export;
+pub mod first_run;
 mod frame_timer;
 pub mod gallery;
 pub mod help;
@@ -47,9 +48,11 @@ use eframe::egui;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::model::download::OfficialCheckpoint;
 use dialogs::{Dialog, Pick};
 use downloads::{DownloadAction, DownloadRequest, DownloadTask, Downloaded, Downloads};
 use export::Exports;
+use first_run::FirstRunAction;
 use frame_timer::FrameTimer;
 use gallery::{DecodedImage, Gallery, GalleryAction, Source};
 use input::Input;
@@ -104,6 +107,7 @@ pub struct App {
     /// Presentation mode (F11): full screen, larger, only the tabs and the view shown; the zoom
     /// to go back to.
     presentation: Option<f32>,
+    first_run: first_run::FirstRun,
 }
 
 /// Starts the desktop app (blocks until the window closes).
@@ -155,6 +159,7 @@ impl App {
             requests: Vec::new(),
             opening: None,
             presentation: None,
+            first_run: first_run::FirstRun::default(),
             settings,
         };
         match startup::first_checkpoint(&options, &app.settings) {
@@ -247,6 +252,21 @@ impl App {
             .start(DownloadTask(request.id.clone()), label, Some(0.0));
         self.downloads.started(&request.id, task.task);
         downloads::spawn_download(request, task);
+    }
+
+    /// Downloads an official checkpoint into the checkpoint folder, then loads it.
+    fn download_official(&mut self, checkpoint: &OfficialCheckpoint) {
+        match &self.downloads.dir {
+            Some(dir) => {
+                let request = DownloadRequest::official(checkpoint, dir, None);
+                self.download_checkpoint(request);
+            }
+            None => self.notifications.info(format!(
+                "No folder to download {} into: set {}",
+                checkpoint.title,
+                crate::model::download::CACHE_ENV
+            )),
+        }
     }
 
     /// Opens the download manager window.
@@ -613,6 +633,18 @@ impl App {
                 self.cancel();
             }
         });
+        if let Some(checkpoint) = self.first_run.offer(self.model.as_ref(), &self.downloads) {
+            let mut action = None;
+            egui::Panel::top("first-run").show(ui, |ui| {
+                let untrained = self.model.as_ref().is_some_and(|m| m.is_untrained());
+                action = first_run::bar(ui, checkpoint, &self.downloads, untrained);
+            });
+            match action {
+                Some(FirstRunAction::Download) => self.download_official(checkpoint),
+                Some(dismiss) => self.first_run.apply(dismiss),
+                None => {}
+            }
+        }
         egui::Panel::bottom("gallery")
             .resizable(false)
             .exact_size(128.0)

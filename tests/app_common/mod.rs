@@ -41,12 +41,15 @@ pub fn build_harness(
     )
 }
 
+/// No default weights, samples, stored session or settings file, and an empty checkpoint folder
+/// (so the first-run offer shows whatever the user's own cache holds).
 pub fn bare_options() -> AppOptions {
+    let empty = std::env::temp_dir().join("dinoscope-tests-no-checkpoints");
     AppOptions {
         default_weights: None,
         samples: false,
         restore_session: false,
-        checkpoint_dir: None,
+        checkpoint_dir: Some(empty),
         settings_file: None,
     }
 }
