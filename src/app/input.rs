@@ -38,7 +38,7 @@ pub struct Input {
     pub block: isize,
     /// H or F1.
     pub toggle_help: bool,
-    /// Escape or C: back to the [CLS] query.
+    /// Escape or C: back to the \[CLS\] query.
     pub cls: bool,
     /// Delete: remove the selected image.
     pub remove: bool,

@@ -1,5 +1,5 @@
 //! Pixel-level refinement of patch-level segmentations, as dino-vit-features (Amir et al.,
-//! ShirAmir/dino-vit-features) does it: GrabCut after co-segmentation ([`mask`], [`grabcut`]),
+//! ShirAmir/dino-vit-features) does it: GrabCut after co-segmentation ([`mask`], [`grabcut`](mod@grabcut)),
 //! a fully connected CRF after part co-segmentation ([`densecrf`]). Pure algorithms on RGB
 //! buffers; the co-segmentation code decides when to call them.
 

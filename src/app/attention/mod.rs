@@ -1,5 +1,5 @@
 //! The attention view: every head's attention of the chosen block over the selected image, for
-//! the [CLS] token or a clicked patch. Results are computed by the worker ([`job`]) and cached
+//! the \[CLS\] token or a clicked patch. Results are computed by the worker ([`job`]) and cached
 //! per image, block, query and input size.
 
 pub mod export;
