@@ -213,6 +213,17 @@ impl Tasks {
             .filter_map(|(id, t)| t.key.downcast_ref::<K>().map(|k| (*id, k)))
     }
 
+    /// Cancels the tasks whose key is a `K` other than `key` (work for settings no longer shown);
+    /// tells whether one for `key` is still under way.
+    pub fn cancel_others<K: PartialEq + 'static>(&mut self, key: &K) -> bool {
+        let running: Vec<(TaskId, bool)> =
+            self.running::<K>().map(|(id, k)| (id, k == key)).collect();
+        for (id, _) in running.iter().filter(|(_, current)| !current) {
+            self.cancel(*id);
+        }
+        running.iter().any(|(_, current)| *current)
+    }
+
     /// Some task with a key of type `K` is under way.
     pub fn any<K: 'static>(&self) -> bool {
         self.running::<K>().next().is_some()
@@ -313,5 +324,18 @@ mod tests {
         assert!(a.is_cancelled());
         assert_eq!(key.downcast_ref::<u32>(), Some(&7));
         assert!(!tasks.any::<u32>() && tasks.len() == 1);
+    }
+
+    #[test]
+    fn cancel_others_keeps_only_the_task_for_the_key_asked() {
+        let mut tasks = Tasks::new(egui::Context::default());
+        let stale = tasks.start(1u32, "stale", None);
+        let current = tasks.start(2u32, "current", None);
+        let other_kind = tasks.start("x", "other kind", None);
+        assert!(tasks.cancel_others(&2u32));
+        assert!(stale.is_cancelled());
+        assert!(!current.is_cancelled() && !other_kind.is_cancelled());
+        assert!(!tasks.cancel_others(&3u32));
+        assert!(current.is_cancelled() && !other_kind.is_cancelled());
     }
 }

@@ -148,15 +148,7 @@ impl MapView {
         {
             return;
         }
-        let running: Vec<_> = cx
-            .tasks
-            .running::<MapKey>()
-            .map(|(id, k)| (id, *k == key))
-            .collect();
-        for (id, _) in running.iter().filter(|(_, current)| !current) {
-            cx.tasks.cancel(*id);
-        }
-        if running.iter().any(|(_, current)| *current) {
+        if cx.tasks.cancel_others(&key) {
             return;
         }
         let data = match (&key.source, set) {

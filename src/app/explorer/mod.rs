@@ -351,15 +351,7 @@ impl View for ExplorerTab {
         {
             return;
         }
-        let running: Vec<_> = cx
-            .tasks
-            .running::<ReadoutKey>()
-            .map(|(id, k)| (id, *k == key))
-            .collect();
-        for (id, _) in running.iter().filter(|(_, current)| !current) {
-            cx.tasks.cancel(*id);
-        }
-        if running.iter().any(|(_, current)| *current) {
+        if cx.tasks.cancel_others(&key) {
             return;
         }
         let label = format!("Read-out of {} images", set.len());

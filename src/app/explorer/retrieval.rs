@@ -145,15 +145,7 @@ impl Retrieval {
         {
             return;
         }
-        let running: Vec<_> = cx
-            .tasks
-            .running::<ExplainKey>()
-            .map(|(id, k)| (id, *k == key))
-            .collect();
-        for (id, _) in running.iter().filter(|(_, current)| !current) {
-            cx.tasks.cancel(*id);
-        }
-        if running.iter().any(|(_, current)| *current) {
+        if cx.tasks.cancel_others(&key) {
             return;
         }
         let paths = [key.query.clone(), key.result.clone()];

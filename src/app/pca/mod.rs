@@ -217,15 +217,7 @@ impl View for PcaTab {
         if cx.tasks.any::<ModelLoad>() {
             return;
         }
-        let running: Vec<_> = cx
-            .tasks
-            .running::<PcaKey>()
-            .map(|(id, k)| (id, *k == key))
-            .collect();
-        for (id, _) in running.iter().filter(|(_, current)| !current) {
-            cx.tasks.cancel(*id);
-        }
-        if running.iter().any(|(_, current)| *current) {
+        if cx.tasks.cancel_others(&key) {
             return;
         }
         let inputs = images(cx.shared());
