@@ -89,14 +89,22 @@ fn sniff(path: &Path) -> Result<FileKind, CheckpointProblem> {
     let mut head = [0u8; 9];
     let mut file = std::fs::File::open(path)?;
     let n = file.read(&mut head)?;
-    let head = &head[..n];
-    if head.starts_with(b"PK\x03\x04") || head.starts_with(&[0x80]) {
-        // ZIP container (PyTorch >= 1.6) or a legacy pickle stream (starts with a PROTO opcode).
-        Ok(FileKind::Pytorch)
-    } else if n == 9 && head[8] == b'{' {
-        Ok(FileKind::Safetensors)
+    kind_of(&head[..n]).ok_or(CheckpointProblem::UnknownFormat)
+}
+
+/// The format of a file from its first nine bytes. Safetensors is tested before the legacy pickle:
+/// its first byte is the low byte of the header length, which is 0x80 for one header in 256.
+fn kind_of(head: &[u8]) -> Option<FileKind> {
+    if head.starts_with(b"PK\x03\x04") {
+        // ZIP container (PyTorch >= 1.6).
+        Some(FileKind::Pytorch)
+    } else if head.len() == 9 && head[8] == b'{' {
+        Some(FileKind::Safetensors)
+    } else if matches!(head, [0x80, 2..=5, ..]) {
+        // A legacy pickle stream: a PROTO opcode and its protocol.
+        Some(FileKind::Pytorch)
     } else {
-        Err(CheckpointProblem::UnknownFormat)
+        None
     }
 }
 
@@ -412,6 +420,26 @@ fn official_name(key: &str) -> Option<Renamed> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_safetensors_header_length_ending_in_0x80_is_not_taken_for_a_pickle() {
+        let mut head = 0x1280u64.to_le_bytes().to_vec();
+        head.push(b'{');
+        assert!(matches!(
+            super::kind_of(&head),
+            Some(super::FileKind::Safetensors)
+        ));
+        assert!(matches!(
+            super::kind_of(&[0x80, 2, b'}', b'q', 0, b'(', b'X', 1, 0]),
+            Some(super::FileKind::Pytorch)
+        ));
+        assert!(matches!(
+            super::kind_of(b"PK\x03\x04abcde"),
+            Some(super::FileKind::Pytorch)
+        ));
+        assert!(super::kind_of(b"not a checkpoint").is_none());
+        assert!(super::kind_of(&[0x80]).is_none());
+    }
+
     use super::*;
 
     fn name(key: &str) -> Option<String> {
