@@ -1733,7 +1733,7 @@ fn a_view_added_with_one_line_gets_a_tab_a_key_controls_and_work_requests() {
         .app_mut()
         .add_paths(vec![asset("chelsea.png")]);
     wait_for(&mut h, "the first attention", shows_current_result);
-    h.key_press(egui::Key::Num8);
+    h.key_press(egui::Key::Num9);
     h.step();
     h.step();
     assert_eq!(h.state().app().tab(), ViewTab::new("Hello"));

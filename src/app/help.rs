@@ -6,8 +6,9 @@ pub const SHORTCUTS: &[(&str, &str)] = &[
     ("Ctrl+O", "open images"),
     ("Left / Right", "previous / next image"),
     (
-        "1 2 3 4 5 6 7",
-        "Attention / PCA / Co-segmentation / Correspondence / Training / Explorer / Token norms tab",
+        "1 2 3 4 5 6 7 8",
+        "Attention / PCA / Co-segmentation / Correspondence / Training / Explorer / Token norms / \
+         Side by side tab",
     ),
     ("Up / Down", "next / previous block (layer) of the tab"),
     ("C or Escape", "back to the CLS query"),
@@ -115,6 +116,15 @@ pub fn help_window(ctx: &egui::Context, open: &mut bool) {
                      histogram. Models with registers get extra tokens for that job: the outliers \
                      disappear, and the bars and maps below show how much [CLS] and each patch attend \
                      to each register.",
+                );
+                ui.add_space(6.0);
+                ui.strong("Side by side (tab 8)");
+                ui.label(
+                    "The loaded model and a second checkpoint on the same image: the attention of \
+                     [CLS] in each head, or the PCA colours of a block's tokens. A supervised ViT \
+                     (DeiT) next to DINO is the DINO paper's point: only the self-supervised model's \
+                     heads outline the objects. Block and head move together when both models have \
+                     as many; the head strips under each image pick a head.",
                 );
                 ui.add_space(6.0);
                 ui.strong("Checkpoints");

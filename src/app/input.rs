@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use super::gallery::Source;
 
-/// The digit keys that select the tabs, in tab order.
-const TAB_KEYS: [Key; 9] = [
+/// The digit keys that select the tabs, in tab order (0 is the tenth).
+const TAB_KEYS: [Key; 10] = [
     Key::Num1,
     Key::Num2,
     Key::Num3,
@@ -18,6 +18,7 @@ const TAB_KEYS: [Key; 9] = [
     Key::Num7,
     Key::Num8,
     Key::Num9,
+    Key::Num0,
 ];
 
 #[derive(Default)]

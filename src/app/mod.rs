@@ -13,6 +13,7 @@
 
 pub mod attention;
 pub mod cache;
+pub mod compare;
 pub mod correspond;
 pub mod coseg;
 pub mod dialogs;
@@ -180,7 +181,8 @@ impl App {
         }
     }
 
-    fn shared(&self) -> Shared<'_> {
+    /// What views read of the app (tests ask views for their keys with it).
+    pub fn shared(&self) -> Shared<'_> {
         Shared {
             model: self.model.as_ref(),
             gallery: &self.gallery,
@@ -207,6 +209,7 @@ impl App {
             worker: &self.worker,
             notifications: &mut self.notifications,
             requests: &mut self.requests,
+            checkpoint_dir: self.downloads.dir.as_deref(),
         };
         (&mut self.views, cx)
     }
@@ -718,14 +721,16 @@ impl App {
         }
     }
 
-    /// The row of view tabs above the central view.
+    /// The row of view tabs above the central view (wrapped onto more rows in a narrow window).
     fn tab_bar(&mut self, ui: &mut egui::Ui) {
         let tabs: Vec<(ViewTab, &'static str)> =
             self.views.iter().map(|v| (v.id(), v.title())).collect();
-        ui.horizontal(|ui| {
+        ui.horizontal_wrapped(|ui| {
             for (i, (tab, title)) in tabs.into_iter().enumerate() {
-                ui.selectable_value(&mut self.settings.tab, tab, title)
-                    .on_hover_text(format!("Key {}", i + 1));
+                let response = ui.selectable_value(&mut self.settings.tab, tab, title);
+                if i < 10 {
+                    response.on_hover_text(format!("Key {}", (i + 1) % 10));
+                }
             }
         });
         ui.separator();

@@ -67,6 +67,7 @@ impl ViewTab {
     pub const TRAINING: ViewTab = ViewTab::new("Training");
     pub const EXPLORER: ViewTab = ViewTab::new("Explorer");
     pub const NORMS: ViewTab = ViewTab::new("Norms");
+    pub const COMPARE: ViewTab = ViewTab::new("Compare");
 
     pub const fn new(id: &'static str) -> ViewTab {
         ViewTab(Cow::Borrowed(id))
@@ -126,6 +127,53 @@ pub struct NormSettings {
     pub second: Option<PathBuf>,
     /// Show the second checkpoint's norms instead of the loaded model's.
     pub show_second: bool,
+}
+
+/// What the side-by-side view shows of each model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CompareShow {
+    /// The attention of [CLS] in each head (the DINO paper's supervised-vs-DINO figure).
+    #[default]
+    Attention,
+    /// The first three principal components of the block's output tokens as RGB.
+    Pca,
+}
+
+impl CompareShow {
+    pub fn label(self) -> &'static str {
+        match self {
+            CompareShow::Attention => "attention",
+            CompareShow::Pca => "PCA colouring",
+        }
+    }
+}
+
+/// Settings of the side-by-side view: the loaded model on the left, a second checkpoint on the
+/// right.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CompareSettings {
+    /// The checkpoint shown next to the loaded model.
+    pub second: Option<PathBuf>,
+    pub show: CompareShow,
+    /// Block of each side (loaded, second); `None` = its last block.
+    pub blocks: [Option<usize>; 2],
+    /// Head of each side; `None` = the mean over heads.
+    pub heads: [Option<usize>; 2],
+    /// Move both sides' block and head together where the two models have the same shape.
+    pub linked: bool,
+}
+
+impl Default for CompareSettings {
+    fn default() -> Self {
+        CompareSettings {
+            second: None,
+            show: CompareShow::Attention,
+            blocks: [None; 2],
+            heads: [None; 2],
+            linked: true,
+        }
+    }
 }
 
 /// Settings of the correspondence view.
@@ -244,6 +292,7 @@ pub struct Settings {
     pub correspondence: CorrSettings,
     pub coseg: CosegSettings,
     pub norms: NormSettings,
+    pub compare: CompareSettings,
 }
 
 impl Default for Settings {
@@ -265,6 +314,7 @@ impl Default for Settings {
             correspondence: CorrSettings::default(),
             coseg: CosegSettings::default(),
             norms: NormSettings::default(),
+            compare: CompareSettings::default(),
         }
     }
 }

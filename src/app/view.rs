@@ -3,7 +3,7 @@
 //! views only through [`View`], so a new view is that folder plus one line in `views::all`.
 
 use std::any::Any;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use eframe::egui;
 
@@ -73,6 +73,8 @@ pub struct ViewContext<'a> {
     pub worker: &'a Worker,
     pub notifications: &'a mut Notifications,
     pub requests: &'a mut Vec<AppRequest>,
+    /// Where official checkpoints are downloaded to (`None`: no folder could be found).
+    pub checkpoint_dir: Option<&'a Path>,
 }
 
 impl ViewContext<'_> {

@@ -1,6 +1,7 @@
 //! The views of the central area, in tab order. A new view is registered here, one line.
 
 use super::attention::AttentionTab;
+use super::compare::CompareTab;
 use super::correspond::CorrespondenceTab;
 use super::coseg::CosegTab;
 use super::explorer::ExplorerTab;
@@ -20,6 +21,7 @@ pub fn all() -> Views {
         Box::new(TrainingTab::default()),
         Box::new(ExplorerTab::default()),
         Box::new(NormsTab::default()),
+        Box::new(CompareTab::default()),
     ])
 }
 

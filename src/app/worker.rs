@@ -200,8 +200,10 @@ pub struct WorkerState {
     /// Prepared images, per image, input size and patch budget.
     prepared: BoundedCache<(ImageId, InputSize, usize), Arc<PreparedImage>>,
     features: BoundedCache<FeatureKey, Features>,
-    /// What jobs keep between runs beyond the model (e.g. a second model to fuse with), one
-    /// value per type.
+    /// A second checkpoint views compare with or fuse with (one at a time, kept between jobs).
+    second: Option<(PathBuf, Vit)>,
+    /// What jobs keep between runs beyond the models (e.g. a second model's maps), one value
+    /// per type.
     stash: HashMap<std::any::TypeId, Box<dyn Any + Send>>,
 }
 
@@ -215,6 +217,7 @@ fn worker_loop(jobs: Receiver<(TaskContext, Work)>, events: EventSender) {
         generation: 0,
         prepared: BoundedCache::with_capacity(PREPARED_CACHE_CAPACITY),
         features: BoundedCache::with_budget(FEATURE_CACHE_BYTES, |(_, map)| map.data.len() * 4),
+        second: None,
         stash: HashMap::new(),
     };
     while let Ok((task, work)) = jobs.recv() {
@@ -391,6 +394,19 @@ impl WorkerState {
 
     pub fn config(&self) -> Option<&VitConfig> {
         self.model.as_ref().map(|m| m.config())
+    }
+
+    /// The checkpoint at `path` as a second model, loaded on first use and kept until another
+    /// file is asked for (the previous one is freed first, so at most two models are held).
+    pub fn second_model(&mut self, path: &Path) -> Result<&Vit, AppError> {
+        let second = match self.second.take() {
+            Some(second) if second.0 == path => second,
+            _ => {
+                let loaded = load_model(path, &LoadOptions::default(), &self.device.device)?;
+                (path.to_path_buf(), loaded.vit)
+            }
+        };
+        Ok(&self.second.insert(second).1)
     }
 
     /// The value of type `T` a job keeps between runs (created empty on first use).

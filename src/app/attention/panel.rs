@@ -389,7 +389,7 @@ struct Tile {
 
 /// Red outlines around the masked cells (edges between a masked cell and an unmasked one or the
 /// border).
-fn outline_shapes(
+pub fn outline_shapes(
     mask: &[bool],
     grid: Grid,
     rect: Rect,

@@ -18,9 +18,9 @@ use crate::app::notifications::{AppError, file_label};
 use crate::app::state::InputSize;
 use crate::app::tasks::{ImageId, Output, TaskContext};
 use crate::app::worker::{ImageInput, ModelJob, WorkerState};
+use crate::model::Facet;
 use crate::model::preprocess::{DEFAULT_MAX_PATCHES, prepare};
 use crate::model::vit::Vit;
-use crate::model::{Facet, LoadOptions, load_model};
 
 /// Where the second source of a fusion comes from.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -76,10 +76,11 @@ impl SecondMap {
     }
 }
 
-/// The second-source maps and the second model, kept by the worker between fusion jobs.
+/// The second-source maps, kept by the worker between fusion jobs (those of one second
+/// checkpoint at a time: the worker keeps one second model).
 #[derive(Default)]
 struct SecondCache {
-    model: Option<(PathBuf, Vit)>,
+    checkpoint: Option<PathBuf>,
     maps: HashMap<(ImageId, SecondChoice, InputSize), Arc<SecondMap>>,
 }
 
@@ -159,7 +160,7 @@ fn fuse(
 }
 
 fn second_map(
-    state: &WorkerState,
+    state: &mut WorkerState,
     cache: &mut SecondCache,
     choice: &SecondChoice,
     input_size: InputSize,
@@ -181,23 +182,17 @@ fn second_map(
 }
 
 fn second_model_map(
-    state: &WorkerState,
+    state: &mut WorkerState,
     cache: &mut SecondCache,
     path: &Path,
     input_size: InputSize,
     input: &ImageInput,
 ) -> Result<FeatureMap, AppError> {
-    let (loaded_path, vit) = match cache.model.take() {
-        Some((p, vit)) if p == path => (p, vit),
-        _ => {
-            cache.maps.clear();
-            let loaded = load_model(path, &LoadOptions::default(), state.device())?;
-            (path.to_path_buf(), loaded.vit)
-        }
-    };
-    let map = model_map(&vit, input_size, input);
-    cache.model = Some((loaded_path, vit));
-    map
+    if cache.checkpoint.as_deref() != Some(path) {
+        cache.maps.clear();
+        cache.checkpoint = Some(path.to_path_buf());
+    }
+    model_map(state.second_model(path)?, input_size, input)
 }
 
 fn model_map(vit: &Vit, input_size: InputSize, input: &ImageInput) -> Result<FeatureMap, AppError> {

@@ -3,7 +3,7 @@
 //! of the loaded model or of a second checkpoint (kept by the worker between jobs), so the same
 //! image can be compared with and without registers.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,9 +12,9 @@ use crate::app::notifications::AppError;
 use crate::app::state::InputSize;
 use crate::app::tasks::{ImageId, Output, TaskContext};
 use crate::app::worker::{ImageInput, ModelJob, WorkerState};
+use crate::model::PreparedImage;
 use crate::model::preprocess::{DEFAULT_MAX_PATCHES, prepare};
 use crate::model::vit::Vit;
-use crate::model::{LoadOptions, PreparedImage, load_model};
 
 /// Everything a result depends on; the threshold and the head shown are not part of it, so
 /// moving them never recomputes the model.
@@ -88,10 +88,7 @@ impl ModelJob for NormsJob {
                     input.name,
                     path.display()
                 ));
-                let mut second = std::mem::take(state.stash::<SecondModel>());
-                let measured = second.measure(state, path, &key, &input);
-                *state.stash::<SecondModel>() = second;
-                measured?
+                measure_second(state.second_model(path)?, &key, &input)?
             }
         };
         let result = NormsResult {
@@ -119,30 +116,6 @@ fn measure(
         detail: e.to_string(),
     })?;
     Ok((prepared, tokens))
-}
-
-/// The second checkpoint, kept by the worker between jobs.
-#[derive(Default)]
-struct SecondModel(Option<(PathBuf, Vit)>);
-
-impl SecondModel {
-    /// The norms of the image under the second checkpoint (loaded on first use), at the block
-    /// asked for or its last.
-    fn measure(
-        &mut self,
-        state: &WorkerState,
-        path: &Path,
-        key: &NormsKey,
-        input: &ImageInput,
-    ) -> Result<(Arc<PreparedImage>, BlockTokens), AppError> {
-        let vit = match self.0.take() {
-            Some((loaded, vit)) if loaded == path => vit,
-            _ => load_model(path, &LoadOptions::default(), state.device())?.vit,
-        };
-        let measured = measure_second(&vit, key, input);
-        self.0 = Some((path.to_path_buf(), vit));
-        measured
-    }
 }
 
 fn measure_second(
