@@ -24,6 +24,7 @@ fn model() -> Vit {
     let options = LoadOptions {
         config: None,
         heads: Some(2),
+        ..LoadOptions::default()
     };
     load_model(&fixture("v1_p8.pth"), &options, &Device::flex())
         .expect("fixture model")

@@ -106,6 +106,7 @@ fn wrong_forced_architecture_names_the_mismatching_tensor() {
     let options = LoadOptions {
         config: Some(Arch::VitS16.config()),
         heads: None,
+        ..LoadOptions::default()
     };
     let msg = load_error(&fixture("v1_p8.pth"), &options);
     assert_mentions(&msg, &["v1_p8.pth", "has shape", "expected"]);
@@ -116,6 +117,7 @@ fn heads_that_do_not_divide_the_width_are_reported() {
     let options = LoadOptions {
         config: None,
         heads: Some(5),
+        ..LoadOptions::default()
     };
     let msg = load_error(&fixture("v1_p8.pth"), &options);
     assert_mentions(&msg, &["v1_p8.pth", "heads"]);
@@ -271,6 +273,7 @@ fn a_malformed_dinoscope_entry_is_reported_not_ignored() {
     let options = LoadOptions {
         config: None,
         heads: Some(3),
+        ..LoadOptions::default()
     };
     assert!(load_model(&official, &options, &Device::flex()).is_ok());
 }

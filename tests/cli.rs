@@ -57,6 +57,7 @@ fn embed_with_resize_none_uses_the_pixels_untouched() {
     let options = LoadOptions {
         config: None,
         heads: Some(2),
+        ..LoadOptions::default()
     };
     let model = load_model(&weights, &options, &device).unwrap();
     let input = burn::tensor::Tensor::<4>::from_data(

@@ -74,6 +74,7 @@ fn token_norms_of_every_block_and_register_attention_match_the_library() {
     let options = LoadOptions {
         config: None,
         heads: Some(2),
+        ..LoadOptions::default()
     };
     let vit = load_model(
         &fixture("v2_reg4_teacher_checkpoint.pth"),

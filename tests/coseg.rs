@@ -17,6 +17,7 @@ fn model() -> LoadedModel {
     let options = LoadOptions {
         config: None,
         heads: Some(2),
+        ..LoadOptions::default()
     };
     load_model(&fixture("v1_p8_hf.safetensors"), &options, &Device::flex()).unwrap()
 }

@@ -64,6 +64,7 @@ fn full_download_is_verified_recorded_and_loads() {
     let options = LoadOptions {
         config: None,
         heads: Some(2),
+        ..LoadOptions::default()
     };
     let loaded = load_model(&dest, &options, &device.device).unwrap();
     assert_eq!(loaded.vit.config().patch_size, 8);

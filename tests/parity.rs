@@ -1,35 +1,53 @@
 //! Parity with the PyTorch reference (tools/make_fixtures.py): every official checkpoint layout, at
-//! native, resampled, non-square and overlapping-patch sizes. Tolerance: 1e-4 max abs error, f32, CPU.
+//! native, resampled, non-square and overlapping-patch sizes; and with timm itself for supervised ViTs
+//! (tools/make_supervised_fixtures.py). Tolerance: 1e-4 max abs error, f32, CPU.
 
 mod common;
 
 use burn::tensor::{Device, Tensor};
 use common::{fixture, manifest, max_abs_diff, read_expected, to_tensor};
 use dinoscope::model::config::{Arch, FfnKind, PosEmbedMode};
-use dinoscope::model::{Facet, LoadOptions, Vit, load_model};
+use dinoscope::model::{Facet, Family, InputNorm, LoadOptions, Vit, load_model};
 
 const TOLERANCE: f32 = 1e-4;
 
+fn supervised_manifest() -> serde_json::Value {
+    let text = std::fs::read_to_string(fixture("supervised/manifest.json"))
+        .expect("tests/fixtures/supervised/manifest.json (run tools/make_supervised_fixtures.py)");
+    serde_json::from_str(&text).expect("valid manifest")
+}
+
 fn check_model(name: &str) {
-    let manifest = manifest();
+    check_model_in(&manifest(), name);
+}
+
+/// The cases of `model` in `manifest`, each checked on `vit`.
+fn check_cases(manifest: &serde_json::Value, model: &str, vit: &Vit, label: &str) {
+    let cases: Vec<&serde_json::Value> = manifest["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["model"] == model)
+        .collect();
+    assert!(!cases.is_empty());
+    for case in cases {
+        check_case(vit, case, &format!("{label} / {}", case["file"]));
+    }
+}
+
+fn check_model_in(manifest: &serde_json::Value, name: &str) {
     let model = &manifest["models"][name];
     assert!(model.is_object(), "model {name} missing from manifest");
     let device = Device::flex();
     let heads = model["heads"].as_u64().unwrap() as usize;
     let files = model["files"].as_object().unwrap();
     assert!(!files.is_empty());
-    let cases: Vec<&serde_json::Value> = manifest["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["model"] == name)
-        .collect();
-    assert!(!cases.is_empty());
     for (format, file) in files {
         let path = fixture(file.as_str().unwrap());
         let options = LoadOptions {
             config: None,
             heads: Some(heads),
+            ..LoadOptions::default()
         };
         let loaded =
             load_model(&path, &options, &device).unwrap_or_else(|e| panic!("{format}: {e}"));
@@ -71,10 +89,20 @@ fn check_model(name: &str) {
             PosEmbedMode::BicubicAntialias => "antialias",
         };
         assert_eq!(mode, model["pos_mode"], "{file}");
-
-        for case in &cases {
-            check_case(&loaded.vit, case, &format!("{file} / {}", case["file"]));
+        let family = match config.family {
+            Family::Dino => "dino",
+            Family::Dinov2 => "dinov2",
+            Family::Supervised => "supervised",
+        };
+        assert_eq!(family, model["family"], "{file}");
+        if let Some(norm) = model["input_norm"].as_str() {
+            // Read from the timm config.json beside the file, or ImageNet's without one.
+            assert_eq!(loaded.input_norm, norm.parse().unwrap(), "{file}");
+            // The classifier's weight and bias.
+            assert_eq!(loaded.ignored, 2, "{file}");
         }
+
+        check_cases(manifest, name, &loaded.vit, file.as_str().unwrap());
     }
 }
 
@@ -194,6 +222,41 @@ fn dinov2_swiglu_matches_pytorch() {
     check_model("v2_swiglu");
 }
 
+#[test]
+fn supervised_deit_pth_matches_timm() {
+    check_model_in(&supervised_manifest(), "deit");
+}
+
+/// timm's Hub folder: `model.safetensors` and a `config.json` with mean = std = 0.5, folded into the
+/// patch embedding so that the ImageNet-normalised input gives timm's outputs.
+#[test]
+fn supervised_timm_hub_folder_with_inception_normalisation_matches_timm() {
+    check_model_in(&supervised_manifest(), "augreg");
+}
+
+/// `input_norm` overrides the config.json: the same weights give the other model's outputs.
+#[test]
+fn input_norm_option_overrides_the_config_json() {
+    let manifest = supervised_manifest();
+    for (file, norm, cases) in [
+        ("supervised/deit_tiny.pth", InputNorm::INCEPTION, "augreg"),
+        (
+            "supervised/augreg/model.safetensors",
+            InputNorm::IMAGENET,
+            "deit",
+        ),
+    ] {
+        let options = LoadOptions {
+            heads: Some(2),
+            input_norm: Some(norm),
+            ..LoadOptions::default()
+        };
+        let loaded = load_model(&fixture(file), &options, &Device::flex()).unwrap();
+        assert_eq!(loaded.input_norm, norm);
+        check_cases(&manifest, cases, &loaded.vit, &format!("{file} as {cases}"));
+    }
+}
+
 /// The same parity on burn's wgpu backend (CI installs Mesa's lavapipe, a software Vulkan
 /// driver). Same tolerance as on the CPU. Without any wgpu adapter the test fails: it must not
 /// pass having checked nothing.
@@ -212,6 +275,7 @@ fn wgpu_backend_matches_pytorch() {
         &LoadOptions {
             config: None,
             heads,
+            ..LoadOptions::default()
         },
         &device.device,
     )

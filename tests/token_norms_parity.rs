@@ -25,6 +25,7 @@ fn model(name: &str) -> Vit {
     let options = LoadOptions {
         config: None,
         heads: Some(2),
+        ..LoadOptions::default()
     };
     load_model(&fixture(name), &options, &Device::flex())
         .expect("fixture model")

@@ -699,6 +699,7 @@ mod tests {
         let options = LoadOptions {
             config: None,
             heads: Some(2),
+            ..LoadOptions::default()
         };
         let model = load_model(&path, &options, &burn::tensor::Device::flex()).unwrap();
         let picture = |shift: u32| {

@@ -221,6 +221,7 @@ impl Pipeline {
                     weights: weights.clone(),
                     arch: fusion.fuse_arch,
                     heads: fusion.fuse_heads,
+                    input_norm: None,
                     device: model.device,
                 };
                 let (second, _) = args.open().context("second model (--fuse-weights)")?;

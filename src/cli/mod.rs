@@ -25,8 +25,8 @@ use crate::image_files::find_images;
 use crate::model::config::Arch;
 use crate::model::preprocess::{DEFAULT_MAX_PATCHES, load_rgb, prepare};
 use crate::model::{
-    ComputeDevice, DeviceChoice, Facet, LoadOptions, LoadedModel, PreparedImage, Resize, backend,
-    load_model,
+    ComputeDevice, DeviceChoice, Facet, InputNorm, LoadOptions, LoadedModel, PreparedImage, Resize,
+    backend, load_model,
 };
 
 #[derive(Parser, Debug)]
@@ -145,6 +145,10 @@ pub struct ModelArgs {
     /// Attention heads when detecting (official models: dim / 64).
     #[arg(long)]
     pub heads: Option<usize>,
+    /// Normalisation the model was trained with: `imagenet` (DINO, DeiT) or `inception` (mean = std
+    /// = 0.5, timm AugReg ViTs). Default: a timm `config.json` beside the weights, else imagenet.
+    #[arg(long)]
+    pub input_norm: Option<InputNorm>,
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
 }
@@ -204,6 +208,7 @@ impl ModelArgs {
                 ArchArg::Named(a) => Some(a.config()),
             },
             heads: self.heads,
+            input_norm: self.input_norm,
         };
         let model = load_model(&self.weights, &options, &device.device)?;
         let params = model.config.param_count();
@@ -221,6 +226,12 @@ impl ModelArgs {
                 String::new()
             }
         );
+        if model.input_norm != InputNorm::IMAGENET {
+            eprintln!(
+                "input normalisation: {}, folded into the patch embedding",
+                model.input_norm.describe()
+            );
+        }
         Ok((model, device))
     }
 }

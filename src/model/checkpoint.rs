@@ -4,7 +4,9 @@
 //! `module.` and `backbone.` prefixes), DINOv2 `.pth` (plain, `teacher` wrapped, chunked blocks) and
 //! Hugging Face `.safetensors` (`ViTModel`, `Dinov2Model`, `Dinov2WithRegistersModel` names). The file
 //! type is recognised from its first bytes, not its extension. Pickles are parsed by burn's
-//! `pytorch-reader`, which never executes code from the file.
+//! `pytorch-reader`, which never executes code from the file. Supervised ViTs use the official DINO names
+//! too: timm `VisionTransformer` state dicts (`.pth`, Hub `model.safetensors`) and DeiT `.pth` files
+//! (`{'model': state_dict}`); their classifier `head` is recorded and ignored.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -33,6 +35,8 @@ pub struct StateDict {
     pub tensors: BTreeMap<String, RawTensor>,
     /// Names in the file that are not part of a backbone (heads, optimizer state, ...).
     pub ignored: Vec<String>,
+    /// `[classes, width]` of a classifier head (`head.weight` and `head.bias`, as in timm and DeiT).
+    pub classifier: Option<[usize; 2]>,
     /// Free-form metadata stored in the file (safetensors `__metadata__`; for a dinoscope training
     /// checkpoint, its backbone configuration under [`CONFIG_METADATA_KEY`]).
     pub metadata: HashMap<String, String>,
@@ -49,6 +53,8 @@ pub enum CheckpointProblem {
     Corrupt(String),
     #[error("no ViT backbone found: {0}")]
     UnknownArchitecture(String),
+    #[error("unsupported model: {0}")]
+    Unsupported(String),
     #[error("tensor `{name}` is missing")]
     Missing { name: String },
     #[error("tensor `{name}` has shape {found:?}, expected {expected:?}")]
@@ -61,6 +67,8 @@ pub enum CheckpointProblem {
     DType { name: String, dtype: String },
     #[error(transparent)]
     Config(#[from] crate::model::config::ConfigError),
+    #[error(transparent)]
+    InputConfig(#[from] crate::model::input_norm::InputConfigError),
 }
 
 /// A checkpoint problem, with the file it was found in.
@@ -269,6 +277,7 @@ fn canonicalize(raw: RawFile) -> Result<StateDict, CheckpointProblem> {
         ..StateDict::default()
     };
     let mut hf_qkv: BTreeMap<(usize, &'static str), [Option<RawTensor>; 3]> = BTreeMap::new();
+    let (mut head_weight, mut head_bias) = (None, None);
     for (name, tensor) in raw.tensors {
         let local = match scope {
             Some(p) => match name.strip_prefix(p) {
@@ -281,6 +290,14 @@ fn canonicalize(raw: RawFile) -> Result<StateDict, CheckpointProblem> {
             None => name.clone(),
         };
         let local = local.replace("module.", "").replace("backbone.", "");
+        if let Some(feature) = unsupported_feature(&local) {
+            return Err(CheckpointProblem::Unsupported(feature.to_string()));
+        }
+        match local.as_str() {
+            "head.weight" => head_weight = Some(tensor.shape.clone()),
+            "head.bias" => head_bias = Some(tensor.shape.clone()),
+            _ => {}
+        }
         match official_name(&local) {
             Some(Renamed::Official(official))
                 if !tensor.data.is_empty() || tensor.shape.contains(&0) =>
@@ -292,6 +309,11 @@ fn canonicalize(raw: RawFile) -> Result<StateDict, CheckpointProblem> {
             }
             _ => dict.ignored.push(name),
         }
+    }
+    if let (Some(&[classes, width]), Some(&[bias])) = (head_weight.as_deref(), head_bias.as_deref())
+        && bias == classes
+    {
+        dict.classifier = Some([classes, width]);
     }
     for ((block, field), parts) in hf_qkv {
         let [Some(q), Some(k), Some(v)] = parts else {
@@ -317,6 +339,42 @@ fn canonicalize(raw: RawFile) -> Result<StateDict, CheckpointProblem> {
         );
     }
     Ok(dict)
+}
+
+/// timm / DeiT parts that change the forward pass of the backbone and that dinoscope does not
+/// implement, named by their (prefix-stripped) key; ignoring them would give wrong features silently.
+fn unsupported_feature(key: &str) -> Option<&'static str> {
+    let top = match key {
+        "dist_token" => Some(
+            "distilled DeiT (`dist_token`) is not supported; use the DeiT checkpoint without \
+             distillation",
+        ),
+        "reg_token" => Some("timm register tokens (`reg_token`) are not supported"),
+        "norm_pre.weight" => {
+            Some("a LayerNorm before the blocks (`norm_pre`, CLIP-style) is not supported")
+        }
+        "fc_norm.weight" => Some(
+            "a LayerNorm on the pooled output instead of a final `norm` of the tokens (`fc_norm`, \
+             average pooling) is not supported",
+        ),
+        _ => None,
+    };
+    let in_block = key
+        .strip_prefix("blocks.")
+        .and_then(|rest| rest.split_once('.'))
+        .map(|(_, field)| field);
+    top.or(match in_block {
+        Some(f) if f.starts_with("attn.q_norm.") || f.starts_with("attn.k_norm.") => {
+            Some("normalised queries and keys (`attn.q_norm` / `attn.k_norm`) are not supported")
+        }
+        Some(f) if f.starts_with("attn.norm.") || f.starts_with("mlp.norm.") => {
+            Some("a LayerNorm inside attention or MLP (`attn.norm` / `mlp.norm`) is not supported")
+        }
+        Some(f) if f.starts_with("attn.gate.") => {
+            Some("gated attention (`attn.gate`) is not supported")
+        }
+        _ => None,
+    })
 }
 
 enum Renamed {
@@ -488,6 +546,80 @@ mod tests {
             name("blocks.6.norm1.weight").as_deref(),
             Some("blocks.6.norm1.weight")
         );
+    }
+
+    fn raw_file(names: &[(&str, Vec<usize>)]) -> RawFile {
+        let tensors = names
+            .iter()
+            .map(|(name, shape)| {
+                let data = if name.contains("head.") {
+                    Vec::new()
+                } else {
+                    vec![0.0; shape.iter().product()]
+                };
+                let shape = shape.clone();
+                (name.to_string(), RawTensor { shape, data })
+            })
+            .collect();
+        RawFile {
+            tensors,
+            metadata: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_deit_classifier_head_is_recorded_and_ignored() {
+        let dict = canonicalize(raw_file(&[
+            ("model.cls_token", vec![1, 1, 8]),
+            ("model.head.weight", vec![10, 8]),
+            ("model.head.bias", vec![10]),
+        ]))
+        .unwrap();
+        assert_eq!(dict.classifier, Some([10, 8]));
+        assert_eq!(dict.ignored, ["model.head.weight", "model.head.bias"]);
+        assert!(dict.tensors.contains_key("cls_token"));
+        // DINO's projection head is no classifier.
+        let dino = canonicalize(raw_file(&[
+            ("teacher.backbone.cls_token", vec![1, 1, 8]),
+            ("teacher.head.mlp.0.weight", vec![16, 8]),
+            ("teacher.head.last_layer.weight_g", vec![64, 1]),
+        ]))
+        .unwrap();
+        assert_eq!(dino.classifier, None);
+        let no_bias = canonicalize(raw_file(&[("head.weight", vec![10, 8])])).unwrap();
+        assert_eq!(no_bias.classifier, None);
+    }
+
+    #[test]
+    fn timm_features_that_change_the_forward_pass_are_refused() {
+        for (key, named) in [
+            ("dist_token", "distilled DeiT"),
+            ("reg_token", "reg_token"),
+            ("norm_pre.weight", "norm_pre"),
+            ("fc_norm.weight", "fc_norm"),
+            ("blocks.3.attn.q_norm.weight", "q_norm"),
+            ("blocks.0.mlp.norm.bias", "mlp.norm"),
+            ("blocks.1.attn.gate.weight", "attn.gate"),
+        ] {
+            let scoped = format!("model.{key}");
+            let err = canonicalize(raw_file(&[
+                ("model.cls_token", vec![1, 1, 8]),
+                (&scoped, vec![8]),
+            ]))
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("unsupported model") && err.contains(named),
+                "{key}: {err}"
+            );
+        }
+        // A DeiT training checkpoint's EMA copy is outside the scope that is read.
+        let dict = canonicalize(raw_file(&[
+            ("model.cls_token", vec![1, 1, 8]),
+            ("model_ema.dist_token", vec![1, 1, 8]),
+        ]))
+        .unwrap();
+        assert_eq!(dict.ignored, ["model_ema.dist_token"]);
     }
 
     #[test]

@@ -1,4 +1,5 @@
 //! Architecture descriptions of every official DINO / DINOv2 backbone, plus small training configurations.
+//! Supervised ViTs (DeiT, timm) share the DINO v1 architecture and differ only in their family.
 
 use std::fmt;
 
@@ -7,6 +8,19 @@ use std::fmt;
 pub enum Family {
     Dino,
     Dinov2,
+    /// Trained with labels (DeiT, timm `VisionTransformer`): a classifier `head` in the file, which
+    /// dinoscope ignores, and timm's positional resampling.
+    Supervised,
+}
+
+impl Family {
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Dino => "DINO",
+            Family::Dinov2 => "DINOv2",
+            Family::Supervised => "Supervised",
+        }
+    }
 }
 
 /// How the positional table is resampled for a grid other than the training grid.
@@ -14,7 +28,8 @@ pub enum Family {
 pub enum PosEmbedMode {
     /// `F.interpolate(scale_factor=((gh+0.1)/M, (gw+0.1)/M), mode="bicubic")`: DINO v1 and DINOv2 without registers.
     BicubicOffset,
-    /// `F.interpolate(size=(gh, gw), mode="bicubic", antialias=True)`: DINOv2 with registers.
+    /// `F.interpolate(size=(gh, gw), mode="bicubic", antialias=True)`: DINOv2 with registers, and timm's
+    /// `resample_abs_pos_embed` (supervised ViTs).
     BicubicAntialias,
 }
 
@@ -274,10 +289,7 @@ impl VitConfig {
 
     /// Human-readable name: the release name when it is one, else the shape.
     pub fn describe(&self) -> String {
-        let family = match self.family {
-            Family::Dino => "DINO",
-            Family::Dinov2 => "DINOv2",
-        };
+        let family = self.family.name();
         let shape = format!(
             "{family} ViT {}d x{} blocks, {} heads, patch {}{}",
             self.dim,

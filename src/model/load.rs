@@ -8,6 +8,7 @@ use super::checkpoint::{
     CONFIG_METADATA_KEY, CheckpointError, CheckpointProblem, RawTensor, StateDict, read_state_dict,
 };
 use super::config::{Family, FfnKind, PosEmbedMode, VitConfig};
+use super::input_norm::{InputNorm, fold_into_patch_embed, timm_config_norm};
 use super::vit::{BlockParts, Vit, VitParts};
 
 /// How to interpret a checkpoint.
@@ -17,6 +18,9 @@ pub struct LoadOptions {
     pub config: Option<VitConfig>,
     /// Number of attention heads when detecting (shapes do not reveal it; official models use 64-d heads).
     pub heads: Option<usize>,
+    /// The normalisation the model was trained with (`--input-norm`); `None`: the `config.json` of a
+    /// timm Hub folder next to the file, else ImageNet's. Folded into the patch embedding.
+    pub input_norm: Option<InputNorm>,
 }
 
 /// A model together with what is known about where it came from.
@@ -26,6 +30,9 @@ pub struct LoadedModel {
     pub config: VitConfig,
     /// Tensor names in the file that were not used (heads, optimizer state...).
     pub ignored: usize,
+    /// The normalisation the model was trained with; the model takes ImageNet-normalised inputs
+    /// all the same (see [`fold_into_patch_embed`]).
+    pub input_norm: InputNorm,
 }
 
 /// Reads, recognises and builds a model from a checkpoint file.
@@ -34,7 +41,20 @@ pub fn load_model(
     options: &LoadOptions,
     device: &Device,
 ) -> Result<LoadedModel, CheckpointError> {
-    let dict = read_state_dict(path)?;
+    let mut dict = read_state_dict(path)?;
+    let input_norm = match options.input_norm {
+        Some(norm) => norm,
+        None => timm_config_norm(path)
+            .map_err(|e| CheckpointError::new(path, e))?
+            .unwrap_or(InputNorm::IMAGENET),
+    };
+    if let Some(mut weight) = dict.tensors.remove("patch_embed.proj.weight") {
+        if let Some(bias) = dict.tensors.get_mut("patch_embed.proj.bias") {
+            fold_into_patch_embed(&mut weight, bias, input_norm);
+        }
+        dict.tensors
+            .insert("patch_embed.proj.weight".into(), weight);
+    }
     let config = match &options.config {
         Some(config) => Ok(config.clone()),
         None => detect_config(&dict, options.heads),
@@ -45,6 +65,7 @@ pub fn load_model(
         vit,
         config,
         ignored: dict.ignored.len(),
+        input_norm,
     })
 }
 
@@ -100,6 +121,13 @@ fn detect_unchecked(
         )));
     };
     let grid = (tokens.saturating_sub(1) as f64).sqrt().round() as usize;
+    let side = (tokens as f64).sqrt().round() as usize;
+    if tokens > 1 && side * side == tokens {
+        return Err(CheckpointProblem::Unsupported(format!(
+            "a positional table of {tokens} rows for a {side}x{side} grid and none for the CLS \
+             token (timm `no_embed_class`, e.g. DeiT III) is not supported"
+        )));
+    }
     if grid == 0 || grid * grid + 1 != tokens {
         return Err(unknown(format!(
             "`pos_embed` has {tokens} rows, not 1 + a square number"
@@ -161,7 +189,9 @@ fn detect_unchecked(
         },
         None => 0,
     };
-    let family = if layer_scale || dict.tensors.contains_key("mask_token") {
+    let family = if dict.classifier.is_some_and(|[_, width]| width == dim) {
+        Family::Supervised
+    } else if layer_scale || dict.tensors.contains_key("mask_token") {
         Family::Dinov2
     } else {
         Family::Dino
@@ -188,7 +218,8 @@ fn detect_unchecked(
         layer_scale,
         registers,
         pos_grid: grid,
-        pos_mode: if registers > 0 {
+        // timm's `resample_abs_pos_embed` (`dynamic_img_size=True`) is the antialiased one.
+        pos_mode: if registers > 0 || family == Family::Supervised {
             PosEmbedMode::BicubicAntialias
         } else {
             PosEmbedMode::BicubicOffset

@@ -241,6 +241,7 @@ fn load_init(
     let options = LoadOptions {
         config: Some(backbone.clone()),
         heads: None,
+        ..LoadOptions::default()
     };
     let loaded = load_model(path, &options, device)?;
     tensors.retain(|name, _| !name.starts_with("backbone."));

@@ -277,6 +277,7 @@ mod tests {
         let options = LoadOptions {
             config: None,
             heads: Some(2),
+            ..LoadOptions::default()
         };
         load_model(&path, &options, &Device::flex()).unwrap().vit
     }

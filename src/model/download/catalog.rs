@@ -1,5 +1,6 @@
-//! The official DINO and DINOv2 backbone checkpoints and where they are downloaded to
-//! (the URLs of the facebookresearch/dino and facebookresearch/dinov2 READMEs and `hubconf.py`). The
+//! The official DINO and DINOv2 backbone checkpoints, and the supervised DeiT ones to compare them
+//! with, and where they are downloaded to (the URLs of the facebookresearch/dino, /dinov2 and /deit
+//! READMEs and `hubconf.py`). The
 //! official pages publish no checksums: a download is
 //! verified against a SHA-256 only when one is given, and the computed SHA-256 is always recorded.
 
@@ -49,8 +50,9 @@ const fn checkpoint(
     }
 }
 
-/// The backbone-only checkpoints of the DINO and DINOv2 releases.
-pub const OFFICIAL: [OfficialCheckpoint; 13] = [
+/// The backbone-only checkpoints of the DINO and DINOv2 releases, then the supervised DeiT models
+/// (trained with ImageNet-1k labels; their classifier head is ignored when loading).
+pub const OFFICIAL: [OfficialCheckpoint; 15] = [
     checkpoint(
         "dino_vits16",
         "DINO ViT-S/16",
@@ -142,6 +144,20 @@ pub const OFFICIAL: [OfficialCheckpoint; 13] = [
         4550.0,
         "giant with 4 registers",
     ),
+    checkpoint(
+        "deit_s16",
+        "DeiT ViT-S/16 (supervised)",
+        "https://dl.fbaipublicfiles.com/deit/deit_small_patch16_224-cd65a155.pth",
+        88.2,
+        "ImageNet labels, same shape as DINO ViT-S/16: supervised vs DINO",
+    ),
+    checkpoint(
+        "deit_b16",
+        "DeiT ViT-B/16 (supervised)",
+        "https://dl.fbaipublicfiles.com/deit/deit_base_patch16_224-b5f2ef4d.pth",
+        346.3,
+        "ImageNet labels, same shape as DINO ViT-B/16",
+    ),
 ];
 
 /// Finds an official checkpoint by id.
@@ -175,13 +191,16 @@ mod tests {
     #[test]
     fn urls_are_the_official_ones_and_ids_unique() {
         for c in &OFFICIAL {
-            let base = if c.id.starts_with("dinov2") {
-                "https://dl.fbaipublicfiles.com/dinov2/"
+            let (base, suffix) = if c.id.starts_with("dinov2") {
+                ("https://dl.fbaipublicfiles.com/dinov2/", "_pretrain.pth")
+            } else if c.id.starts_with("deit") {
+                ("https://dl.fbaipublicfiles.com/deit/deit_", "_patch16_224-")
             } else {
-                "https://dl.fbaipublicfiles.com/dino/"
+                ("https://dl.fbaipublicfiles.com/dino/", "_pretrain.pth")
             };
             assert!(c.url.starts_with(base), "{}", c.url);
-            assert!(c.file_name().ends_with("_pretrain.pth"), "{}", c.url);
+            assert!(c.file_name().contains(suffix), "{}", c.url);
+            assert!(c.file_name().ends_with(".pth"), "{}", c.url);
             assert_eq!(OFFICIAL.iter().filter(|o| o.id == c.id).count(), 1);
         }
         assert_eq!(
