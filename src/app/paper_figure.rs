@@ -34,8 +34,9 @@ impl<K> Default for FigurePreview<K> {
 
 impl<K: Clone + PartialEq + Send + 'static> FigurePreview<K> {
     /// Makes the figure follow `key`: takes a finished composition, and starts `compose` on a
-    /// thread unless the figure of `key` is shown, being composed, or failed (the failure is
-    /// returned once).
+    /// thread unless the figure of `key` is shown or failed (the failure is returned once). One
+    /// composition at a time: while one is under way (say a slider is dragged), the newest key
+    /// waits for it to finish.
     pub fn update(
         &mut self,
         ctx: &egui::Context,
@@ -52,12 +53,14 @@ impl<K: Clone + PartialEq + Send + 'static> FigurePreview<K> {
                     self.failed = Some(done);
                     return Err(e);
                 }
-                Err(pending) => self.composing = Some((done, pending)),
+                Err(pending) => {
+                    self.composing = Some((done, pending));
+                    return Ok(());
+                }
             }
         }
         let shown = self.ready.as_ref().is_some_and(|(k, _, _)| k == key);
-        let under_way = self.composing.as_ref().is_some_and(|(k, _)| k == key);
-        if !shown && !under_way && self.failed.as_ref() != Some(key) {
+        if !shown && self.failed.as_ref() != Some(key) {
             let promise = spawn_promise("dinoscope-figure", "the paper figure", ctx, move || {
                 Ok(Arc::new(compose()))
             })?;
@@ -91,5 +94,72 @@ impl<K: Clone + PartialEq + Send + 'static> FigurePreview<K> {
         if self.composing.is_some() {
             ui.spinner();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Calls `update` until nothing is under way; returns the errors it gave.
+    fn settle(
+        preview: &mut FigurePreview<u32>,
+        ctx: &egui::Context,
+        key: u32,
+        compose: impl Fn() -> RgbImage + Clone + Send + 'static,
+    ) -> Vec<String> {
+        let mut errors = Vec::new();
+        for _ in 0..2000 {
+            if let Err(e) = preview.update(ctx, &key, compose.clone()) {
+                errors.push(e.to_string());
+            }
+            if preview.composing.is_none() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        errors
+    }
+
+    #[test]
+    fn figures_follow_the_key_and_a_failed_one_is_reported_once() {
+        let ctx = egui::Context::default();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut preview = FigurePreview::default();
+        let counted = |value: u8| {
+            let calls = calls.clone();
+            move || {
+                calls.fetch_add(1, Ordering::SeqCst);
+                RgbImage::from_pixel(3, 2, image::Rgb([value; 3]))
+            }
+        };
+        assert!(settle(&mut preview, &ctx, 1, counted(10)).is_empty());
+        assert_eq!(
+            preview.image(&1).map(|i| i.get_pixel(0, 0).0),
+            Some([10; 3])
+        );
+        assert!(preview.image(&2).is_none());
+        // The same key again composes nothing.
+        assert!(settle(&mut preview, &ctx, 1, counted(20)).is_empty());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        let failing = || -> RgbImage { panic!("no pixels") };
+        let errors = settle(&mut preview, &ctx, 2, failing);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("the paper figure"), "{}", errors[0]);
+        assert!(
+            settle(&mut preview, &ctx, 2, failing).is_empty(),
+            "not retried"
+        );
+        assert!(
+            preview.image(&1).is_some(),
+            "the last figure stays on screen"
+        );
+        assert!(settle(&mut preview, &ctx, 3, counted(30)).is_empty());
+        assert_eq!(
+            preview.image(&3).map(|i| i.get_pixel(0, 0).0),
+            Some([30; 3])
+        );
     }
 }

@@ -23,7 +23,7 @@ pub struct FigureArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum FigurePreset {
-    /// DINO's attention figure: the image beside the last block's [CLS] attention, each head's
+    /// DINO's attention figure: the image beside the last block's CLS attention, each head's
     /// mask keeping 60% of its mass in its own colour (visualize_attention.py --threshold 0.6).
     Dino(DinoArgs),
     /// DINOv2's PCA figure: the images in a row over their colourings (background removed by the

@@ -114,6 +114,7 @@ impl AttentionTab {
     fn figure_controls(&mut self, ui: &mut egui::Ui, cx: &mut ViewContext<'_>) {
         ui.heading("Figure of the paper");
         let heads = cx.model.map_or(0, |m| m.config.heads);
+        let available = self.current_result(cx.shared()).is_some();
         if ui
             .add(egui::Button::new("Paper figure").selected(self.figure.is_some()))
             .on_hover_text(
@@ -134,7 +135,10 @@ impl AttentionTab {
         };
         figure.head_controls(ui, heads);
         ui.horizontal(|ui| {
-            if ui.button("Export figure (PNG)...").clicked() {
+            if ui
+                .add_enabled(available, egui::Button::new("Export figure (PNG)..."))
+                .clicked()
+            {
                 cx.requests.push(AppRequest::Export {
                     tab: ViewTab::ATTENTION,
                     id: figure::EXPORT_ID,

@@ -184,8 +184,12 @@ impl PcaTab {
         if self.figure.is_none() {
             return;
         }
+        let available = self.current_result(cx.shared()).is_some();
         ui.horizontal(|ui| {
-            if ui.button("Export figure (PNG)...").clicked() {
+            if ui
+                .add_enabled(available, egui::Button::new("Export figure (PNG)..."))
+                .clicked()
+            {
                 cx.requests.push(AppRequest::Export {
                     tab: ViewTab::PCA,
                     id: figure::EXPORT_ID,
