@@ -9,6 +9,7 @@ pub mod coseg;
 pub mod embedding_map;
 pub mod features;
 pub mod figure;
+pub mod figure_presets;
 pub mod fusion;
 pub mod kmeans;
 pub mod match_explain;

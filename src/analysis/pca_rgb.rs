@@ -1,6 +1,6 @@
 //! PCA colouring of patch features (DINOv2's visualisation): three principal components -> RGB,
-//! optionally only on the foreground found by thresholding the first component, fitted on each
-//! image alone or jointly on all of them so the same part gets the same colour across images.
+//! optionally only on the foreground split off by the first component, fitted on each image alone
+//! or jointly on all of them so the same part gets the same colour across images.
 
 use image::RgbImage;
 
@@ -15,6 +15,17 @@ pub struct PcaColoring {
     /// Threshold in [0, 1] on the min-max scaled first component; patches above it are foreground
     /// and the colour PCA is fitted on them only. `None` colours every patch.
     pub foreground_threshold: Option<f32>,
+}
+
+/// Where the first principal component splits the foreground off.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ForegroundSplit {
+    /// The min-max scaled first component above this value in [0, 1].
+    Scaled(f32),
+    /// A positive first-component score, the DINOv2 paper's rule ("background is removed by
+    /// removing patches with a negative score of the first PCA component", Oquab et al. 2023,
+    /// Fig. 9); the score is centred on the mean of the patches fitted.
+    PositiveScore,
 }
 
 impl Default for PcaColoring {
@@ -45,7 +56,17 @@ pub struct PcaView {
 /// (as DINOv2's demo), per image otherwise. The first component's sign is arbitrary, so the
 /// foreground is taken as the side the image borders are not on.
 pub fn pca_colors(maps: &[FeatureMap], options: PcaColoring) -> Vec<PcaView> {
-    let groups: Vec<Vec<usize>> = if options.joint {
+    let split = options.foreground_threshold.map(ForegroundSplit::Scaled);
+    pca_colors_split(maps, options.joint, split)
+}
+
+/// [`pca_colors`] with the foreground split by any [`ForegroundSplit`] (`None`: every patch).
+pub fn pca_colors_split(
+    maps: &[FeatureMap],
+    joint: bool,
+    split: Option<ForegroundSplit>,
+) -> Vec<PcaView> {
+    let groups: Vec<Vec<usize>> = if joint {
         vec![(0..maps.len()).collect()]
     } else {
         (0..maps.len()).map(|i| vec![i]).collect()
@@ -53,18 +74,18 @@ pub fn pca_colors(maps: &[FeatureMap], options: PcaColoring) -> Vec<PcaView> {
     let mut views: Vec<Option<PcaView>> = vec![None; maps.len()];
     for group in groups {
         let members: Vec<&FeatureMap> = group.iter().map(|&i| &maps[i]).collect();
-        for (i, view) in group.into_iter().zip(color_group(&members, options)) {
+        for (i, view) in group.into_iter().zip(color_group(&members, split)) {
             views[i] = Some(view);
         }
     }
     views.into_iter().flatten().collect()
 }
 
-fn color_group(maps: &[&FeatureMap], options: PcaColoring) -> Vec<PcaView> {
+fn color_group(maps: &[&FeatureMap], split: Option<ForegroundSplit>) -> Vec<PcaView> {
     let dim = maps.first().map_or(0, |m| m.dim);
     let all: Vec<f32> = maps.iter().flat_map(|m| m.data.iter().copied()).collect();
-    let foreground: Vec<Vec<bool>> = match options.foreground_threshold {
-        Some(threshold) => foreground_masks(maps, &all, dim, threshold),
+    let foreground: Vec<Vec<bool>> = match split {
+        Some(split) => foreground_masks(maps, &all, dim, split),
         None => maps.iter().map(|m| vec![true; m.len()]).collect(),
     };
     let chosen: Vec<f32> = maps
@@ -147,13 +168,13 @@ fn channel_ranges(projections: &[Vec<f32>], foreground: &[Vec<bool>]) -> [(f32, 
     ranges
 }
 
-/// Foreground = min-max scaled first component above `threshold`, oriented so that image borders
-/// are mostly background.
+/// Foreground by the first component's score, oriented so that image borders are mostly
+/// background: its min-max scaled value above a threshold, or its sign.
 fn foreground_masks(
     maps: &[&FeatureMap],
     all: &[f32],
     dim: usize,
-    threshold: f32,
+    split: ForegroundSplit,
 ) -> Vec<Vec<bool>> {
     let first = Pca::fit(all, dim, 1);
     let scores: Vec<Vec<f32>> = maps.iter().map(|m| first.transform(&m.data)).collect();
@@ -184,10 +205,19 @@ fn foreground_masks(
         .into_iter()
         .map(|s| {
             s.into_iter()
-                .map(|v| {
-                    let t = if hi > lo { (v - lo) / (hi - lo) } else { 0.0 };
-                    let t = if flip { 1.0 - t } else { t };
-                    t > threshold
+                .map(|v| match split {
+                    ForegroundSplit::Scaled(threshold) => {
+                        let t = if hi > lo { (v - lo) / (hi - lo) } else { 0.0 };
+                        let t = if flip { 1.0 - t } else { t };
+                        t > threshold
+                    }
+                    ForegroundSplit::PositiveScore => {
+                        if flip {
+                            v < 0.0
+                        } else {
+                            v > 0.0
+                        }
+                    }
                 })
                 .collect()
         })
@@ -286,6 +316,59 @@ mod tests {
             .collect();
         assert_eq!(fg, &expected);
         assert_eq!(views[0].colors[0], [0, 0, 0], "background is black");
+    }
+
+    /// A 5x5 grid: the border at -1, the inner 3x3 at 1.95 but its centre at 0.4, so the first
+    /// component's mean is 0 and the centre patch has a positive score but a scaled value of
+    /// 1.4 / 2.95 = 0.47.
+    fn ring_map() -> FeatureMap {
+        let grid = Grid {
+            rows: 5,
+            cols: 5,
+            patch: 8,
+            stride: 8,
+        };
+        let mut data = Vec::new();
+        for i in 0..25 {
+            let (r, c) = (i / 5, i % 5);
+            let border = r == 0 || c == 0 || r == 4 || c == 4;
+            let v = match (border, i) {
+                (true, _) => -1.0,
+                (false, 12) => 0.4,
+                _ => 1.95,
+            };
+            data.extend([v, 0.01 * c as f32, 0.02 * ((r * c) % 3) as f32]);
+        }
+        FeatureMap {
+            grid,
+            dim: 3,
+            data,
+            image_size: (40, 40),
+        }
+    }
+
+    #[test]
+    fn the_paper_rule_keeps_positive_first_component_scores() {
+        let inner: Vec<bool> = (0..25)
+            .map(|i| (1..4).contains(&(i / 5)) && (1..4).contains(&(i % 5)))
+            .collect();
+        let paper = pca_colors_split(&[ring_map()], true, Some(ForegroundSplit::PositiveScore));
+        assert_eq!(paper[0].foreground, inner);
+        let scaled = pca_colors_split(&[ring_map()], true, Some(ForegroundSplit::Scaled(0.5)));
+        let mut without_centre = inner.clone();
+        without_centre[12] = false;
+        assert_eq!(scaled[0].foreground, without_centre);
+        // The same split through the older entry point.
+        let options = PcaColoring {
+            joint: true,
+            foreground_threshold: Some(0.5),
+        };
+        assert_eq!(pca_colors(&[ring_map()], options), scaled);
+        // The sign of the component is arbitrary: a negated feature set splits the same way.
+        let mut negated = ring_map();
+        negated.data.iter_mut().for_each(|v| *v = -*v);
+        let paper = pca_colors_split(&[negated], true, Some(ForegroundSplit::PositiveScore));
+        assert_eq!(paper[0].foreground, inner);
     }
 
     #[test]

@@ -49,7 +49,8 @@ pub fn help_window(ctx: &egui::Context, open: &mut bool) {
                     "The red outlines enclose the smallest set of patches that together hold the chosen \
                      share of the attention mass (the threshold slider, 0.6 in the paper): sort the \
                      weights, keep the largest until their sum reaches 60%. These masks are what the \
-                     paper compares with segmentation ground truth.",
+                     paper compares with segmentation ground truth. 'Paper figure' draws the paper's \
+                     figure: each chosen head's mask in its own colour over the image.",
                 );
                 ui.add_space(6.0);
                 ui.strong("Query-patch attention");
@@ -74,7 +75,8 @@ pub fn help_window(ctx: &egui::Context, open: &mut bool) {
                      colour in every image - the DINOv2 paper's figure. 'Foreground only' thresholds the \
                      first component (which usually separates object from background) and colours only \
                      the object. The percentages are the share of the feature variance each component \
-                     explains. A smaller stride overlaps the patches for a finer map.",
+                     explains. A smaller stride overlaps the patches for a finer map. 'Paper figure' \
+                     sets the DINOv2 paper's recipe and shows the images over their colourings.",
                 );
                 ui.add_space(6.0);
                 ui.strong("Co-segmentation (tab 3)");

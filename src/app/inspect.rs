@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use image::RgbImage;
+
 use super::App;
 use super::attention::job::{AttentionResult, AttnKey};
 use super::attention::panel::AttentionPanel;
@@ -165,6 +167,28 @@ impl App {
         self.attention().current_result(self.shared())
     }
 
+    /// The attention view shows its paper figure (its preset was chosen).
+    pub fn shows_attention_figure(&self) -> bool {
+        self.attention().shows_figure()
+    }
+
+    /// The heads of the attention view's paper figure.
+    pub fn attention_figure_heads(&self) -> Vec<usize> {
+        let heads = self.model().map_or(0, |m| m.config.heads);
+        self.attention().figure_heads(heads)
+    }
+
+    /// The attention view's paper figure of the current settings, once composed.
+    pub fn attention_figure(&self) -> Option<&Arc<RgbImage>> {
+        self.attention().figure_image(self.shared())
+    }
+
+    /// Writes the attention view's paper figure to `path`, off the UI thread (as its button does
+    /// once the dialog has picked the file).
+    pub fn export_attention_figure_to(&mut self, path: PathBuf) {
+        self.export_to(&ViewTab::ATTENTION, attention::figure::EXPORT_ID, path);
+    }
+
     // ----- PCA -----
 
     pub fn pca_layer(&self) -> usize {
@@ -181,6 +205,21 @@ impl App {
 
     pub fn pca_view(&self) -> &PcaPanel {
         &self.pca().panel
+    }
+
+    /// The PCA view shows its paper figure (its preset was chosen).
+    pub fn shows_pca_figure(&self) -> bool {
+        self.pca().shows_figure()
+    }
+
+    /// The PCA view's paper figure of the current settings, once composed.
+    pub fn pca_figure(&self) -> Option<&Arc<RgbImage>> {
+        self.pca().figure_image(self.shared())
+    }
+
+    /// Writes the PCA view's paper figure to `path`, off the UI thread.
+    pub fn export_pca_figure_to(&mut self, path: PathBuf) {
+        self.export_to(&ViewTab::PCA, pca::figure::EXPORT_ID, path);
     }
 
     // ----- co-segmentation -----

@@ -30,6 +30,7 @@ mod menu;
 pub mod model_panel;
 pub mod norms;
 pub mod notifications;
+pub mod paper_figure;
 pub mod pca;
 pub mod pixels;
 mod startup;
@@ -694,6 +695,17 @@ impl App {
     fn apply_requests(&mut self) {
         for request in std::mem::take(&mut self.requests) {
             match request {
+                AppRequest::Export { tab, id } => {
+                    let item = self
+                        .view_exports()
+                        .into_iter()
+                        .filter(|(t, _, _)| *t == tab)
+                        .flat_map(|(_, _, items)| items)
+                        .find(|item| item.id == id && item.available);
+                    if let Some(item) = item {
+                        self.open_dialog(item.pick, Purpose::Export(tab, item.id));
+                    }
+                }
                 AppRequest::OpenImage { path, tab } => {
                     let present = self.gallery.entries.iter().find(|e| e.path == path);
                     if let Some(id) = present.map(|e| e.id) {

@@ -97,6 +97,9 @@ pub struct PcaSettings {
     pub foreground: bool,
     /// Threshold on the min-max scaled first component, in [0, 1].
     pub threshold: f32,
+    /// The foreground is the patches with a positive first-component score (the DINOv2 paper's
+    /// rule) instead of those above the threshold.
+    pub positive_score: bool,
 }
 
 impl Default for PcaSettings {
@@ -109,6 +112,7 @@ impl Default for PcaSettings {
             stride: None,
             foreground: false,
             threshold: 0.5,
+            positive_score: false,
         }
     }
 }

@@ -62,6 +62,8 @@ impl Shared<'_> {
 pub enum AppRequest {
     /// Adds the image file to the gallery (unless it is there), selects it and shows the tab.
     OpenImage { path: PathBuf, tab: ViewTab },
+    /// Opens the dialog of the view's export `id` (as its File menu item does), if available.
+    Export { tab: ViewTab, id: &'static str },
 }
 
 /// What the app lends a view for one call.

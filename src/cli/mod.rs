@@ -7,6 +7,7 @@ mod correspond;
 pub mod coseg;
 mod download;
 mod eval_coseg;
+mod figure;
 mod pca;
 pub mod readout;
 mod token_norms;
@@ -92,6 +93,9 @@ pub enum Command {
     },
     /// PCA colouring of patch features: `<stem>_pca.png` and `<stem>_pca.npy` `[rows, cols, 3]` per image.
     Pca(pca::PcaArgs),
+    /// The paper figures of the app's presets as one PNG: `dino` (attention masks) or `dinov2`
+    /// (PCA colourings).
+    Figure(figure::FigureArgs),
     /// L2 norms of a block's patch tokens `[rows, cols]` (or every block's), and for register
     /// models the attention CLS and every patch pay to each register.
     TokenNorms(token_norms::TokenNormsArgs),
@@ -467,6 +471,7 @@ pub fn run(command: Command) -> Result<()> {
             );
         }
         Command::Pca(args) => pca::run(&args)?,
+        Command::Figure(args) => figure::run(&args)?,
         Command::TokenNorms(args) => token_norms::run(&args)?,
         Command::Coseg(args) => coseg::run_coseg(&args)?,
         Command::EmbedFolder(args) => readout::run_embed_folder(&args)?,

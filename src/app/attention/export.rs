@@ -5,6 +5,7 @@ use std::path::Path;
 
 use image::RgbImage;
 
+use super::figure;
 use super::job::AttentionResult;
 use crate::analysis::attention::mass_mask;
 use crate::analysis::colormap::{overlay_mask, render_map};
@@ -44,6 +45,16 @@ pub fn export_png(
     settings: &Settings,
 ) -> Result<(), AppError> {
     save_png(path, &head_mean_image(result, settings))
+}
+
+/// The DINO paper figure of `result` with the chosen heads' masks at `keep` of their mass.
+pub fn export_figure(
+    path: &Path,
+    result: &AttentionResult,
+    heads: &[usize],
+    keep: f32,
+) -> Result<(), AppError> {
+    save_png(path, &figure::compose(result, heads, keep))
 }
 
 /// `[heads, rows, cols]` float32.

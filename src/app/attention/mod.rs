@@ -3,6 +3,7 @@
 //! per image, block, query and input size.
 
 pub mod export;
+pub mod figure;
 pub mod job;
 pub mod panel;
 pub mod patch_overlay;
@@ -17,12 +18,14 @@ use super::cache::BoundedCache;
 use super::dialogs::Pick;
 use super::state::{Settings, ViewTab};
 use super::tasks::Output;
-use super::view::{ExportItem, ExportJob, Shared, View, ViewContext};
+use super::view::{AppRequest, ExportItem, ExportJob, Shared, View, ViewContext};
 use super::widgets::{
     add_images_hint, block_slider, centered, colormap_combo, input_size_combo, tile_size_slider,
 };
 use super::worker::{ModelInfo, ModelLoad};
 use crate::analysis::attention::Query;
+use figure::AttentionFigure;
+use image::RgbImage;
 use job::{AttentionJob, AttentionOutput, AttentionResult, AttnKey};
 use panel::AttentionPanel;
 
@@ -37,6 +40,8 @@ pub struct AttentionTab {
     /// Keys whose computation failed or was cancelled: not retried until asked.
     skipped: HashSet<AttnKey>,
     pub panel: AttentionPanel,
+    /// The DINO paper figure, shown instead of the tiles once its preset is chosen.
+    figure: Option<AttentionFigure>,
 }
 
 impl Default for AttentionTab {
@@ -47,6 +52,7 @@ impl Default for AttentionTab {
             shown: None,
             skipped: HashSet::new(),
             panel: AttentionPanel::default(),
+            figure: None,
         }
     }
 }
@@ -83,6 +89,92 @@ impl AttentionTab {
     /// The result for the current settings, once computed.
     pub fn current_result(&self, shared: Shared<'_>) -> Option<&Arc<AttentionResult>> {
         self.current_key(shared).and_then(|k| self.cache.get(&k))
+    }
+
+    /// The heads of the paper figure: those chosen, or all of them before the preset.
+    pub fn figure_heads(&self, heads: usize) -> Vec<usize> {
+        self.figure
+            .as_ref()
+            .map_or_else(|| (0..heads).collect(), |f| f.heads.clone())
+    }
+
+    /// Whether the paper figure is shown instead of the tiles.
+    pub fn shows_figure(&self) -> bool {
+        self.figure.is_some()
+    }
+
+    /// The paper figure of the current settings, once composed.
+    pub fn figure_image(&self, shared: Shared<'_>) -> Option<&Arc<RgbImage>> {
+        let figure = self.figure.as_ref()?;
+        let key = figure.key(self.current_key(shared)?, shared.settings.threshold);
+        figure.preview.image(&key)
+    }
+
+    /// The "Paper figure" preset and, once chosen, its heads, export and way back.
+    fn figure_controls(&mut self, ui: &mut egui::Ui, cx: &mut ViewContext<'_>) {
+        ui.heading("Figure of the paper");
+        let heads = cx.model.map_or(0, |m| m.config.heads);
+        let available = self.current_result(cx.shared()).is_some();
+        if ui
+            .add(egui::Button::new("Paper figure").selected(self.figure.is_some()))
+            .on_hover_text(
+                "DINO's attention figure: the last block's [CLS] attention, each head's mask \
+                 keeping 60% of its mass, in its own colour over the image \
+                 (visualize_attention.py --threshold 0.6)",
+            )
+            .clicked()
+        {
+            figure::apply_preset(cx.settings);
+            self.query = Query::Cls;
+            if self.figure.is_none() {
+                self.figure = Some(AttentionFigure::with_heads(heads));
+            }
+        }
+        let Some(figure) = &mut self.figure else {
+            return;
+        };
+        figure.head_controls(ui, heads);
+        ui.horizontal(|ui| {
+            if ui
+                .add_enabled(available, egui::Button::new("Export figure (PNG)..."))
+                .clicked()
+            {
+                cx.requests.push(AppRequest::Export {
+                    tab: ViewTab::ATTENTION,
+                    id: figure::EXPORT_ID,
+                });
+            }
+            if ui
+                .button("Back to the heads")
+                .on_hover_text("Show every head's tile again")
+                .clicked()
+            {
+                self.figure = None;
+            }
+        });
+    }
+
+    /// The paper figure of `result` (composed off the UI thread when it changes).
+    fn figure_ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        cx: &mut ViewContext<'_>,
+        shown: AttnKey,
+        result: &Arc<AttentionResult>,
+    ) {
+        let Some(figure) = &mut self.figure else {
+            return;
+        };
+        let keep = cx.settings.threshold;
+        let key = figure.key(shown, keep);
+        let (result, heads) = (result.clone(), figure.heads.clone());
+        let composed = figure.preview.update(ui.ctx(), &key, move || {
+            figure::compose(&result, &heads, keep)
+        });
+        if let Err(e) = composed {
+            cx.notifications.error(&e);
+        }
+        figure.preview.ui(ui, "DINO paper figure");
     }
 
     /// A file name for the export of the view shown.
@@ -250,6 +342,8 @@ impl View for AttentionTab {
         tile_size_slider(ui, &mut s.tile_size);
         input_size_combo(ui, &mut s.input_size);
         ui.separator();
+        self.figure_controls(ui, cx);
+        ui.separator();
         self.read_outs(ui);
     }
 
@@ -269,6 +363,12 @@ impl View for AttentionTab {
             return;
         };
         self.heading(ui, cx, shown_key, key);
+        if self.figure.is_some() {
+            egui::ScrollArea::vertical()
+                .auto_shrink(false)
+                .show(ui, |ui| self.figure_ui(ui, cx, shown_key, &result));
+            return;
+        }
         egui::ScrollArea::vertical()
             .auto_shrink(false)
             .show(ui, |ui| {
@@ -321,6 +421,9 @@ impl View for AttentionTab {
         self.cache.clear();
         self.skipped.clear();
         self.shown = None;
+        if self.figure.is_some() {
+            self.figure = Some(AttentionFigure::with_heads(info.config.heads));
+        }
     }
 
     fn escape(&mut self) {
@@ -359,6 +462,17 @@ impl View for AttentionTab {
                     filter: ("NumPy", &["npy"]),
                 },
             },
+            ExportItem {
+                id: figure::EXPORT_ID,
+                label: "Export paper figure (PNG)...",
+                hover: "DINO's attention figure: the image beside the chosen heads' mass masks",
+                available,
+                pick: Pick::Save {
+                    title: "Export the paper figure".into(),
+                    file_name: format!("{name}-figure.png"),
+                    filter: ("PNG", &["png"]),
+                },
+            },
         ]
     }
 
@@ -374,6 +488,13 @@ impl View for AttentionTab {
             "npy" => Some(Box::new(move || {
                 export::export_npy(&path, &result).map(|()| vec![path])
             })),
+            figure::EXPORT_ID => {
+                let heads = self.figure_heads(result.maps.heads);
+                let keep = shared.settings.threshold;
+                Some(Box::new(move || {
+                    export::export_figure(&path, &result, &heads, keep).map(|()| vec![path])
+                }))
+            }
             _ => None,
         }
     }

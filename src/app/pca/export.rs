@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::figure;
 use super::job::{PcaImage, PcaResult};
 use crate::app::export::{create_dir, save_png, unique_stems};
 use crate::app::notifications::AppError;
@@ -11,6 +12,11 @@ use crate::arrays::write_npy;
 /// One image's PCA colouring as the screen shows it (model image size, background black).
 pub fn export_pca_png(path: &Path, image: &PcaImage) -> Result<(), AppError> {
     save_png(path, &image.colored)
+}
+
+/// The DINOv2 paper figure of `result`: its images in a row over their colourings.
+pub fn export_figure(path: &Path, result: &PcaResult) -> Result<(), AppError> {
+    save_png(path, &figure::compose(result))
 }
 
 /// One image's PCA projections, `[rows, cols, 3]` float32 (as `dinoscope pca` writes them).

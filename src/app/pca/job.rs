@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use image::RgbImage;
 
 use crate::analysis::coords::PixelMap;
-use crate::analysis::pca_rgb::{PcaColoring, PcaView, pca_colors, render_patch_colors};
+use crate::analysis::pca_rgb::{ForegroundSplit, PcaView, pca_colors_split, render_patch_colors};
 use crate::app::notifications::AppError;
 use crate::app::state::InputSize;
 use crate::app::tasks::{ImageId, Output, TaskContext};
@@ -24,16 +24,28 @@ pub struct PcaKey {
     /// Stride in pixels (resolved against the model's patch size).
     pub stride: usize,
     pub joint: bool,
-    /// Foreground threshold in thousandths (`None`: every patch coloured).
-    pub foreground_milli: Option<u16>,
+    /// How the foreground is split off (`None`: every patch coloured).
+    pub foreground: Option<Foreground>,
     pub input_size: InputSize,
     /// Which loaded model.
     pub generation: u64,
 }
 
+/// The foreground rule of a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Foreground {
+    /// Scaled first component above this many thousandths.
+    Milli(u16),
+    /// A positive first-component score (the DINOv2 paper).
+    PositiveScore,
+}
+
 impl PcaKey {
-    pub fn foreground_threshold(&self) -> Option<f32> {
-        self.foreground_milli.map(|m| m as f32 / 1000.0)
+    pub fn foreground_split(&self) -> Option<ForegroundSplit> {
+        self.foreground.map(|f| match f {
+            Foreground::Milli(m) => ForegroundSplit::Scaled(m as f32 / 1000.0),
+            Foreground::PositiveScore => ForegroundSplit::PositiveScore,
+        })
     }
 
     pub fn feature_key(&self, image: ImageId) -> FeatureKey {
@@ -132,13 +144,7 @@ fn run(
         Some(n as f32 / (n as f32 + 1.0)),
     );
     let maps: Vec<_> = computed.iter().map(|(_, m)| m.as_ref().clone()).collect();
-    let views = pca_colors(
-        &maps,
-        PcaColoring {
-            joint: key.joint,
-            foreground_threshold: key.foreground_threshold(),
-        },
-    );
+    let views = pca_colors_split(&maps, key.joint, key.foreground_split());
     if views.len() != inputs.len() {
         return Err(AppError::Compute {
             what: "PCA".into(),

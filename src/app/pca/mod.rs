@@ -3,6 +3,7 @@
 //! stale settings is cancelled, results are cached per settings.
 
 pub mod export;
+pub mod figure;
 pub mod job;
 pub mod panel;
 
@@ -15,12 +16,14 @@ use std::sync::Arc;
 use super::cache::BoundedCache;
 use super::dialogs::Pick;
 use super::gallery::ImageEntry;
+use super::paper_figure::FigurePreview;
 use super::state::{Settings, ViewTab};
 use super::tasks::Output;
-use super::view::{ExportItem, ExportJob, Shared, View, ViewContext};
+use super::view::{AppRequest, ExportItem, ExportJob, Shared, View, ViewContext};
 use super::widgets::{add_images_hint, centered, input_size_combo, tile_size_slider};
 use super::worker::{ImageInput, ModelInfo, ModelLoad};
-use job::{PcaJob, PcaKey, PcaOutput, PcaResult};
+use image::RgbImage;
+use job::{Foreground, PcaJob, PcaKey, PcaOutput, PcaResult};
 use panel::PcaPanel;
 
 /// PCA results kept in memory.
@@ -34,6 +37,8 @@ pub struct PcaTab {
     /// What is on screen (may be an older result while the next one computes).
     shown: Option<(PcaKey, Arc<PcaResult>)>,
     pub panel: PcaPanel,
+    /// The DINOv2 paper figure, shown instead of the image pairs once its preset is chosen.
+    figure: Option<FigurePreview<PcaKey>>,
 }
 
 impl Default for PcaTab {
@@ -43,6 +48,7 @@ impl Default for PcaTab {
             skipped: HashSet::new(),
             shown: None,
             panel: PcaPanel::default(),
+            figure: None,
         }
     }
 }
@@ -88,9 +94,13 @@ impl PcaTab {
                 .stride
                 .filter(|s| *s > 0 && patch.is_multiple_of(*s))
                 .unwrap_or(patch),
-            foreground_milli: pca
-                .foreground
-                .then(|| (pca.threshold.clamp(0.0, 1.0) * 1000.0).round() as u16),
+            foreground: pca.foreground.then(|| {
+                if pca.positive_score {
+                    Foreground::PositiveScore
+                } else {
+                    Foreground::Milli((pca.threshold.clamp(0.0, 1.0) * 1000.0).round() as u16)
+                }
+            }),
             input_size: shared.settings.input_size,
             generation: model.generation,
         })
@@ -125,8 +135,10 @@ impl PcaTab {
                 shown.layer,
                 shown.facet,
                 shown.stride,
-                match shown.foreground_threshold() {
-                    Some(t) => format!(", foreground above {t:.2}"),
+                match shown.foreground {
+                    Some(Foreground::Milli(m)) =>
+                        format!(", foreground above {:.2}", m as f32 / 1000.0),
+                    Some(Foreground::PositiveScore) => ", foreground: positive PC1 score".into(),
                     None => String::new(),
                 }
             ));
@@ -140,6 +152,55 @@ impl PcaTab {
                 {
                     self.skipped.remove(k);
                 }
+            }
+        });
+    }
+
+    /// Whether the paper figure is shown instead of the image pairs.
+    pub fn shows_figure(&self) -> bool {
+        self.figure.is_some()
+    }
+
+    /// The paper figure of the current settings, once composed.
+    pub fn figure_image(&self, shared: Shared<'_>) -> Option<&Arc<RgbImage>> {
+        self.figure.as_ref()?.image(&self.current_key(shared)?)
+    }
+
+    /// The "Paper figure" preset and, once chosen, its export and way back.
+    fn figure_controls(&mut self, ui: &mut egui::Ui, cx: &mut ViewContext<'_>) {
+        ui.heading("Figure of the paper");
+        if ui
+            .add(egui::Button::new("Paper figure").selected(self.figure.is_some()))
+            .on_hover_text(
+                "DINOv2's PCA figure: every image over its colouring, the background removed by \
+                 the sign of the first component, one colour PCA on the foreground patches of \
+                 all images (the last block's output tokens)",
+            )
+            .clicked()
+        {
+            figure::apply_preset(&mut cx.settings.pca);
+            self.figure.get_or_insert_with(FigurePreview::default);
+        }
+        if self.figure.is_none() {
+            return;
+        }
+        let available = self.current_result(cx.shared()).is_some();
+        ui.horizontal(|ui| {
+            if ui
+                .add_enabled(available, egui::Button::new("Export figure (PNG)..."))
+                .clicked()
+            {
+                cx.requests.push(AppRequest::Export {
+                    tab: ViewTab::PCA,
+                    id: figure::EXPORT_ID,
+                });
+            }
+            if ui
+                .button("Back to the pairs")
+                .on_hover_text("Show each image beside its colouring again")
+                .clicked()
+            {
+                self.figure = None;
             }
         });
     }
@@ -178,6 +239,8 @@ impl View for PcaTab {
         input_size_combo(ui, &mut cx.settings.input_size);
         tile_size_slider(ui, &mut cx.settings.tile_size);
         ui.separator();
+        self.figure_controls(ui, cx);
+        ui.separator();
         panel::hover_ui(ui, self.panel.hover);
         self.computed_in(ui);
     }
@@ -199,6 +262,18 @@ impl View for PcaTab {
             return;
         };
         self.heading(ui, &shown_key, key.as_ref());
+        if let Some(preview) = &mut self.figure {
+            let composed = preview.update(ui.ctx(), &shown_key, move || figure::compose(&result));
+            if let Err(e) = composed {
+                cx.notifications.error(&e);
+            }
+            self.panel.hover = None;
+            self.panel.tiles.clear();
+            egui::ScrollArea::vertical()
+                .auto_shrink(false)
+                .show(ui, |ui| preview.ui(ui, "DINOv2 paper figure"));
+            return;
+        }
         let tile = cx.settings.tile_size;
         egui::ScrollArea::vertical()
             .auto_shrink(false)
@@ -260,20 +335,39 @@ impl View for PcaTab {
     }
 
     fn exports(&self, shared: Shared<'_>) -> Vec<ExportItem> {
-        vec![ExportItem {
-            id: "pca",
-            label: "Export PCA colourings (PNG + .npy)...",
-            hover: "The PCA tab's images: <name>_pca.png and <name>_pca.npy each",
-            available: self.current_result(shared).is_some(),
-            pick: Pick::Folder {
-                title: "Export the PCA colourings (PNG + .npy per image) to a folder".into(),
+        let available = self.current_result(shared).is_some();
+        vec![
+            ExportItem {
+                id: "pca",
+                label: "Export PCA colourings (PNG + .npy)...",
+                hover: "The PCA tab's images: <name>_pca.png and <name>_pca.npy each",
+                available,
+                pick: Pick::Folder {
+                    title: "Export the PCA colourings (PNG + .npy per image) to a folder".into(),
+                },
             },
-        }]
+            ExportItem {
+                id: figure::EXPORT_ID,
+                label: "Export paper figure (PNG)...",
+                hover: "DINOv2's PCA figure: the images in a row over their colourings",
+                available,
+                pick: Pick::Save {
+                    title: "Export the paper figure".into(),
+                    file_name: "pca-figure.png".into(),
+                    filter: ("PNG", &["png"]),
+                },
+            },
+        ]
     }
 
-    fn export(&self, _id: &str, dir: PathBuf, shared: Shared<'_>) -> Option<ExportJob> {
+    fn export(&self, id: &str, path: PathBuf, shared: Shared<'_>) -> Option<ExportJob> {
         let result = self.current_result(shared)?.clone();
-        Some(Box::new(move || export::export_pca(&dir, &result)))
+        if id == figure::EXPORT_ID {
+            return Some(Box::new(move || {
+                export::export_figure(&path, &result).map(|()| vec![path])
+            }));
+        }
+        Some(Box::new(move || export::export_pca(&path, &result)))
     }
 
     fn cached(&self) -> usize {

@@ -256,6 +256,14 @@ pub fn controls(
         .on_hover_text("Colour only the patches whose first component is above the threshold (the rest black); the colour PCA is fitted on them");
     ui.add_enabled(
         pca.foreground,
+        egui::Checkbox::new(&mut pca.positive_score, "Positive PC1 score"),
+    )
+    .on_hover_text(
+        "The DINOv2 paper's rule: the foreground is the patches with a positive first-component \
+         score, instead of those above the threshold",
+    );
+    ui.add_enabled(
+        pca.foreground && !pca.positive_score,
         egui::Slider::new(&mut pca.threshold, 0.0..=1.0)
             .step_by(0.05)
             .text("Threshold"),
