@@ -4,6 +4,7 @@
 //! snapshot (`UPDATE_SNAPSHOTS=1 cargo test --test app_compare snapshot` rewrites it).
 
 mod app_common;
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,11 +13,12 @@ use app_common::{TestApp, bare_options, build_harness, wait_for};
 use dinoscope::analysis::attention::{AttentionMaps, Query, attention_maps};
 use dinoscope::analysis::features::{DescriptorSpec, extract};
 use dinoscope::analysis::pca_rgb::{PcaColoring, pca_colors};
-use dinoscope::app::App;
 use dinoscope::app::compare::CompareTab;
 use dinoscope::app::compare::job::{SideKey, SideMaps, SideResult, Which};
+use dinoscope::app::downloads::DownloadRequest;
 use dinoscope::app::state::{CompareShow, InputSize, ViewTab};
 use dinoscope::app::worker::ModelSource;
+use dinoscope::app::{App, AppOptions};
 use dinoscope::model::preprocess::{DEFAULT_MAX_PATCHES, load_rgb, prepare};
 use dinoscope::model::save::save_safetensors;
 use dinoscope::model::vit::Vit;
@@ -283,6 +285,67 @@ fn a_second_checkpoint_that_cannot_be_read_is_an_error_naming_it() {
         errors.len()
     );
     h.get_by_label_contains("could not be loaded");
+}
+
+#[test]
+fn a_downloaded_checkpoint_becomes_the_second_model_and_the_loaded_one_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        dino(dir.path(), "a.safetensors", 1),
+        dino(dir.path(), "b.safetensors", 2),
+    );
+    let server = common::http::Server::start("b.safetensors", std::fs::read(&b).unwrap(), true);
+    let cache = dir.path().join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let mut h = build_harness(
+        Harness::builder().with_size([1400.0, 900.0]),
+        AppOptions {
+            checkpoint_dir: Some(cache.clone()),
+            ..bare_options()
+        },
+    );
+    {
+        let app = h.state_mut().app_mut();
+        app.open_checkpoint(a.clone());
+        app.add_paths(vec![asset("chelsea.png")]);
+        app.settings_mut().input_size = InputSize::ShortSide(112);
+        app.set_tab(ViewTab::COMPARE);
+    }
+    let loaded = ModelSource::File(a.clone());
+    wait_for(&mut h, "the loaded side", |app| {
+        app.is_idle()
+            && app.model().is_some_and(|m| m.source == loaded)
+            && view(app).shown(0).is_some()
+    });
+    // One click on the supervised offer starts its download (a test fetches nothing from the
+    // internet: cancelled at once).
+    h.get_by_label_contains("Download DeiT ViT-S/16 (supervised)").click();
+    h.step();
+    let downloads = h.state().app().downloads();
+    assert!(
+        downloads.active.contains_key("deit_s16") || downloads.outcome.contains_key("deit_s16")
+    );
+    h.state_mut().app_mut().cancel();
+    wait_for(&mut h, "the cancelled download", |app| app.is_idle());
+
+    let dest = cache.join("b.safetensors");
+    h.state_mut()
+        .app_mut()
+        .download_second_model(DownloadRequest {
+            id: "second".into(),
+            title: "second".into(),
+            url: server.url("b.safetensors"),
+            dest: dest.clone(),
+            expected_sha256: None,
+        });
+    wait_for(&mut h, "both sides after the download", |app| {
+        app.settings().compare.second.as_ref() == Some(&dest) && both_shown(app, |_| true)
+    });
+    let app = h.state().app();
+    assert_eq!(app.model().map(|m| &m.source), Some(&loaded));
+    let right = shown(&h, 1).1;
+    let want = library_attention(&library_vit(&b), 3);
+    assert!(max_diff(&attention(&right).values, &want.values) < 1e-6);
 }
 
 #[test]

@@ -32,8 +32,8 @@ fn picture(dir: &Path, name: &str, w: u32, h: u32, seed: u32) -> (std::path::Pat
 
 fn options() -> LoadOptions {
     LoadOptions {
-        config: None,
         heads: Some(2),
+        ..LoadOptions::default()
     }
 }
 

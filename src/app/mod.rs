@@ -47,6 +47,7 @@ pub mod worker;
 pub use startup::{AppOptions, DEFAULT_WEIGHTS};
 
 use eframe::egui;
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -106,6 +107,9 @@ pub struct App {
     requests: Vec<AppRequest>,
     /// An image a view opened: selected, with this tab shown, once it has loaded.
     opening: Option<(PathBuf, ViewTab)>,
+    /// Download tasks whose checkpoint becomes the side-by-side view's second model when it
+    /// arrives, instead of being loaded.
+    second_downloads: HashSet<TaskId>,
     /// Presentation mode (F11): full screen, larger, only the tabs and the view shown; the zoom
     /// to go back to.
     presentation: Option<f32>,
@@ -160,6 +164,7 @@ impl App {
             settings_written: None,
             requests: Vec::new(),
             opening: None,
+            second_downloads: HashSet::new(),
             presentation: None,
             first_run: first_run::FirstRun::default(),
             settings,
@@ -243,6 +248,16 @@ impl App {
     pub fn load_default_model(&mut self) {
         let request = ModelRequest::Default(self.default_weights.clone());
         self.worker.load(&mut self.tasks, request);
+    }
+
+    /// Downloads a checkpoint on its own thread, then shows it as the side-by-side view's second
+    /// model (the loaded model stays).
+    pub fn download_second_model(&mut self, request: DownloadRequest) {
+        let id = request.id.clone();
+        self.download_checkpoint(request);
+        if let Some(active) = self.downloads.active.get(&id) {
+            self.second_downloads.insert(active.task);
+        }
     }
 
     /// Downloads a checkpoint on its own thread, then loads it.
@@ -418,6 +433,7 @@ impl App {
             verified,
             result,
         } = done;
+        let second = self.second_downloads.remove(&task);
         self.downloads
             .ended(task, Some(Ok((result.sha256.clone(), verified))));
         self.notifications.info(format!(
@@ -426,7 +442,11 @@ impl App {
             result.sha256,
             if verified { ", verified" } else { "" }
         ));
-        self.open_checkpoint(result.path);
+        if second {
+            self.settings.compare.second = Some(result.path);
+        } else {
+            self.open_checkpoint(result.path);
+        }
     }
 
     // ----- dialogs and exports -----
@@ -704,6 +724,12 @@ impl App {
                         .find(|item| item.id == id && item.available);
                     if let Some(item) = item {
                         self.open_dialog(item.pick, Purpose::Export(tab, item.id));
+                    }
+                }
+                AppRequest::DownloadSecond(id) => {
+                    let entry = crate::model::download::official(id);
+                    if let (Some(entry), Some(dir)) = (entry, self.downloads.dir.clone()) {
+                        self.download_second_model(DownloadRequest::official(entry, &dir, None));
                     }
                 }
                 AppRequest::OpenImage { path, tab } => {

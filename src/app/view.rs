@@ -64,6 +64,8 @@ pub enum AppRequest {
     OpenImage { path: PathBuf, tab: ViewTab },
     /// Opens the dialog of the view's export `id` (as its File menu item does), if available.
     Export { tab: ViewTab, id: &'static str },
+    /// Downloads the official checkpoint `id` and makes it the side-by-side view's second model.
+    DownloadSecond(&'static str),
 }
 
 /// What the app lends a view for one call.

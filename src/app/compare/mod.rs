@@ -18,16 +18,17 @@ use eframe::egui;
 
 use super::cache::BoundedCache;
 use super::dialogs::{Dialog, Pick};
+use super::downloads::DownloadTask;
 use super::notifications::file_label;
 use super::state::{CompareShow, Settings, ViewTab};
 use super::tasks::Output;
-use super::view::{Shared, View, ViewContext};
+use super::view::{AppRequest, Shared, View, ViewContext};
 use super::widgets::{
     add_images_hint, centered, colormap_combo, input_size_combo, tile_size_slider,
 };
 use super::worker::{ModelInfo, ModelLoad};
 use crate::model::VitConfig;
-use crate::model::download::{OFFICIAL, OfficialCheckpoint};
+use crate::model::download::{OFFICIAL, OfficialCheckpoint, official};
 use job::{SecondInfo, SecondLoad, SecondLoadJob, SideJob, SideKey, SideOutput, SideResult, Which};
 use panel::SidePanel;
 
@@ -36,6 +37,9 @@ const CACHE_CAPACITY: usize = 64;
 
 /// How often the checkpoint folder is looked at for official checkpoints to offer.
 const RESCAN: Duration = Duration::from_secs(2);
+
+/// The supervised model offered for "supervised vs DINO" in one click.
+const SUPERVISED: &str = "deit_s16";
 
 /// The two sides: the loaded model, the second checkpoint.
 pub const SIDES: [&str; 2] = ["loaded model", "second model"];
@@ -221,6 +225,29 @@ impl CompareTab {
             }
         });
         let local: Vec<_> = self.local_checkpoints(cx.checkpoint_dir).to_vec();
+        let supervised = official(SUPERVISED).filter(|_| cx.checkpoint_dir.is_some());
+        if let Some(entry) = supervised
+            && !local.iter().any(|(c, _)| c.id == SUPERVISED)
+        {
+            let downloading = cx
+                .tasks
+                .running::<DownloadTask>()
+                .any(|(_, t)| t.0 == SUPERVISED);
+            let button = egui::Button::new(format!(
+                "Download {} ({:.0} MB) and show it here",
+                entry.title, entry.size_mb
+            ));
+            if ui
+                .add_enabled(!downloading, button)
+                .on_hover_text(
+                    "Supervised on ImageNet labels: next to a DINO model it shows the DINO \
+                     paper's point, that only the self-supervised heads outline the objects",
+                )
+                .clicked()
+            {
+                cx.requests.push(AppRequest::DownloadSecond(SUPERVISED));
+            }
+        }
         if !local.is_empty() {
             let current = cx.settings.compare.second.clone();
             let mut picked = None;
