@@ -373,6 +373,16 @@ fn the_first_run_offers_the_recommended_checkpoint_until_one_is_there() {
     );
     // A test downloads nothing from the internet.
     h.state_mut().app_mut().cancel();
+    // A supervised DeiT alone is no DINO checkpoint: still offered.
+    std::fs::write(
+        empty.path().join("deit_small_patch16_224-cd65a155.pth"),
+        b"x",
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    h.step();
+    h.step();
+    h.get_by_label(offer);
     // "Not now" hides it.
     h.get_by_label("Not now").click();
     h.step();

@@ -319,7 +319,8 @@ fn a_downloaded_checkpoint_becomes_the_second_model_and_the_loaded_one_stays() {
     });
     // One click on the supervised offer starts its download (a test fetches nothing from the
     // internet: cancelled at once).
-    h.get_by_label_contains("Download DeiT ViT-S/16 (supervised)").click();
+    h.get_by_label_contains("Download DeiT ViT-S/16 (supervised)")
+        .click();
     h.step();
     let downloads = h.state().app().downloads();
     assert!(

@@ -31,9 +31,11 @@ pub struct FirstRun {
     checked: Option<(Instant, bool)>,
 }
 
-/// Any official checkpoint in `dir`.
+/// Any official DINO / DINOv2 checkpoint in `dir` (a supervised DeiT alone does not count).
 fn any_official(dir: &Path) -> bool {
-    OFFICIAL.iter().any(|c| dir.join(c.file_name()).is_file())
+    OFFICIAL
+        .iter()
+        .any(|c| c.self_supervised() && dir.join(c.file_name()).is_file())
 }
 
 impl FirstRun {

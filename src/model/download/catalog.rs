@@ -27,6 +27,11 @@ pub struct OfficialCheckpoint {
 }
 
 impl OfficialCheckpoint {
+    /// A DINO or DINOv2 backbone (the DeiT entries are supervised, for comparison).
+    pub fn self_supervised(&self) -> bool {
+        self.id.starts_with("dino")
+    }
+
     /// The file name the checkpoint is stored under (the last segment of the URL).
     pub fn file_name(&self) -> &'static str {
         self.url.rsplit('/').next().unwrap_or(self.id)
@@ -202,6 +207,12 @@ mod tests {
             assert!(c.file_name().contains(suffix), "{}", c.url);
             assert!(c.file_name().ends_with(".pth"), "{}", c.url);
             assert_eq!(OFFICIAL.iter().filter(|o| o.id == c.id).count(), 1);
+            assert_eq!(
+                c.self_supervised(),
+                !c.title.contains("supervised)"),
+                "{}",
+                c.id
+            );
         }
         assert_eq!(
             official("dino_vits8").map(|c| c.url),
