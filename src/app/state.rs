@@ -136,7 +136,7 @@ pub struct NormSettings {
 /// What the side-by-side view shows of each model.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum CompareShow {
-    /// The attention of [CLS] in each head (the DINO paper's supervised-vs-DINO figure).
+    /// The attention of \[CLS\] in each head (the DINO paper's supervised-vs-DINO figure).
     #[default]
     Attention,
     /// The first three principal components of the block's output tokens as RGB.

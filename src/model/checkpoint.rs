@@ -22,12 +22,7 @@ pub const CONFIG_METADATA_KEY: &str = "dinoscope.config";
 pub const PTH_EXTRAS_KEY: &str = "dinoscope";
 pub const PTH_BACKBONE_KEY: &str = "backbone";
 
-/// A tensor read from a checkpoint, converted to f32.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RawTensor {
-    pub shape: Vec<usize>,
-    pub data: Vec<f32>,
-}
+pub use super::raw_tensor::RawTensor;
 
 /// Tensors under official DINO names (`blocks.0.attn.qkv.weight`, ...), plus what was dropped.
 #[derive(Clone, Debug, Default)]

@@ -10,8 +10,8 @@
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use super::checkpoint::RawTensor;
 use super::preprocess::{IMAGENET_MEAN, IMAGENET_STD};
+use super::raw_tensor::RawTensor;
 
 /// Per-channel mean and standard deviation of the model's training inputs (RGB, pixels in 0..=1).
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -11,6 +11,7 @@ pub mod load;
 pub mod pos_embed;
 pub mod preprocess;
 pub mod pth_writer;
+pub mod raw_tensor;
 pub mod save;
 pub mod vit;
 

@@ -1,5 +1,5 @@
 //! The side-by-side view's jobs, run by the worker: one side's view of one image (the attention
-//! of [CLS] in every head of a block, or the PCA colouring of a block's output tokens) under the
+//! of \[CLS\] in every head of a block, or the PCA colouring of a block's output tokens) under the
 //! loaded model or under the second checkpoint the worker keeps, and loading that checkpoint to
 //! learn its shape.
 

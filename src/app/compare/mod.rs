@@ -1,5 +1,5 @@
 //! The side-by-side view: the loaded model on the left and a second checkpoint on the right, on
-//! the same image — the attention of [CLS] in each head (the DINO paper's figure of supervised
+//! the same image — the attention of \[CLS\] in each head (the DINO paper's figure of supervised
 //! against self-supervised attention, Caron et al. 2021, Fig. 3) or the PCA colouring of a
 //! block's tokens. Block and head move together where the two models have the same shape and
 //! are chosen per side where not. Results are computed by the worker ([`job`]), which keeps the
