@@ -11,6 +11,7 @@ pub mod features;
 pub mod figure;
 pub mod fusion;
 pub mod kmeans;
+pub mod live;
 pub mod match_explain;
 pub mod overlay;
 pub mod pca;
