@@ -4,6 +4,7 @@ use super::attention::AttentionTab;
 use super::correspond::CorrespondenceTab;
 use super::coseg::CosegTab;
 use super::explorer::ExplorerTab;
+use super::live::LiveTab;
 use super::norms::NormsTab;
 use super::pca::PcaTab;
 use super::state::ViewTab;
@@ -20,6 +21,7 @@ pub fn all() -> Views {
         Box::new(TrainingTab::default()),
         Box::new(ExplorerTab::default()),
         Box::new(NormsTab::default()),
+        Box::new(LiveTab::default()),
     ])
 }
 
