@@ -185,7 +185,7 @@ pub fn probe(path: &Path) -> Result<VideoInfo, VideoError> {
 /// A camera read through ffmpeg's capture input (`v4l2` on Linux, `avfoundation` on macOS,
 /// `dshow` on Windows; `lavfi` test patterns work too). Frames are scaled and letterboxed to
 /// exactly `width x height`, whatever size the device delivers.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct CaptureSpec {
     /// ffmpeg's input format (`-f`).
     pub format: String,
@@ -430,7 +430,6 @@ pub struct Mp4Encoder {
     stderr: Option<JoinHandle<String>>,
     path: PathBuf,
     partial: PathBuf,
-    size: (u32, u32),
 }
 
 impl Mp4Encoder {
@@ -458,12 +457,7 @@ impl Mp4Encoder {
             stderr,
             path: path.to_path_buf(),
             partial,
-            size: (width, height),
         })
-    }
-
-    pub fn size(&self) -> (u32, u32) {
-        self.size
     }
 
     pub fn write(&mut self, image: &RgbImage) -> Result<(), VideoError> {

@@ -28,10 +28,6 @@ impl FolderSource {
         files.sort_by(|a, b| natural_cmp(&a.to_string_lossy(), &b.to_string_lossy()));
         Ok(FolderSource { files, next: 0 })
     }
-
-    pub fn files(&self) -> &[PathBuf] {
-        &self.files
-    }
 }
 
 impl FrameSource for FolderSource {

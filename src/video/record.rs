@@ -139,10 +139,6 @@ impl Recording {
         }
     }
 
-    pub fn dropped(&self) -> u64 {
-        self.dropped
-    }
-
     /// Ends the recording: the encoder writes the last frames and the file.
     pub fn finish(mut self) -> Result<RecordSummary, VideoError> {
         self.sender = None;

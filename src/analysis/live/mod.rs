@@ -34,7 +34,7 @@ pub const MAX_TRACKS: usize = 6;
 const OUTLINE_COLOR: [u8; 3] = [255, 40, 40];
 
 /// What is drawn over each frame.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LiveView {
     /// CLS attention of one head.
     Head(usize),
@@ -181,10 +181,6 @@ impl LiveAnalyzer {
 
     pub fn tracks(&self) -> &[Track] {
         &self.tracks
-    }
-
-    pub fn pca(&self) -> Option<&HeldPca> {
-        self.pca.as_ref()
     }
 
     /// Analyses one frame and draws it.

@@ -161,10 +161,6 @@ impl LiveTab {
         }
     }
 
-    pub fn is_playing(&self) -> bool {
-        self.player.is_some()
-    }
-
     /// The frame on screen.
     pub fn shown(&self) -> Option<&LiveFrame> {
         self.shown.as_ref()
@@ -173,10 +169,6 @@ impl LiveTab {
     /// Follows `point` (original frame pixels) from the next frame on.
     pub fn click(&mut self, point: (f64, f64)) {
         self.commands.clicks.push(point);
-    }
-
-    pub fn refit_pca(&mut self) {
-        self.commands.refit = true;
     }
 
     /// Frames the player put, and those the model was too slow for.
