@@ -12,6 +12,7 @@ pub mod figure;
 pub mod figure_presets;
 pub mod fusion;
 pub mod kmeans;
+pub mod live;
 pub mod match_explain;
 pub mod overlay;
 pub mod pca;

@@ -245,7 +245,7 @@ fn total_variance(data: &[f32], dim: usize) -> f32 {
 }
 
 /// Widens `[rows, n]` projections (n < 3 for tiny inputs) to `[rows, 3]` with zeros.
-fn pad_to_three(projections: Vec<f32>, n: usize) -> Vec<f32> {
+pub(crate) fn pad_to_three(projections: Vec<f32>, n: usize) -> Vec<f32> {
     if n == 3 {
         return projections;
     }

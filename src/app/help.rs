@@ -6,9 +6,9 @@ pub const SHORTCUTS: &[(&str, &str)] = &[
     ("Ctrl+O", "open images"),
     ("Left / Right", "previous / next image"),
     (
-        "1 2 3 4 5 6 7 8",
+        "1 2 3 4 5 6 7 8 9",
         "Attention / PCA / Co-segmentation / Correspondence / Training / Explorer / Token norms / \
-         Side by side tab",
+         Side by side / Live tab",
     ),
     ("Up / Down", "next / previous block (layer) of the tab"),
     ("C or Escape", "back to the CLS query"),
@@ -127,6 +127,15 @@ pub fn help_window(ctx: &egui::Context, open: &mut bool) {
                      (DeiT) next to DINO is the DINO paper's point: only the self-supervised model's \
                      heads outline the objects. Block and head move together when both models have \
                      as many; the head strips under each image pick a head.",
+                );
+                ui.add_space(6.0);
+                ui.strong("Live (tab 9)");
+                ui.label(
+                    "A camera, a video or an animated image, frame by frame: the attention of a head \
+                     or the PCA colours, fitted on the first frame and then held so a still scene keeps \
+                     its colours. The newest frame always wins: when the model is slower than the \
+                     source, frames are skipped, never queued. Click a point to follow it; Record \
+                     saves what is shown as a GIF or MP4.",
                 );
                 ui.add_space(6.0);
                 ui.strong("Checkpoints");

@@ -26,6 +26,7 @@ pub mod gallery;
 pub mod help;
 mod input;
 mod inspect;
+pub mod live;
 mod menu;
 pub mod model_panel;
 pub mod norms;

@@ -5,6 +5,7 @@ use super::compare::CompareTab;
 use super::correspond::CorrespondenceTab;
 use super::coseg::CosegTab;
 use super::explorer::ExplorerTab;
+use super::live::LiveTab;
 use super::norms::NormsTab;
 use super::pca::PcaTab;
 use super::state::ViewTab;
@@ -22,6 +23,7 @@ pub fn all() -> Views {
         Box::new(ExplorerTab::default()),
         Box::new(NormsTab::default()),
         Box::new(CompareTab::default()),
+        Box::new(LiveTab::default()),
     ])
 }
 

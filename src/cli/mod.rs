@@ -12,6 +12,7 @@ mod pca;
 pub mod readout;
 mod token_norms;
 pub mod train;
+mod video;
 
 use std::path::{Path, PathBuf};
 
@@ -99,6 +100,9 @@ pub enum Command {
     /// L2 norms of a block's patch tokens `[rows, cols]` (or every block's), and for register
     /// models the attention CLS and every patch pay to each register.
     TokenNorms(token_norms::TokenNormsArgs),
+    /// Attention, its mass outline or held PCA colours drawn on every frame of a video file (via
+    /// ffmpeg), an animated GIF / WebP / PNG or a folder of frames, written as a GIF or an MP4.
+    Video(video::VideoArgs),
     /// Co-segmentation of an image set (dino-vit-features): per-image foreground masks, cut-outs
     /// and patch cluster labels.
     Coseg(coseg::CosegArgs),
@@ -473,6 +477,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Pca(args) => pca::run(&args)?,
         Command::Figure(args) => figure::run(&args)?,
         Command::TokenNorms(args) => token_norms::run(&args)?,
+        Command::Video(args) => video::run(&args)?,
         Command::Coseg(args) => coseg::run_coseg(&args)?,
         Command::EmbedFolder(args) => readout::run_embed_folder(&args)?,
         Command::Knn(args) => readout::run_knn(&args)?,

@@ -135,7 +135,7 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage, ImageLoadError> {
 }
 
 /// RGB conversion; transparent pixels are composited on white so cut-outs keep their shape.
-fn flatten_to_rgb(image: DynamicImage) -> RgbImage {
+pub fn flatten_to_rgb(image: DynamicImage) -> RgbImage {
     // `into_*` moves the decoded buffer where it already has the layout (no second copy of a
     // large image).
     if !image.color().has_alpha() {

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod ffmpeg;
 pub mod http;
 
 use std::collections::HashMap;
