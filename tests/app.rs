@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use app_common::{TestApp, bare_options, build_harness, wait_for};
+use app_common::{TestApp, bare_options, build_harness, snapshot_masked, wait_for};
 use dinoscope::analysis::attention::{Query, attention_maps};
 use dinoscope::analysis::coords::PixelMap;
 use dinoscope::analysis::correspond::{
@@ -1565,21 +1565,7 @@ fn settle_and_snapshot(h: &mut Harness<'static, TestApp>, name: &str, timings: &
             rects
         })
         .collect();
-    let mut image = h.render().expect("the wgpu renderer draws the view");
-    let ppp = h.ctx.pixels_per_point();
-    for rect in masked {
-        let (x0, y0) = ((rect.min.x * ppp) as u32, (rect.min.y * ppp) as u32);
-        let (x1, y1) = (
-            (rect.max.x * ppp).ceil() as u32,
-            (rect.max.y * ppp).ceil() as u32,
-        );
-        for y in y0..y1.min(image.height()) {
-            for x in x0..x1.min(image.width()) {
-                image.put_pixel(x, y, image::Rgba([255, 0, 255, 255]));
-            }
-        }
-    }
-    egui_kittest::image_snapshot_options(&image, name, h.options());
+    snapshot_masked(h, name, &masked);
 }
 
 #[test]

@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use app_common::{TestApp, bare_options, build_harness, wait_for};
+use app_common::{TestApp, bare_options, build_harness, snapshot_masked, wait_for};
 use dinoscope::analysis::attention::{AttentionMaps, Query, attention_maps};
 use dinoscope::analysis::features::{DescriptorSpec, extract};
 use dinoscope::analysis::pca_rgb::{PcaColoring, pca_colors};
@@ -376,18 +376,5 @@ fn snapshot_compare_view() {
         .map(|n| n.rect())
         .collect();
     assert!(!masked.is_empty());
-    let mut image = h
-        .render()
-        .expect("snapshot tests need a wgpu renderer (a GPU, or Mesa's lavapipe)");
-    let ppp = h.ctx.pixels_per_point();
-    for rect in masked {
-        for y in (rect.min.y * ppp) as u32..((rect.max.y * ppp).ceil() as u32).min(image.height()) {
-            for x in
-                (rect.min.x * ppp) as u32..((rect.max.x * ppp).ceil() as u32).min(image.width())
-            {
-                image.put_pixel(x, y, image::Rgba([255, 0, 255, 255]));
-            }
-        }
-    }
-    egui_kittest::image_snapshot_options(&image, "compare", h.options());
+    snapshot_masked(&mut h, "compare", &masked);
 }

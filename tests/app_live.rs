@@ -7,7 +7,7 @@ mod app_common;
 
 use std::time::{Duration, Instant};
 
-use app_common::{TestApp, bare_options, build_harness, wait_for};
+use app_common::{TestApp, bare_options, build_harness, snapshot_masked, wait_for};
 use dinoscope::analysis::live::LiveView;
 use dinoscope::app::App;
 use dinoscope::app::live::LiveTab;
@@ -158,18 +158,5 @@ fn snapshot_live_view() {
         .map(|n| n.rect())
         .collect();
     assert!(!masked.is_empty());
-    let mut image = h
-        .render()
-        .expect("snapshot tests need a wgpu renderer (a GPU, or Mesa's lavapipe)");
-    let ppp = h.ctx.pixels_per_point();
-    for rect in masked {
-        for y in (rect.min.y * ppp) as u32..((rect.max.y * ppp).ceil() as u32).min(image.height()) {
-            for x in
-                (rect.min.x * ppp) as u32..((rect.max.x * ppp).ceil() as u32).min(image.width())
-            {
-                image.put_pixel(x, y, image::Rgba([255, 0, 255, 255]));
-            }
-        }
-    }
-    egui_kittest::image_snapshot_options(&image, "live", h.options());
+    snapshot_masked(&mut h, "live", &masked);
 }

@@ -77,6 +77,22 @@ impl ImageInput {
     pub fn rgb(&self) -> Result<Arc<RgbImage>, AppError> {
         self.pixels.get(&self.path)
     }
+
+    /// The image as a model with `patch`-pixel patches sees it at `input_size` (uncached: the
+    /// loaded model's images go through [`WorkerState::prepared_image`]).
+    pub fn prepare(
+        &self,
+        input_size: InputSize,
+        patch: usize,
+        max_patches: usize,
+    ) -> Result<PreparedImage, AppError> {
+        prepare(&*self.rgb()?, input_size.resize(), patch, max_patches).map_err(|source| {
+            AppError::Prepare {
+                path: self.name.clone(),
+                source,
+            }
+        })
+    }
 }
 
 /// Which model to load.
@@ -314,12 +330,7 @@ impl WorkerState {
             return Ok(p.clone());
         }
         let patch = self.model.as_ref().map_or(16, |m| m.config().patch_size);
-        let p = prepare(&*input.rgb()?, input_size.resize(), patch, max_patches)
-            .map(Arc::new)
-            .map_err(|source| AppError::Prepare {
-                path: input.name.clone(),
-                source,
-            })?;
+        let p = Arc::new(input.prepare(input_size, patch, max_patches)?);
         self.prepared.insert(key, p.clone());
         Ok(p)
     }

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use dinoscope::app::{App, AppOptions};
+use eframe::egui;
 use egui_kittest::{Harness, HarnessBuilder};
 
 pub struct TestApp {
@@ -67,4 +68,27 @@ pub fn wait_for(h: &mut Harness<'static, TestApp>, what: &str, done: impl Fn(&Ap
     }
     // One more frame so the screen shows the new state.
     h.step();
+}
+
+/// Renders the harness, paints `masked` (what differs between runs: times, temporary names)
+/// magenta and compares the image with the snapshot `name`.
+#[allow(dead_code)] // only the test files with snapshots call it
+pub fn snapshot_masked(h: &mut Harness<'static, TestApp>, name: &str, masked: &[egui::Rect]) {
+    let mut image = h
+        .render()
+        .expect("snapshot tests need a wgpu renderer (a GPU, or Mesa's lavapipe)");
+    let ppp = h.ctx.pixels_per_point();
+    for rect in masked {
+        let (x0, y0) = ((rect.min.x * ppp) as u32, (rect.min.y * ppp) as u32);
+        let (x1, y1) = (
+            ((rect.max.x * ppp).ceil() as u32).min(image.width()),
+            ((rect.max.y * ppp).ceil() as u32).min(image.height()),
+        );
+        for y in y0..y1 {
+            for x in x0..x1 {
+                image.put_pixel(x, y, image::Rgba([255, 0, 255, 255]));
+            }
+        }
+    }
+    egui_kittest::image_snapshot_options(&image, name, h.options());
 }

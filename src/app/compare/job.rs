@@ -14,7 +14,7 @@ use crate::app::notifications::{AppError, file_label};
 use crate::app::state::{CompareShow, InputSize};
 use crate::app::tasks::{ImageId, Output, TaskContext};
 use crate::app::worker::{ImageInput, ModelJob, WorkerState};
-use crate::model::preprocess::{DEFAULT_MAX_PATCHES, prepare};
+use crate::model::preprocess::DEFAULT_MAX_PATCHES;
 use crate::model::vit::Vit;
 use crate::model::{Facet, Grid, PreparedImage, VitConfig};
 
@@ -100,7 +100,9 @@ impl ModelJob for SideJob {
             Which::Second(path) => {
                 task.progress(format!("Loading {}", file_label(path)));
                 let vit = state.second_model(path)?;
-                (vit, prepare_for(vit, &input, key.input_size)?)
+                let patch = vit.config().patch_size;
+                let prepared = input.prepare(key.input_size, patch, DEFAULT_MAX_PATCHES)?;
+                (vit, Arc::new(prepared))
             }
         };
         if task.is_cancelled() {
@@ -124,25 +126,6 @@ impl ModelJob for SideJob {
             result: Arc::new(result),
         })))
     }
-}
-
-/// The image as `vit` sees it (its own patch size).
-fn prepare_for(
-    vit: &Vit,
-    input: &ImageInput,
-    input_size: InputSize,
-) -> Result<Arc<PreparedImage>, AppError> {
-    prepare(
-        &*input.rgb()?,
-        input_size.resize(),
-        vit.config().patch_size,
-        DEFAULT_MAX_PATCHES,
-    )
-    .map(Arc::new)
-    .map_err(|source| AppError::Prepare {
-        path: input.name.clone(),
-        source,
-    })
 }
 
 fn side_maps(

@@ -19,7 +19,7 @@ use crate::app::state::InputSize;
 use crate::app::tasks::{ImageId, Output, TaskContext};
 use crate::app::worker::{ImageInput, ModelJob, WorkerState};
 use crate::model::Facet;
-use crate::model::preprocess::{DEFAULT_MAX_PATCHES, prepare};
+use crate::model::preprocess::DEFAULT_MAX_PATCHES;
 use crate::model::vit::Vit;
 
 /// Where the second source of a fusion comes from.
@@ -196,17 +196,7 @@ fn second_model_map(
 }
 
 fn model_map(vit: &Vit, input_size: InputSize, input: &ImageInput) -> Result<FeatureMap, AppError> {
-    let patch = vit.config().patch_size;
-    let prepared = prepare(
-        &*input.rgb()?,
-        input_size.resize(),
-        patch,
-        DEFAULT_MAX_PATCHES,
-    )
-    .map_err(|source| AppError::Prepare {
-        path: input.name.clone(),
-        source,
-    })?;
+    let prepared = input.prepare(input_size, vit.config().patch_size, DEFAULT_MAX_PATCHES)?;
     let spec = DescriptorSpec {
         layer: vit.config().depth - 1,
         facet: Facet::Token,

@@ -13,7 +13,7 @@ use crate::app::state::InputSize;
 use crate::app::tasks::{ImageId, Output, TaskContext};
 use crate::app::worker::{ImageInput, ModelJob, WorkerState};
 use crate::model::PreparedImage;
-use crate::model::preprocess::{DEFAULT_MAX_PATCHES, prepare};
+use crate::model::preprocess::DEFAULT_MAX_PATCHES;
 use crate::model::vit::Vit;
 
 /// Everything a result depends on; the threshold and the head shown are not part of it, so
@@ -124,16 +124,7 @@ fn measure_second(
     input: &ImageInput,
 ) -> Result<(Arc<PreparedImage>, BlockTokens), AppError> {
     let config = vit.config();
-    let prepared = prepare(
-        &*input.rgb()?,
-        key.input_size.resize(),
-        config.patch_size,
-        DEFAULT_MAX_PATCHES,
-    )
-    .map_err(|source| AppError::Prepare {
-        path: input.name.clone(),
-        source,
-    })?;
+    let prepared = input.prepare(key.input_size, config.patch_size, DEFAULT_MAX_PATCHES)?;
     let block = key.block.min(config.depth.saturating_sub(1));
     measure(vit, Arc::new(prepared), block, &input.name)
 }
