@@ -23,6 +23,7 @@ pub const PTH_EXTRAS_KEY: &str = "dinoscope";
 pub const PTH_BACKBONE_KEY: &str = "backbone";
 
 pub use super::raw_tensor::RawTensor;
+use super::raw_tensor::f32_values;
 
 /// Tensors under official DINO names (`blocks.0.attn.qkv.weight`, ...), plus what was dropped.
 #[derive(Clone, Debug, Default)]
@@ -150,10 +151,11 @@ fn read_pytorch(path: &Path) -> Result<RawFile, CheckpointProblem> {
         let bytes = tensor
             .read()
             .map_err(|e| CheckpointProblem::Corrupt(format!("tensor `{name}`: {e}")))?;
-        let data = to_f32(&bytes, dtype_name(dtype)).ok_or_else(|| CheckpointProblem::DType {
-            name: name.clone(),
-            dtype: format!("{dtype:?}"),
-        })?;
+        let data =
+            f32_values(&bytes, dtype_name(dtype)).ok_or_else(|| CheckpointProblem::DType {
+                name: name.clone(),
+                dtype: format!("{dtype:?}"),
+            })?;
         tensors.push((name, RawTensor { shape, data }));
     }
     let full_checkpoint = tensors.iter().any(|(n, _)| n.starts_with("teacher."));
@@ -223,32 +225,13 @@ fn read_safetensors(path: &Path) -> Result<RawFile, CheckpointProblem> {
             continue;
         }
         let dtype = format!("{:?}", view.dtype());
-        let data = to_f32(view.data(), &dtype).ok_or_else(|| CheckpointProblem::DType {
+        let data = f32_values(view.data(), &dtype).ok_or_else(|| CheckpointProblem::DType {
             name: name.clone(),
             dtype,
         })?;
         tensors.push((name, RawTensor { shape, data }));
     }
     Ok(RawFile { tensors, metadata })
-}
-
-fn to_f32(bytes: &[u8], dtype: &str) -> Option<Vec<f32>> {
-    let words = |n: usize| bytes.chunks_exact(n);
-    Some(match dtype {
-        "F32" => words(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        "F64" => words(8)
-            .map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32)
-            .collect(),
-        "F16" => words(2)
-            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        "BF16" => words(2)
-            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        _ => return None,
-    })
 }
 
 /// Cheap pre-filter so optimizer moments and training heads are never decoded.
@@ -620,9 +603,9 @@ mod tests {
     #[test]
     fn f16_and_bf16_are_widened() {
         let one_f16 = half::f16::from_f32(1.5).to_le_bytes();
-        assert_eq!(to_f32(&one_f16, "F16"), Some(vec![1.5]));
+        assert_eq!(f32_values(&one_f16, "F16"), Some(vec![1.5]));
         let one_bf16 = half::bf16::from_f32(-2.0).to_le_bytes();
-        assert_eq!(to_f32(&one_bf16, "BF16"), Some(vec![-2.0]));
-        assert_eq!(to_f32(&[0, 0], "I16"), None);
+        assert_eq!(f32_values(&one_bf16, "BF16"), Some(vec![-2.0]));
+        assert_eq!(f32_values(&[0, 0], "I16"), None);
     }
 }

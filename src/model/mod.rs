@@ -13,6 +13,7 @@ pub mod preprocess;
 pub mod pth_writer;
 pub mod raw_tensor;
 pub mod save;
+pub mod sd;
 pub mod vit;
 
 pub use backend::{ComputeDevice, DeviceChoice};
