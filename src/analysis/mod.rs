@@ -21,6 +21,7 @@ pub mod pck;
 pub mod progress;
 pub mod readout;
 pub mod refine;
+pub mod sd_features;
 pub mod seg_metrics;
 pub mod similarity;
 pub mod spair;

@@ -1,0 +1,8 @@
+//! Dense Stable Diffusion features as DIFT (Tang et al., NeurIPS 2023; Tsingularity/dift) and
+//! SD-DINO (Zhang et al., NeurIPS 2023; Junyi42/sd-dino) compute them.
+
+pub mod co_pca;
+pub mod windows;
+
+pub use co_pca::{CoPcaError, SD_DINO_PCA_DIMS, SdTaps, co_pca};
+pub use windows::{OverlapMean, Windows};
