@@ -2,7 +2,9 @@
 //! SD-DINO (Zhang et al., NeurIPS 2023; Junyi42/sd-dino) compute them.
 
 pub mod co_pca;
+pub mod image;
 pub mod windows;
 
 pub use co_pca::{CoPcaError, SD_DINO_PCA_DIMS, SdTaps, co_pca};
+pub use image::{Letterbox, squash, to_signed_unit};
 pub use windows::{OverlapMean, Windows};
