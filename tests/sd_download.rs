@@ -366,6 +366,46 @@ fn pinned_hashes_are_checked_and_missing_files_named() {
 }
 
 #[test]
+fn a_file_list_without_hashes_is_downloaded_unverified_and_named_by_sha256() {
+    let files = repo();
+    let siblings: Vec<serde_json::Value> = files
+        .iter()
+        .map(|(path, bytes)| serde_json::json!({"rfilename": path, "size": bytes.len()}))
+        .collect();
+    let mut routes = vec![(
+        format!("api/models/{SD15}/revision/main?blobs=True"),
+        serde_json::to_vec(&serde_json::json!({"sha": COMMIT, "siblings": siblings})).unwrap(),
+    )];
+    routes.extend(
+        files
+            .iter()
+            .map(|(path, bytes)| (format!("{SD15}/resolve/{COMMIT}/{path}"), bytes.clone())),
+    );
+    let server = Server::start_many(routes, true);
+    let dir = tempfile::tempdir().unwrap();
+    let done = fetch(&server, dir.path(), SD_FILES, &mut |_| true).unwrap();
+    for file in &done.files {
+        assert_eq!(file.verification, Verification::Unverified);
+        let link = done.snapshot.join(&file.path);
+        let bytes = bytes_of(&files, &file.path);
+        assert_eq!(
+            std::fs::read_link(&link).unwrap().file_name().unwrap(),
+            sha256(bytes).as_str()
+        );
+        assert_eq!(std::fs::read(&link).unwrap(), bytes);
+    }
+    let names: Vec<String> = std::fs::read_dir(repo_dir(dir.path()).join("blobs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| n.len() == 64), "{names:?}");
+    assert_eq!(
+        SdFolder::open(&done.snapshot).unwrap().version,
+        SdVersion::V1
+    );
+}
+
+#[test]
 fn a_bad_file_list_is_an_error_naming_the_url() {
     let dir = tempfile::tempdir().unwrap();
     let url_path = format!("api/models/{SD15}/revision/main?blobs=True");

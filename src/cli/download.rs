@@ -157,6 +157,7 @@ fn fetch_sd(entry: &SdCatalogEntry, cache: &Path) -> Result<()> {
             Verification::PinnedSha256 => "SHA-256 pinned in the catalogue",
             Verification::ServerSha256 => "SHA-256 from the hub",
             Verification::ServerGitSha1 => "git SHA-1 from the hub",
+            Verification::Unverified => "UNVERIFIED (the server listed no hash)",
         };
         let state = if file.reused {
             ", already in the cache".to_string()

@@ -216,6 +216,9 @@ pub enum Verification {
     ServerSha256,
     /// The git blob SHA-1 the hub's API gave (small, non-LFS files).
     ServerGitSha1,
+    /// The server listed no hash (a mirror without the API's file metadata): nothing to check
+    /// against; the blob is named by the computed SHA-256.
+    Unverified,
 }
 
 /// One file of a finished repository download.
@@ -323,7 +326,8 @@ struct Manifest {
 struct Planned {
     path: String,
     url: String,
-    blob: String,
+    /// The blob's name, when the hashes are known before downloading.
+    blob: Option<String>,
     size: Option<u64>,
     sha256: Option<String>,
     git_sha1: Option<String>,
@@ -421,11 +425,12 @@ fn plan(
             .map(str::to_ascii_lowercase);
         // The blob is named as huggingface_hub names it: by the LFS SHA-256, else the git SHA-1.
         let (blob, verification) = match (&server_sha256, &pinned, &git_sha1) {
-            (Some(sha), Some(_), _) => (sha.clone(), Verification::PinnedSha256),
-            (Some(sha), None, _) => (sha.clone(), Verification::ServerSha256),
-            (None, Some(_), Some(git)) => (git.clone(), Verification::PinnedSha256),
-            (None, None, Some(git)) => (git.clone(), Verification::ServerGitSha1),
-            (None, _, None) => return Err(bad("neither an LFS SHA-256 nor a blob id".into())),
+            (Some(sha), Some(_), _) => (Some(sha.clone()), Verification::PinnedSha256),
+            (Some(sha), None, _) => (Some(sha.clone()), Verification::ServerSha256),
+            (None, Some(_), Some(git)) => (Some(git.clone()), Verification::PinnedSha256),
+            (None, Some(pin), None) => (Some(pin.clone()), Verification::PinnedSha256),
+            (None, None, Some(git)) => (Some(git.clone()), Verification::ServerGitSha1),
+            (None, None, None) => (None, Verification::Unverified),
         };
         planned.push(Planned {
             path: candidate.path.to_string(),
@@ -525,15 +530,23 @@ pub fn download_repo(
     let mut files = Vec::new();
     let mut copied = false;
     for (index, file) in planned.iter().enumerate() {
-        let blob = blobs.join(&file.blob);
-        let on_disk = std::fs::metadata(&blob)
-            .ok()
+        let named = file.blob.as_ref().map(|b| blobs.join(b));
+        let on_disk = named
+            .as_ref()
+            .and_then(|b| std::fs::metadata(b).ok())
             .filter(|m| m.is_file())
             .map(|m| m.len());
         let reused = on_disk.is_some_and(|len| file.size.is_none_or(|s| s == len));
-        let (bytes, resumed_from) = if reused {
-            (on_disk.unwrap_or(0), 0)
+        let (blob, bytes, resumed_from) = if let (true, Some(blob)) = (reused, &named) {
+            (blob.clone(), on_disk.unwrap_or(0), 0)
         } else {
+            // Without a known hash the file is fetched under a name of its own, then renamed.
+            let flat = format!(
+                "unverified-{}-{}",
+                manifest.sha,
+                file.path.replace('/', "--")
+            );
+            let blob = named.clone().unwrap_or_else(|| blobs.join(flat));
             let mut part = blob.clone().into_os_string();
             part.push(".incomplete");
             let before = received;
@@ -566,7 +579,14 @@ pub fn download_repo(
                     });
                 }
             }
-            (done.bytes, done.resumed_from)
+            let blob = if named.is_some() {
+                blob
+            } else {
+                let by_hash = blobs.join(&done.sha256);
+                std::fs::rename(&blob, &by_hash).map_err(io(&by_hash))?;
+                by_hash
+            };
+            (blob, done.bytes, done.resumed_from)
         };
         received += bytes;
         let link = snapshot.join(&file.path);
