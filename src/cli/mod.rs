@@ -10,6 +10,7 @@ mod eval_coseg;
 mod figure;
 mod pca;
 pub mod readout;
+mod sd_models;
 mod token_norms;
 pub mod train;
 mod video;
@@ -129,8 +130,12 @@ pub enum Command {
     /// PCK of nearest-neighbour matching on SPair-71k or a stereo pair with disparity (JSON on stdout).
     EvalPck(correspond::EvalPckArgs),
     /// Download official checkpoints (by id, `--list` shows them) or any `--url` into the
-    /// checkpoint folder: resumable, SHA-256 recorded and optionally verified.
+    /// checkpoint folder: resumable, SHA-256 recorded and optionally verified. Stable Diffusion
+    /// models (`sd15`, `sd21`, `sd21_base`) go into the Hugging Face cache.
     Download(download::DownloadArgs),
+    /// Stable Diffusion models in the Hugging Face cache and the given folders: version, size,
+    /// what is missing.
+    SdModels(sd_models::SdModelsArgs),
     /// Features of every image below a labelled folder (class sub-folders): `OUT.npy` and an
     /// index `OUT.json`.
     EmbedFolder(readout::EmbedFolderArgs),
@@ -492,6 +497,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Correspond(args) => correspond::run_correspond(&args)?,
         Command::EvalPck(args) => correspond::run_eval(&args)?,
         Command::Download(args) => download::run(&args)?,
+        Command::SdModels(args) => sd_models::run(&args)?,
     }
     Ok(())
 }

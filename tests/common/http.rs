@@ -1,6 +1,7 @@
 //! A tiny HTTP/1.1 file server on 127.0.0.1 for the download tests (one thread per connection,
 //! `Range: bytes=N-` support, 404 for unknown paths).
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -21,19 +22,33 @@ impl Server {
     /// Serves `body` at `/<name>`; everything else is 404. With `honor_range` false the server
     /// ignores `Range` and always sends the whole file.
     pub fn start(name: &str, body: Vec<u8>, honor_range: bool) -> Server {
+        Server::start_many(vec![(name.to_string(), body)], honor_range)
+    }
+
+    /// Serves each `(name, body)` at `/<name>` (a name may hold `/` and `?`).
+    pub fn start_many(files: Vec<(String, Vec<u8>)>, honor_range: bool) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
         let base = format!("http://{}", listener.local_addr().unwrap());
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let (log, route, body) = (seen.clone(), format!("/{name}"), Arc::new(body));
+        let routes: HashMap<String, Vec<u8>> = files
+            .into_iter()
+            .map(|(name, body)| (format!("/{name}"), body))
+            .collect();
+        let (log, routes) = (seen.clone(), Arc::new(routes));
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (log, route, body) = (log.clone(), route.clone(), body.clone());
+                let (log, routes) = (log.clone(), routes.clone());
                 std::thread::spawn(move || {
-                    let _ = handle(stream, &route, &body, honor_range, &log);
+                    let _ = handle(stream, &routes, honor_range, &log);
                 });
             }
         });
         Server { base, seen }
+    }
+
+    /// The server's `http://127.0.0.1:PORT`.
+    pub fn base(&self) -> &str {
+        &self.base
     }
 
     pub fn url(&self, name: &str) -> String {
@@ -47,8 +62,7 @@ impl Server {
 
 fn handle(
     stream: TcpStream,
-    route: &str,
-    body: &[u8],
+    routes: &HashMap<String, Vec<u8>>,
     honor_range: bool,
     log: &Mutex<Vec<Seen>>,
 ) -> std::io::Result<()> {
@@ -58,7 +72,7 @@ fn handle(
         range: range.clone(),
     });
     let mut out = stream;
-    if path != route {
+    let Some(body) = routes.get(&path) else {
         let text = b"not found";
         write!(
             out,
@@ -66,7 +80,7 @@ fn handle(
             text.len()
         )?;
         return out.write_all(text);
-    }
+    };
     let len = body.len();
     let start = range.filter(|_| honor_range).and_then(|r| {
         r.strip_prefix("bytes=")?

@@ -4,6 +4,7 @@
 
 pub mod ffmpeg;
 pub mod http;
+pub mod sd_folder;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

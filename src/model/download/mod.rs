@@ -7,6 +7,7 @@
 //! `<dest>.sha256` (`sha256sum` format).
 
 pub mod catalog;
+pub mod hub;
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -50,6 +51,8 @@ pub enum DownloadError {
     BadExpectedHash(String),
     #[error("download cancelled")]
     Cancelled,
+    #[error("{url}: the answer is larger than {limit} bytes")]
+    TooLarge { url: String, limit: u64 },
 }
 
 /// How far a download got (sent after every chunk).
@@ -355,8 +358,39 @@ pub fn download_with(
     settings: &DownloadSettings,
     progress: &mut dyn FnMut(DownloadProgress) -> bool,
 ) -> Result<Downloaded, DownloadError> {
+    let done = download_file(
+        url,
+        dest,
+        &part_path(dest),
+        expected_sha256,
+        settings,
+        progress,
+    )?;
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let record = hash_path(dest);
+    crate::atomic_file::write(&record, format!("{}  {name}\n", done.sha256).as_bytes()).map_err(
+        |source| DownloadError::Io {
+            path: record.clone(),
+            source,
+        },
+    )?;
+    Ok(done)
+}
+
+/// The download itself, with the part file named by the caller and no hash recorded beside
+/// `dest` (the Hugging Face cache names its blobs by hash and its parts `<blob>.incomplete`).
+pub fn download_file(
+    url: &str,
+    dest: &Path,
+    part: &Path,
+    expected_sha256: Option<&str>,
+    settings: &DownloadSettings,
+    progress: &mut dyn FnMut(DownloadProgress) -> bool,
+) -> Result<Downloaded, DownloadError> {
     let expected = expected_sha256.map(parse_sha256).transpose()?;
-    let part = part_path(dest);
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| DownloadError::Io { path, source }
@@ -365,7 +399,7 @@ pub fn download_with(
         std::fs::create_dir_all(dir).map_err(io(dir))?;
     }
     let agent = agent(settings);
-    let mut offset = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+    let mut offset = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
     let resumed_from;
     let (hasher, received) = loop {
         match request(&agent, url, offset)? {
@@ -379,13 +413,13 @@ pub fn download_with(
             Answer::AlreadyComplete => {
                 resumed_from = offset;
                 let mut hasher = Sha256::new();
-                let mut file = File::open(&part).map_err(io(&part))?;
-                let n = hash_reader(&mut file, &mut hasher).map_err(io(&part))?;
+                let mut file = File::open(part).map_err(io(part))?;
+                let n = hash_reader(&mut file, &mut hasher).map_err(io(part))?;
                 break (hasher, n);
             }
             Answer::Body { start, total, body } => {
                 resumed_from = start;
-                break receive(url, &part, start, total, body, progress)?;
+                break receive(url, part, start, total, body, progress)?;
             }
         }
     };
@@ -394,27 +428,53 @@ pub fn download_with(
         && expected != sha256
     {
         // A corrupt or wrong file is useless for resuming too.
-        let _ = std::fs::remove_file(&part);
+        let _ = std::fs::remove_file(part);
         return Err(DownloadError::HashMismatch {
             url: url.to_string(),
             expected,
             actual: sha256,
         });
     }
-    std::fs::rename(&part, dest).map_err(io(dest))?;
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let record = hash_path(dest);
-    crate::atomic_file::write(&record, format!("{sha256}  {name}\n").as_bytes())
-        .map_err(io(&record))?;
+    std::fs::rename(part, dest).map_err(io(dest))?;
     Ok(Downloaded {
         path: dest.to_path_buf(),
         sha256,
         bytes: received,
         resumed_from,
     })
+}
+
+/// The whole body of a small answer (an API's JSON), at most `limit` bytes; redirects followed
+/// as for downloads.
+pub fn fetch_bytes(
+    url: &str,
+    settings: &DownloadSettings,
+    limit: u64,
+) -> Result<Vec<u8>, DownloadError> {
+    let body = match request(&agent(settings), url, 0)? {
+        Answer::Body { body, .. } => body,
+        Answer::AlreadyComplete | Answer::Restart => {
+            return Err(DownloadError::Transport {
+                url: url.to_string(),
+                detail: "the server sent a partial answer to a full request".into(),
+            });
+        }
+    };
+    let mut bytes = Vec::new();
+    body.into_reader()
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| DownloadError::Transport {
+            url: url.to_string(),
+            detail: e.to_string(),
+        })?;
+    if bytes.len() as u64 > limit {
+        return Err(DownloadError::TooLarge {
+            url: url.to_string(),
+            limit,
+        });
+    }
+    Ok(bytes)
 }
 
 /// Appends the body to the part from `start` (hashing what is already there first); returns the

@@ -1,0 +1,104 @@
+//! Fake Stable Diffusion diffusers folders: real-looking JSON configs, weights files of garbage
+//! bytes (folder discovery never reads them).
+
+use std::path::Path;
+
+/// Which UNet config to write.
+#[derive(Clone, Copy, Debug)]
+pub enum Kind {
+    V1,
+    V2V768,
+    V2Base,
+}
+
+pub fn unet_config(kind: Kind) -> serde_json::Value {
+    let (cross, linear, sample, heads) = match kind {
+        Kind::V1 => (768, false, 64, serde_json::json!(8)),
+        Kind::V2V768 => (1024, true, 96, serde_json::json!([5, 10, 20, 20])),
+        Kind::V2Base => (1024, true, 64, serde_json::json!([5, 10, 20, 20])),
+    };
+    serde_json::json!({
+        "_class_name": "UNet2DConditionModel",
+        "_diffusers_version": "0.8.0",
+        "act_fn": "silu",
+        "attention_head_dim": heads,
+        "block_out_channels": [320, 640, 1280, 1280],
+        "center_input_sample": false,
+        "cross_attention_dim": cross,
+        "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+        "in_channels": 4,
+        "layers_per_block": 2,
+        "out_channels": 4,
+        "sample_size": sample,
+        "upcast_attention": matches!(kind, Kind::V2V768),
+        "use_linear_projection": linear,
+    })
+}
+
+/// Deterministic garbage of `len` bytes.
+pub fn garbage(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3] ^ seed)
+        .collect()
+}
+
+/// The files of a complete diffusers SD folder: `(path, bytes)`, weights `weights_len` bytes
+/// each; `fp32` and `fp16` choose which weights variants exist.
+pub fn sd_files(kind: Kind, fp32: bool, fp16: bool, weights_len: usize) -> Vec<(String, Vec<u8>)> {
+    let json = |v: serde_json::Value| serde_json::to_vec_pretty(&v).unwrap();
+    let mut files = vec![
+        (
+            "model_index.json".to_string(),
+            json(serde_json::json!({"_class_name": "StableDiffusionPipeline"})),
+        ),
+        ("unet/config.json".into(), json(unet_config(kind))),
+        (
+            "vae/config.json".into(),
+            json(serde_json::json!({"_class_name": "AutoencoderKL", "latent_channels": 4})),
+        ),
+        (
+            "text_encoder/config.json".into(),
+            json(serde_json::json!({"architectures": ["CLIPTextModel"]})),
+        ),
+        (
+            "tokenizer/vocab.json".into(),
+            json(serde_json::json!({"!": 0})),
+        ),
+        ("tokenizer/merges.txt".into(), b"#version: 0.2\n".to_vec()),
+        ("tokenizer/tokenizer_config.json".into(), b"{}".to_vec()),
+        (
+            "tokenizer/special_tokens_map.json".into(),
+            br#"{"pad_token": "!"}"#.to_vec(),
+        ),
+    ];
+    let mut seed = 1;
+    for (dir, name) in [
+        ("unet", "diffusion_pytorch_model"),
+        ("vae", "diffusion_pytorch_model"),
+        ("text_encoder", "model"),
+    ] {
+        for (wanted, suffix) in [(fp32, ""), (fp16, ".fp16")] {
+            if wanted {
+                files.push((
+                    format!("{dir}/{name}{suffix}.safetensors"),
+                    garbage(weights_len, seed),
+                ));
+                seed += 1;
+            }
+        }
+    }
+    files
+}
+
+pub fn write_files(root: &Path, files: &[(String, Vec<u8>)]) {
+    for (path, bytes) in files {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+}
+
+/// A complete fake SD folder at `root` (fp32 weights only).
+pub fn write_sd_folder(root: &Path, kind: Kind) {
+    write_files(root, &sd_files(kind, true, false, 16));
+}
