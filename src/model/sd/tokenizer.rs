@@ -58,7 +58,8 @@ pub fn empty_prompt_ids(pad: u32) -> Vec<u32> {
 /// A CLIP tokenizer loaded from a `tokenizer/` folder.
 #[derive(Clone, Debug)]
 pub struct ClipTokenizer {
-    inner: Tokenizer,
+    /// Boxed: the library's tokenizer is 1.5 KB inline.
+    inner: Box<Tokenizer>,
     dir: PathBuf,
     bos: u32,
     eos: u32,
@@ -126,7 +127,7 @@ impl ClipTokenizer {
             .add_special_tokens(specials.added_tokens())
             .map_err(library)?;
         Ok(ClipTokenizer {
-            inner,
+            inner: Box::new(inner),
             dir: dir.to_path_buf(),
             bos,
             eos,
@@ -258,10 +259,16 @@ fn format_error(path: &Path, message: String) -> TokenizerError {
 
 /// `merges.txt`: a `#version` header, then one `left right` pair per line, highest priority first.
 fn read_merges(path: &Path) -> Result<Vec<(String, String)>, TokenizerError> {
-    read(path)?
-        .lines()
-        .enumerate()
-        .filter(|(i, line)| !(*i == 0 && line.starts_with("#version")) && !line.is_empty())
+    let text = read(path)?;
+    let mut lines = text.lines().enumerate().peekable();
+    if lines
+        .peek()
+        .is_some_and(|(_, line)| line.starts_with("#version"))
+    {
+        lines.next();
+    }
+    lines
+        .filter(|(_, line)| !line.is_empty())
         .map(|(i, line)| match line.split(' ').collect::<Vec<_>>()[..] {
             [left, right] => Ok((left.to_string(), right.to_string())),
             _ => Err(format_error(
