@@ -468,3 +468,12 @@ fn the_empty_prompt_embedding_runs_on_real_ids_without_a_tokenizer() {
     assert_eq!(first(sd1.clone()), first(sd2.clone()));
     assert_ne!(values(sd1), values(sd2));
 }
+
+/// The app computes embeddings on its worker thread.
+#[test]
+fn the_text_side_can_move_to_a_worker_thread() {
+    fn send<T: Send>() {}
+    send::<TextConditioning>();
+    send::<ClipTokenizer>();
+    send::<ClipTextEncoder>();
+}
