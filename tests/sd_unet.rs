@@ -326,9 +326,11 @@ fn a_truncated_weights_file_is_refused() {
     );
 }
 
+type ConfigEdit = fn(&mut serde_json::Value);
+
 #[test]
 fn configs_that_are_not_a_stable_diffusion_unet_are_refused_by_key() {
-    let cases: [(&str, fn(&mut serde_json::Value)); 5] = [
+    let cases: [(&str, ConfigEdit); 5] = [
         ("down_block_types", |c| {
             c["down_block_types"][3] = "CrossAttnDownBlock2D".into()
         }),
