@@ -19,7 +19,8 @@ fn full(model: &str, device: &Device) -> Unet {
     Unet::load(&fixture(model), device, &[UnetTap::Output]).unwrap()
 }
 
-/// Compares every traced output of `case` (`square`: batch 4, t = 0, 100, 261, 999; `wide`: 16x24).
+/// Compares every traced output of `case` (`square`: batch 4, t = 0, 100, 261, 999; `wide`: 16x24;
+/// `odd`: 12x12, not a multiple of the UNet's stride of 8).
 fn check_trace(model: &str, case: &str, device: &Device, rel: f32) {
     let unet = full(model, device);
     let g = golden(model);
@@ -65,6 +66,7 @@ fn cpu() -> Device {
 fn sd1_unet_matches_diffusers_on_the_cpu() {
     check_trace("unet_v1", "square", &cpu(), CPU_REL);
     check_trace("unet_v1", "wide", &cpu(), CPU_REL);
+    check_trace("unet_v1", "odd", &cpu(), CPU_REL);
 }
 
 #[test]
@@ -74,6 +76,7 @@ fn sd2_unet_from_fp16_weights_matches_diffusers_on_the_cpu() {
     assert_eq!(unet.config().heads, [2, 4, 4, 4]);
     check_trace("unet_v2", "square", &cpu(), CPU_REL);
     check_trace("unet_v2", "wide", &cpu(), CPU_REL);
+    check_trace("unet_v2", "odd", &cpu(), CPU_REL);
 }
 
 /// The wgpu backend (lavapipe in CI): fails, never skips, without an adapter.

@@ -105,7 +105,7 @@ def make_unet(name, v2, generator):
     golden["square.context"] = context
     for k, v in unet_taps(unet, latent, t, context).items():
         golden[f"square.{k}"] = v
-    # Non-square latent, batch 1.
+    # A non-square latent, batch 1.
     latent = torch.randn(1, 4, 16, 24, generator=generator)
     t = torch.tensor([261.0])
     context = torch.randn(1, 77, CONTEXT_DIM, generator=generator)
@@ -114,6 +114,15 @@ def make_unet(name, v2, generator):
     golden["wide.context"] = context
     for k, v in unet_taps(unet, latent, t, context).items():
         golden[f"wide.{k}"] = v
+    # A latent that is not a multiple of 8: the up path resizes to the skips' sizes (12-6-3-2).
+    latent = torch.randn(1, 4, 12, 12, generator=generator)
+    t = torch.tensor([100.0])
+    context = torch.randn(1, 77, CONTEXT_DIM, generator=generator)
+    golden["odd.latent"] = latent
+    golden["odd.t"] = t
+    golden["odd.context"] = context
+    for k, v in unet_taps(unet, latent, t, context).items():
+        golden[f"odd.{k}"] = v
     save_file({k: v.float().contiguous() for k, v in golden.items()}, os.path.join(folder, "golden.safetensors"))
 
 
