@@ -202,17 +202,18 @@ impl MultiHeadAttention {
     pub fn forward(&self, x: Tensor<3>, context: Option<&Tensor<3>>) -> Tensor<3> {
         let [b, t, c] = x.dims();
         let heads = self.heads;
-        let out = match (&self.context, context) {
-            (Some(kv_layer), Some(context)) => {
+        let out = match &self.context {
+            Some(kv_layer) => {
+                // Without a context a cross-attention layer attends to the tokens, as in diffusers.
+                let kv = per_token(kv_layer, context.unwrap_or(&x).clone());
                 let q = split_heads(per_token(&self.input, x), heads);
-                let kv = per_token(kv_layer, context.clone());
                 let k = split_heads(kv.clone().narrow(2, 0, c), heads);
                 let v = split_heads(kv.narrow(2, c, c), heads);
                 chunked_attention(q, k, v, SCORE_BUDGET_BYTES)
                     .swap_dims(1, 2)
                     .reshape([b, t, c])
             }
-            _ => self_attention(per_token(&self.input, x), heads, |qkv| {
+            None => self_attention(per_token(&self.input, x), heads, |qkv| {
                 let [q, k, v] =
                     [0, 1, 2].map(|i| split_heads(qkv.clone().narrow(2, i * c, c), heads));
                 chunked_attention(q, k, v, SCORE_BUDGET_BYTES)
