@@ -40,8 +40,11 @@ impl Letterbox {
 
     /// The image resized (Lanczos) and pasted on a black square canvas.
     pub fn apply(&self, image: &RgbImage) -> RgbImage {
-        let resized =
-            image::imageops::resize(image, self.scaled.0, self.scaled.1, FilterType::Lanczos3);
+        let resized = if image.dimensions() == self.scaled {
+            image.clone()
+        } else {
+            image::imageops::resize(image, self.scaled.0, self.scaled.1, FilterType::Lanczos3)
+        };
         let mut canvas = RgbImage::new(self.canvas, self.canvas);
         image::imageops::replace(
             &mut canvas,

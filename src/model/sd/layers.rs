@@ -2,7 +2,9 @@
 //! `downsampling.py`, `upsampling.py`).
 
 use burn::nn::conv::Conv2d;
-use burn::nn::{GroupNorm, Linear, PaddingConfig2d};
+use burn::nn::{Linear, PaddingConfig2d};
+
+use super::group_norm::GroupNorm;
 use burn::tensor::activation::silu;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 

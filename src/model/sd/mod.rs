@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod clip_text;
 pub mod discover;
 pub mod folder;
+pub mod group_norm;
 pub mod layers;
 pub mod load;
 pub mod prompt;

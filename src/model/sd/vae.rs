@@ -4,8 +4,10 @@
 
 use std::path::Path;
 
+use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
-use burn::nn::{GroupNorm, PaddingConfig2d};
+
+use super::group_norm::GroupNorm;
 use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
 use serde_json::json;

@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Param;
 use burn::nn::conv::Conv2d;
-use burn::nn::{GroupNorm, LayerNorm, LayerNormConfig, Linear, PaddingConfig2d};
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, PaddingConfig2d};
 use burn::tensor::{Device, Tensor, TensorData};
 
+use super::group_norm::GroupNorm;
 use crate::model::raw_tensor::f32_values;
 
 /// Largest JSON header accepted; real headers are well under 1 MB.
@@ -255,14 +256,7 @@ impl SafetensorsFile {
     ) -> Result<GroupNorm, WeightsError> {
         let gamma = self.tensor(&format!("{prefix}.weight"), [channels], device)?;
         let beta = self.tensor(&format!("{prefix}.bias"), [channels], device)?;
-        Ok(GroupNorm {
-            gamma: Some(Param::from_tensor(gamma)),
-            beta: Some(Param::from_tensor(beta)),
-            num_groups: groups,
-            num_channels: channels,
-            epsilon: eps,
-            affine: true,
-        })
+        Ok(GroupNorm::new(gamma, beta, groups, eps))
     }
 }
 

@@ -9,7 +9,7 @@ pub mod transformer;
 use std::fmt;
 use std::path::Path;
 
-use burn::nn::GroupNorm;
+use crate::model::sd::group_norm::GroupNorm;
 use burn::nn::conv::Conv2d;
 use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};

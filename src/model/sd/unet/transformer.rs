@@ -3,7 +3,9 @@
 //! `proj_out`, plus the input.
 
 use burn::module::Param;
-use burn::nn::{GroupNorm, LayerNorm, Linear};
+use burn::nn::{LayerNorm, Linear};
+
+use crate::model::sd::group_norm::GroupNorm;
 use burn::tensor::{Device, Tensor};
 
 use crate::model::kernels::{gelu, layer_norm_forward};
