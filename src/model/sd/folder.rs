@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use super::clip_text::WEIGHT_FILES as TEXT_WEIGHT_FILES;
+use super::load::WEIGHTS_FILES;
+
 /// Where the diffusers folders of the supported models are published today (the original
 /// runwayml and stabilityai repositories were removed).
 pub const MIRRORS: &str = "stable-diffusion-v1-5/stable-diffusion-v1-5, \
@@ -149,11 +152,6 @@ pub struct SdFolder {
     pub absent: Vec<String>,
 }
 
-const UNET_WEIGHTS: [&str; 2] = [
-    "diffusion_pytorch_model.safetensors",
-    "diffusion_pytorch_model.fp16.safetensors",
-];
-const TEXT_WEIGHTS: [&str; 2] = ["model.safetensors", "model.fp16.safetensors"];
 const TOKENIZER_FILES: [&str; 4] = [
     "vocab.json",
     "merges.txt",
@@ -349,11 +347,11 @@ impl SdFolder {
                 found,
             });
         }
-        let unet = component(&dir.join("unet"), &UNET_WEIGHTS)?;
+        let unet = component(&dir.join("unet"), &WEIGHTS_FILES)?;
         let kind = detect_version(&unet.config)?;
-        let vae = component(&dir.join("vae"), &UNET_WEIGHTS)?;
+        let vae = component(&dir.join("vae"), &WEIGHTS_FILES)?;
         let mut absent = Vec::new();
-        let text_encoder = match component(&dir.join("text_encoder"), &TEXT_WEIGHTS) {
+        let text_encoder = match component(&dir.join("text_encoder"), &TEXT_WEIGHT_FILES) {
             Ok(c) => Some(c),
             Err(e) => {
                 absent.push(format!("no text encoder: {e}"));
