@@ -95,16 +95,8 @@ pub fn dift(
             (member as f32 + 1.0) / passes,
             &format!("UNet pass {} of {}", member + 1, settings.ensemble),
         )?;
-        let latent = noises.latent(&posterior, settings.posterior, member, &device);
-        let noised = NoiseSchedule::stable_diffusion().add_noise(
-            latent,
-            noises.noise(member, &device),
-            settings.timestep,
-        )?;
-        let mut out =
-            nets.unet
-                .forward(noised, &[settings.timestep as f32], context.clone(), &tap)?;
-        let features = out.remove(0);
+        let features =
+            unet_pass(nets, &posterior, &noises, settings, member, context, &tap)?.remove(0);
         sum = Some(match sum {
             Some(s) => s + features,
             None => features,
@@ -156,15 +148,7 @@ pub fn sd_dino(
         for member in 0..settings.ensemble {
             report(progress, step / steps, &format!("UNet, {window}"))?;
             step += 1.0;
-            let latent = noises.latent(&posterior, settings.posterior, member, &device);
-            let noised = NoiseSchedule::stable_diffusion().add_noise(
-                latent,
-                noises.noise(member, &device),
-                settings.timestep,
-            )?;
-            let out =
-                nets.unet
-                    .forward(noised, &[settings.timestep as f32], context.clone(), &taps)?;
+            let out = unet_pass(nets, &posterior, &noises, settings, member, context, &taps)?;
             sums = Some(match sums {
                 Some(s) => s.into_iter().zip(out).map(|(a, b)| a + b).collect(),
                 None => out,
@@ -189,6 +173,29 @@ pub fn sd_dino(
         }),
         _ => Err(SdFeatureError::Uncovered),
     }
+}
+
+/// One ensemble member's UNet pass: its clean latent, noised at the timestep, through the UNet to
+/// `taps`.
+fn unet_pass(
+    nets: &SdNetworks,
+    posterior: &Posterior,
+    noises: &Noises<'_>,
+    settings: &SdFeatureSettings,
+    member: usize,
+    context: &Tensor<3>,
+    taps: &[UnetTap],
+) -> Result<Vec<Tensor<4>>, SdFeatureError> {
+    let device = context.device();
+    let latent = noises.latent(posterior, settings.posterior, member, &device);
+    let noised = NoiseSchedule::stable_diffusion().add_noise(
+        latent,
+        noises.noise(member, &device),
+        settings.timestep,
+    )?;
+    Ok(nets
+        .unet
+        .forward(noised, &[settings.timestep as f32], context.clone(), taps)?)
 }
 
 /// The per-member noises: drawn from the seed, or sliced from injected values.
