@@ -47,7 +47,8 @@ fn taps(file: &SafetensorsFile, side: &str) -> SdTaps {
 #[test]
 fn co_pca_matches_sd_dino_up_to_component_signs() {
     let file = fixture();
-    let [ours_a, ours_b] = co_pca(&taps(&file, "a"), &taps(&file, "b"), [4, 4, 4]).unwrap();
+    let ours = co_pca(&[&taps(&file, "a"), &taps(&file, "b")], [4, 4, 4]).unwrap();
+    let (ours_a, ours_b) = (&ours[0], &ours[1]);
     let (ref_a, ref_b) = (map(&file, "out_a", 16), map(&file, "out_b", 16));
     assert_eq!(
         (ours_a.grid.rows, ours_a.grid.cols, ours_a.dim),
@@ -64,7 +65,7 @@ fn co_pca_matches_sd_dino_up_to_component_signs() {
                 .copied()
                 .collect::<Vec<_>>()
         };
-        let ours: Vec<f32> = [channel(&ours_a), channel(&ours_b)].concat();
+        let ours: Vec<f32> = [channel(ours_a), channel(ours_b)].concat();
         let reference: Vec<f32> = [channel(&ref_a), channel(&ref_b)].concat();
         let dot: f32 = ours.iter().zip(&reference).map(|(a, b)| a * b).sum();
         let sign = dot.signum();
@@ -83,6 +84,6 @@ fn mismatched_taps_are_an_error() {
     let a = taps(&file, "a");
     let mut b = taps(&file, "b");
     b.s4 = map(&file, "a_s3", 16);
-    let err = co_pca(&a, &b, [4, 4, 4]).unwrap_err();
+    let err = co_pca(&[&a, &b], [4, 4, 4]).unwrap_err();
     assert!(err.to_string().contains("s4"), "{err}");
 }

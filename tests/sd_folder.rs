@@ -267,6 +267,34 @@ fn unet_configs_that_are_no_sd_1_or_2_are_refused_naming_the_file() {
     let (err, text) = open_err(&root);
     assert!(matches!(err, SdFolderError::NotSd { .. }), "{err:?}");
     assert!(text.contains("[32, 64]"), "{text}");
+
+    let mut blocks = unet_config(Kind::V1);
+    blocks["up_block_types"] = serde_json::json!(["UpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"]);
+    write_json(&config, blocks);
+    let (err, text) = open_err(&root);
+    assert!(matches!(err, SdFolderError::NotSd { .. }), "{err:?}");
+    assert!(named(&text) && text.contains("up_block_types"), "{text}");
+}
+
+#[test]
+fn scaled_down_unets_with_sd_structure_open_by_their_projection() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("m");
+    write_sd_folder(&root, Kind::V1);
+    let config = root.join("unet/config.json");
+    for (linear, sample, version) in [
+        (false, 16, SdVersion::V1),
+        (true, 16, SdVersion::V2Base),
+        (true, 96, SdVersion::V2V768),
+    ] {
+        let mut tiny = unet_config(Kind::V1);
+        tiny["block_out_channels"] = serde_json::json!([8, 16, 16, 16]);
+        tiny["cross_attention_dim"] = 32.into();
+        tiny["use_linear_projection"] = linear.into();
+        tiny["sample_size"] = sample.into();
+        write_json(&config, tiny);
+        assert_eq!(SdFolder::open(&root).unwrap().version, version);
+    }
 }
 
 /// A hub-cache snapshot of `files` for `repo` at `commit`: contents in blobs/ named by a fake

@@ -2,6 +2,8 @@
 //! tools/make_sd_text_fixtures.py): CLIP text encoders on the CPU and on wgpu, the CLIP BPE
 //! tokenizer, the noise schedule, the prompt-embedding cache, and typed errors on bad inputs.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor};
@@ -10,8 +12,8 @@ use dinoscope::model::sd::clip_text::Activation;
 use dinoscope::model::sd::tokenizer::{SD1_PAD, SD2_PAD, empty_prompt_ids};
 use dinoscope::model::sd::{
     ClipTextConfig, ClipTextEncoder, ClipTextError, ClipTokenizer, NoiseSchedule, PromptCache,
-    PromptError, PromptTokens, SafetensorsFile, ScheduleError, TextConditioning, TokenizerError,
-    WeightsProblem,
+    PromptError, PromptTokens, SafetensorsFile, ScheduleError, SdFolder, TextConditioning,
+    TokenizerError, WeightsProblem,
 };
 
 fn fixture(name: &str) -> PathBuf {
@@ -476,4 +478,24 @@ fn the_text_side_can_move_to_a_worker_thread() {
     send::<TextConditioning>();
     send::<ClipTokenizer>();
     send::<ClipTextEncoder>();
+}
+
+#[test]
+fn a_tiny_folder_embeds_the_empty_prompt_as_transformers_does_for_both_pads() {
+    let golden = SafetensorsFile::open(&fixture("text_tiny_sd_golden.safetensors")).unwrap();
+    let device = backend::cpu().device;
+    for (v2, name) in [(false, "empty.sd1"), (true, "empty.sd2")] {
+        let tmp = tempfile::tempdir().unwrap();
+        common::sd_folder::tiny_sd_folder(tmp.path(), v2);
+        let folder = SdFolder::open(tmp.path()).unwrap();
+        assert!(folder.has_prompts(), "{:?}", folder.absent);
+        let mut text =
+            TextConditioning::for_folder(&folder, PromptCache::in_memory(), &device).unwrap();
+        let ours = values(text.embed("").unwrap());
+        let reference = golden.read(name, &[1, 77, 8]).unwrap();
+        let error = max_abs_diff(&ours, &reference) / max_abs(&reference).max(1.0);
+        println!("{name}: max relative difference {error:e}");
+        assert!(error <= 1e-4, "{name}: {error}");
+        assert_eq!(text.embed("a photo of a cat").unwrap().dims(), [1, 77, 8]);
+    }
 }

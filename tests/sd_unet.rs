@@ -169,6 +169,51 @@ fn a_unet_loaded_for_sd_dino_reads_two_layers_of_up_block_2() {
 }
 
 #[test]
+fn a_pass_reports_each_layer_and_stops_inside_when_asked() {
+    let device = cpu();
+    let g = golden("unet_v1");
+    let taps = [UnetTap::UpBlockLayer1(2)];
+    let unet = Unet::load(&fixture("unet_v1"), &device, &taps).unwrap();
+    let latent: Tensor<4> = read(&g, "square.latent", &device);
+    let context: Tensor<3> = read(&g, "square.context", &device);
+    let mut shares = Vec::new();
+    let full = unet
+        .forward_cancellable(
+            latent.clone(),
+            &[100.0],
+            context.clone(),
+            &taps,
+            &mut |done| {
+                shares.push(done);
+                true
+            },
+        )
+        .unwrap()
+        .expect("not cancelled");
+    // 4 x 2 down layers, the mid block, 3 + 3 layers of up blocks 0 and 1, 2 of up block 2.
+    assert_eq!(shares.len(), 8 + 1 + 3 + 3 + 2, "{shares:?}");
+    assert!(shares.windows(2).all(|w| w[0] < w[1]), "{shares:?}");
+    assert_eq!(shares.last(), Some(&1.0));
+    let plain = unet.forward(latent.clone(), &[100.0], context.clone(), &taps);
+    check(
+        "cancellable",
+        full[0].clone(),
+        plain.unwrap()[0].clone(),
+        0.0,
+    );
+
+    let mut calls = 0;
+    let stopped = unet
+        .forward_cancellable(latent, &[100.0], context, &taps, &mut |_| {
+            calls += 1;
+            calls < 4
+        })
+        .unwrap();
+    assert!(stopped.is_none());
+    assert_eq!(calls, 4, "ran on after being told to stop");
+}
+
+#[test]
 fn one_context_serves_a_batch() {
     let device = cpu();
     let g = golden("unet_v1");

@@ -4,7 +4,8 @@
 //! `(row, col)` covers model pixels `[col*s, col*s+p)` horizontally, so its centre is
 //! `col*s + p/2` (dino-vit-features §1.6: `idx*s + p//2`; subtract 0.5 for pixel-index centres).
 //! The model image is the original resized to `resized_size`, then cropped at the top-left, so
-//! original `x` maps to `x * resized_w / original_w`.
+//! original `x` maps to `x * resized_w / original_w`; a letterboxed model image (Stable Diffusion
+//! features, Junyi42/sd-dino) also shifts it by the padding, `x * scale + offset`.
 
 use crate::model::{Grid, PreparedImage};
 
@@ -14,6 +15,8 @@ pub struct PixelMap {
     pub grid: Grid,
     /// Original-to-model scale per axis `(sx, sy)`.
     pub scale: (f64, f64),
+    /// Model-image position of the original's top-left corner `(ox, oy)`: the letterbox padding.
+    pub offset: (f64, f64),
 }
 
 impl PixelMap {
@@ -23,6 +26,16 @@ impl PixelMap {
         PixelMap {
             grid,
             scale: (rw as f64 / ow.max(1) as f64, rh as f64 / oh.max(1) as f64),
+            offset: (0.0, 0.0),
+        }
+    }
+
+    /// A map for features of an image scaled by `scale` and pasted at `offset` on the model image.
+    pub fn placed(grid: Grid, scale: (f64, f64), offset: (f64, f64)) -> Self {
+        PixelMap {
+            grid,
+            scale,
+            offset,
         }
     }
 
@@ -31,7 +44,30 @@ impl PixelMap {
         PixelMap {
             grid,
             scale: (1.0, 1.0),
+            offset: (0.0, 0.0),
         }
+    }
+
+    /// Continuous original-image point `(x, y)` in model-image coordinates.
+    pub fn to_model(&self, (x, y): (f64, f64)) -> (f64, f64) {
+        (
+            x * self.scale.0 + self.offset.0,
+            y * self.scale.1 + self.offset.1,
+        )
+    }
+
+    /// Continuous model-image point `(x, y)` in original-image coordinates.
+    pub fn to_original(&self, (x, y): (f64, f64)) -> (f64, f64) {
+        (
+            (x - self.offset.0) / self.scale.0,
+            (y - self.offset.1) / self.scale.1,
+        )
+    }
+
+    /// Pixel-index point (pixel `x` centred at `x + 0.5`) of the original in model pixel indices.
+    pub fn to_model_index(&self, (x, y): (f64, f64)) -> (f64, f64) {
+        let (mx, my) = self.to_model((x + 0.5, y + 0.5));
+        (mx - 0.5, my - 0.5)
     }
 
     /// Centre of patch `index` in the model image, `(x, y)`.
@@ -44,8 +80,7 @@ impl PixelMap {
 
     /// Centre of patch `index` in original-image pixels, `(x, y)`.
     pub fn patch_center(&self, index: usize) -> (f64, f64) {
-        let (x, y) = self.patch_center_model(index);
-        (x / self.scale.0, y / self.scale.1)
+        self.to_original(self.patch_center_model(index))
     }
 
     /// The patch whose centre is nearest to model-image point `(x, y)`, clamped to the grid.
@@ -59,7 +94,8 @@ impl PixelMap {
 
     /// The patch whose centre is nearest to original-image point `(x, y)`.
     pub fn patch_at(&self, x: f64, y: f64) -> usize {
-        self.patch_at_model(x * self.scale.0, y * self.scale.1)
+        let (mx, my) = self.to_model((x, y));
+        self.patch_at_model(mx, my)
     }
 }
 
@@ -69,10 +105,7 @@ mod tests {
 
     fn map(height: usize, width: usize, patch: usize, stride: usize, scale: f64) -> PixelMap {
         let grid = Grid::for_image(height, width, patch, stride).unwrap();
-        PixelMap {
-            grid,
-            scale: (scale, scale),
-        }
+        PixelMap::placed(grid, (scale, scale), (0.0, 0.0))
     }
 
     #[test]
@@ -97,6 +130,21 @@ mod tests {
         assert_eq!(m.grid.cols, 55);
         assert_eq!(m.patch_center(0), (4.0, 4.0));
         assert_eq!(m.patch_center(55 + 2), (12.0, 8.0));
+    }
+
+    #[test]
+    fn letterboxed_centres_round_trip_and_shift_by_the_padding() {
+        // A 4:3 image letterboxed on a 960 canvas: 960 x 720 at (0, 120), stride-16 cells.
+        let grid = Grid::for_image(960, 960, 16, 16).unwrap();
+        let m = PixelMap::placed(grid, (1.5, 1.5), (0.0, 120.0));
+        for i in 0..grid.len() {
+            let (x, y) = m.patch_center(i);
+            assert_eq!(m.patch_at(x, y), i);
+        }
+        // Original (0, 0) lies at canvas (0, 120): the centre of cell (7, 0) is at (8, 120).
+        assert_eq!(m.patch_at(0.0, 0.0), 7 * 60);
+        assert_eq!(m.to_original(m.to_model((3.0, 4.0))), (3.0, 4.0));
+        assert_eq!(m.to_model_index((0.0, 0.0)), (0.25, 120.25));
     }
 
     #[test]

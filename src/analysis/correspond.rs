@@ -124,18 +124,19 @@ pub struct PixelHeatmap {
 }
 
 /// Bilinear weights from pixel indices `0..n` of one original axis to patch-grid positions:
-/// pixel centre `i + 0.5` maps to model coordinate `(i + 0.5) * scale`, i.e. grid position
-/// `(m - p/2) / s`, clamped to the border cells (align_corners=False behaviour at the edges).
+/// pixel centre `i + 0.5` maps to model coordinate `(i + 0.5) * scale + offset`, i.e. grid
+/// position `(m - p/2) / s`, clamped to the border cells (align_corners=False behaviour at the
+/// edges).
 fn axis_weights(
     n: usize,
-    scale: f64,
+    (scale, offset): (f64, f64),
     patch: usize,
     stride: usize,
     cells: usize,
 ) -> Vec<(usize, usize, f32)> {
     (0..n)
         .map(|i| {
-            let model = (i as f64 + 0.5) * scale;
+            let model = (i as f64 + 0.5) * scale + offset;
             let position =
                 ((model - patch as f64 / 2.0) / stride as f64).clamp(0.0, (cells - 1) as f64);
             let low = position.floor() as usize;
@@ -153,8 +154,20 @@ pub fn pixel_heatmap(scores: &[f32], pixels: &PixelMap, original_size: (u32, u32
     let grid = pixels.grid;
     assert_eq!(scores.len(), grid.len(), "one score per patch");
     let (width, height) = (original_size.0 as usize, original_size.1 as usize);
-    let xs = axis_weights(width, pixels.scale.0, grid.patch, grid.stride, grid.cols);
-    let ys = axis_weights(height, pixels.scale.1, grid.patch, grid.stride, grid.rows);
+    let xs = axis_weights(
+        width,
+        (pixels.scale.0, pixels.offset.0),
+        grid.patch,
+        grid.stride,
+        grid.cols,
+    );
+    let ys = axis_weights(
+        height,
+        (pixels.scale.1, pixels.offset.1),
+        grid.patch,
+        grid.stride,
+        grid.rows,
+    );
     let mut values = Vec::with_capacity(width * height);
     for &(y0, y1, wy) in &ys {
         let (top, bottom) = (&scores[y0 * grid.cols..], &scores[y1 * grid.cols..]);
@@ -585,10 +598,7 @@ mod tests {
             BuddySide {
                 features: m,
                 saliency: s,
-                pixels: PixelMap {
-                    grid: m.grid,
-                    scale: (0.5, 0.5),
-                },
+                pixels: PixelMap::placed(m.grid, (0.5, 0.5), (0.0, 0.0)),
             }
         }
         const SALIENT: [f32; 6] = [1.0; 6];
@@ -630,10 +640,7 @@ mod tests {
         };
         let planted = [9.0, -3.0, 4.0, 0.5, 7.0, -8.0];
         // Original images are twice the model size: pixel (x, y) -> model (x + 0.5) / 2.
-        let pixels = PixelMap {
-            grid: g,
-            scale: (0.5, 0.5),
-        };
+        let pixels = PixelMap::placed(g, (0.5, 0.5), (0.0, 0.0));
         let click = (23.0, 15.0);
         let source_patch = patch_at_pixel(&pixels, click);
         source.data[source_patch * dim..(source_patch + 1) * dim].copy_from_slice(&planted);
@@ -656,10 +663,7 @@ mod tests {
         for (patch, stride) in [(8, 4), (14, 14), (16, 8)] {
             let g = Grid::for_image(70, 98, patch, stride).unwrap();
             for scale in [1.0, 0.37, 2.5] {
-                let pixels = PixelMap {
-                    grid: g,
-                    scale: (scale, scale * 0.9),
-                };
+                let pixels = PixelMap::placed(g, (scale, scale * 0.9), (0.0, 0.0));
                 for i in 0..g.len() {
                     assert_eq!(patch_at_pixel(&pixels, patch_center_pixel(&pixels, i)), i);
                 }

@@ -366,9 +366,7 @@ pub fn fuse_pair(
     config: &FusionConfig,
 ) -> Result<[FeatureMap; 2], FusionError> {
     let weights = config.weights;
-    if weights.iter().any(|w| !w.is_finite() || *w < 0.0) || weights == [0.0, 0.0] {
-        return Err(FusionError::BadWeights(weights));
-    }
+    check_weights(weights)?;
     for (map, source) in primary.iter().zip(&second) {
         if let SecondSource::External(e) = source {
             check_aspect(e, map.grid)?;
@@ -396,6 +394,29 @@ pub fn fuse_pair(
         fuse_image(primary[0], second[0], [first_a, second_a], weights),
         fuse_image(primary[1], second[1], [first_b, second_b], weights),
     ])
+}
+
+/// Fuses one image's maps of two sources that cover the same model image (no PCA): sd-dino's
+/// per-source L2 normalisation, weights and concatenation, on the finer of the two grids.
+pub fn fuse_maps(
+    primary: &FeatureMap,
+    second: &FeatureMap,
+    weights: [f32; 2],
+) -> Result<FeatureMap, FusionError> {
+    check_weights(weights)?;
+    Ok(fuse_image(
+        primary,
+        SecondSource::Model(second),
+        [Cells::of(primary), Cells::of(second)],
+        weights,
+    ))
+}
+
+fn check_weights(weights: [f32; 2]) -> Result<(), FusionError> {
+    if weights.iter().any(|w| !w.is_finite() || *w < 0.0) || weights == [0.0, 0.0] {
+        return Err(FusionError::BadWeights(weights));
+    }
+    Ok(())
 }
 
 /// One image's fused map from its (possibly PCA-reduced) source cells.

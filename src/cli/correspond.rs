@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde_json::json;
 
+use super::sd_features::{SdCacheArgs, SdKnobs, stage_printer};
 use super::{ArchArg, ModelArgs, open_image, save_png};
 use crate::analysis::colormap::Colormap;
 use crate::analysis::coords::PixelMap;
@@ -20,10 +21,14 @@ use crate::analysis::features::{
 use crate::analysis::figure::{RED, dot, overlay_heatmap, pair_color, pair_marker, side_by_side};
 use crate::analysis::fusion::{ExternalMap, FusionConfig, SecondSource, fuse_pair, load_external};
 use crate::analysis::pck::summarize;
+use crate::analysis::sd_features::{
+    FeatureSource, Placed, Placement, SD_DINO_DINO_SIZE, SD_DINO_PCA_DIMS, SdPreset, SdSession,
+    dino_placed, fuse_placed, sd_descriptors,
+};
 use crate::analysis::similarity::Score;
 use crate::analysis::{spair, stereo};
 use crate::arrays::write_npy;
-use crate::model::preprocess::load_rgb;
+use crate::model::preprocess::{load_rgb, prepare};
 use crate::model::{Facet, LoadedModel, PreparedImage, Resize};
 
 /// Which descriptor is matched (defaults of dino-vit-features' `correspondences.py`).
@@ -109,13 +114,36 @@ impl FusionArgs {
         })
     }
 
-    fn score(&self) -> Score {
-        self.distance.unwrap_or(if self.fusing() {
-            Score::NegativeL2
-        } else {
-            Score::Cosine
-        })
+    fn score(&self, features: FeatureSource) -> Score {
+        self.distance
+            .unwrap_or(if self.fusing() || features == FeatureSource::Fused {
+                Score::NegativeL2
+            } else {
+                Score::Cosine
+            })
     }
+}
+
+/// Stable Diffusion descriptors instead of, or fused with, the model's (SD-DINO, DIFT).
+#[derive(Args, Debug)]
+pub struct SdSourceArgs {
+    /// `dino`: the model's descriptors as set above; `sd`: Stable Diffusion's (`--sd`); `fused`:
+    /// SD's fused with the model's last-block tokens of the image placed as SD places it, at
+    /// `--dino-size` (SD-DINO: DINOv2-B/14 at 840 px).
+    #[arg(long, value_enum, default_value_t = FeatureSource::Dino)]
+    pub features: FeatureSource,
+    /// SD model for `--features sd|fused`: a diffusers folder, a cached hub id or `sd15`/`sd21`.
+    #[arg(long, required_if_eq_any = [("features", "sd"), ("features", "fused")])]
+    pub sd: Option<String>,
+    #[arg(long, value_enum, default_value_t = SdPreset::SdDino)]
+    pub sd_preset: SdPreset,
+    #[command(flatten)]
+    pub knobs: SdKnobs,
+    /// Side of the square the model sees for `--features fused` (rounded down to its patch).
+    #[arg(long, default_value_t = SD_DINO_DINO_SIZE)]
+    pub dino_size: u32,
+    #[command(flatten)]
+    pub caches: SdCacheArgs,
 }
 
 /// `x,y` in pixels.
@@ -138,6 +166,8 @@ pub struct CorrespondArgs {
     pub descriptors: DescriptorArgs,
     #[command(flatten)]
     pub fusion: FusionArgs,
+    #[command(flatten)]
+    pub sd: SdSourceArgs,
     /// Point query at pixel X,Y of image A (pixel indices of the original image) instead of
     /// best-buddy pairs: writes point.png, point.json and similarity.npy.
     #[arg(long, value_parser = parse_point)]
@@ -172,6 +202,8 @@ pub struct EvalPckArgs {
     pub descriptors: DescriptorArgs,
     #[command(flatten)]
     pub fusion: FusionArgs,
+    #[command(flatten)]
+    pub sd: SdSourceArgs,
     /// PCK alphas (default: 0.1,0.05,0.01 for SPair as sd-dino; 0.05,0.1,0.15 for stereo).
     #[arg(long, value_delimiter = ',')]
     pub alpha: Vec<f64>,
@@ -188,9 +220,14 @@ pub struct EvalPckArgs {
     pub threshold: f32,
 }
 
-/// One image prepared for the first model and described by the (possibly fused) descriptors.
+/// One image described by the (possibly fused) descriptors.
 struct Described {
-    image: PreparedImage,
+    /// The image the pixel map measures in: the first model's input, or SD's square.
+    model_image: image::RgbImage,
+    original_size: (u32, u32),
+    /// The first model's input, for saliency, and the stride to compute it at.
+    saliency_input: PreparedImage,
+    saliency_stride: Option<usize>,
     features: FeatureMap,
     pixels: PixelMap,
 }
@@ -209,12 +246,44 @@ struct Pipeline {
     second: Option<SecondModel>,
     fusion: FusionConfig,
     score: Score,
+    sd: Option<SdSource>,
+}
+
+const SALIENCY_SIDE: u32 = 224;
+
+/// Stable Diffusion's side of the pipeline.
+struct SdSource {
+    session: std::cell::RefCell<SdSession>,
+    fused: bool,
+    dino_size: u32,
+    dino_layer: usize,
 }
 
 impl Pipeline {
-    fn open(model: &ModelArgs, descriptors: &DescriptorArgs, fusion: &FusionArgs) -> Result<Self> {
+    fn open(
+        model: &ModelArgs,
+        descriptors: &DescriptorArgs,
+        fusion: &FusionArgs,
+        sd: &SdSourceArgs,
+    ) -> Result<Self> {
         let config = fusion.config()?;
-        let (loaded, _) = model.open()?;
+        let (loaded, device) = model.open()?;
+        let sd_source = match (sd.features, &sd.sd) {
+            (FeatureSource::Dino, _) => None,
+            (_, None) => bail!("--features sd|fused needs --sd (a folder, hub id or sd15/sd21)"),
+            (_, Some(_)) if fusion.fusing() => {
+                bail!("--features sd|fused fuses SD itself; drop --fuse-weights/--fuse-features-*")
+            }
+            (features, Some(id)) => {
+                let settings = sd.knobs.settings(sd.sd_preset);
+                Some(SdSource {
+                    session: std::cell::RefCell::new(sd.caches.session(id, settings, &device)?),
+                    fused: features == FeatureSource::Fused,
+                    dino_size: sd.dino_size,
+                    dino_layer: fusion.fuse_layer.unwrap_or(loaded.config.depth - 1),
+                })
+            }
+        };
         let second = match &fusion.fuse_weights {
             Some(weights) => {
                 let args = ModelArgs {
@@ -244,7 +313,8 @@ impl Pipeline {
             resize: descriptors.resize,
             second,
             fusion: config,
-            score: fusion.score(),
+            score: fusion.score(sd.features),
+            sd: sd_source,
         })
     }
 
@@ -263,6 +333,9 @@ impl Pipeline {
         paths: [&Path; 2],
         external: Option<&[ExternalMap; 2]>,
     ) -> Result<[Described; 2]> {
+        if let Some(sd) = &self.sd {
+            return self.describe_sd(sd, paths);
+        }
         let images = [
             open_image(paths[0], self.resize, self.patch())?,
             open_image(paths[1], self.resize, self.patch())?,
@@ -297,9 +370,13 @@ impl Pipeline {
         };
         let [image_a, image_b] = images;
         let [features_a, features_b] = features;
+        let stride = self.spec.stride;
         let described = |image: PreparedImage, features: FeatureMap| Described {
             pixels: PixelMap::new(features.grid, &image),
-            image,
+            model_image: image.rgb.clone(),
+            original_size: image.original_size,
+            saliency_input: image,
+            saliency_stride: stride,
             features,
         };
         Ok([
@@ -308,13 +385,67 @@ impl Pipeline {
         ])
     }
 
-    /// Saliency of `described`'s image at the first model's stride, on the descriptor grid.
+    /// Both images' SD descriptors (co-PCA'd over the pair for SD-DINO), fused with the model's
+    /// tokens of the same placement when asked.
+    fn describe_sd(&self, sd: &SdSource, paths: [&Path; 2]) -> Result<[Described; 2]> {
+        let mut session = sd.session.borrow_mut();
+        let placement = Placement::of(session.settings().preset);
+        let mut originals = Vec::with_capacity(2);
+        let mut features = Vec::with_capacity(2);
+        for path in paths {
+            let image = load_rgb(path)?;
+            features.push(
+                session
+                    .features(&image, &mut stage_printer(path))
+                    .with_context(|| format!("{}: SD features", path.display()))?,
+            );
+            originals.push(image);
+        }
+        let sd_maps = sd_descriptors(&features, SD_DINO_PCA_DIMS)?;
+        let patch = self.patch();
+        let mut described = Vec::with_capacity(2);
+        for ((image, placed), path) in originals.iter().zip(sd_maps).zip(paths) {
+            let Placed { map, pixels } = if sd.fused {
+                let dino = dino_placed(
+                    &self.model.vit,
+                    image,
+                    placement,
+                    sd.dino_size,
+                    sd.dino_layer,
+                )
+                .with_context(|| format!("{}: DINO tokens", path.display()))?;
+                fuse_placed(&placed, &dino, self.fusion.weights)?
+            } else {
+                placed
+            };
+            let side = map.image_size.0 as u32;
+            // Saliency is a coarse foreground mask: dino-vit-features' 224 px load size is enough,
+            // where the full SD side would form attention matrices of gigabytes.
+            let saliency_side = SALIENCY_SIDE - SALIENCY_SIDE % patch as u32;
+            let (dino_canvas, _, _) = placement.canvas(image, saliency_side);
+            described.push(Described {
+                model_image: placement.canvas(image, side).0,
+                original_size: image.dimensions(),
+                saliency_input: prepare(&dino_canvas, Resize::None, patch, usize::MAX)?,
+                saliency_stride: None,
+                features: map,
+                pixels,
+            });
+        }
+        let mut described = described.into_iter();
+        match (described.next(), described.next()) {
+            (Some(a), Some(b)) => Ok([a, b]),
+            _ => bail!("expected the descriptors of two images"),
+        }
+    }
+
+    /// Saliency of `described`'s image on its descriptor grid.
     fn saliency(&self, described: &Described, path: &Path) -> Result<Vec<f32>> {
         let vit = &self.model.vit;
         let (values, grid) = saliency(
             vit,
-            &described.image,
-            self.spec.stride,
+            &described.saliency_input,
+            described.saliency_stride,
             &default_saliency_heads(vit),
         )
         .with_context(|| format!("{}: saliency", path.display()))?;
@@ -356,7 +487,7 @@ fn score_name(score: Score) -> &'static str {
 
 pub fn run_correspond(args: &CorrespondArgs) -> Result<()> {
     let external = external_maps(&args.fusion)?;
-    let pipeline = Pipeline::open(&args.model, &args.descriptors, &args.fusion)?;
+    let pipeline = Pipeline::open(&args.model, &args.descriptors, &args.fusion, &args.sd)?;
     let [a, b] = pipeline.describe([&args.image_a, &args.image_b], external.as_ref())?;
     create_dir(&args.out)?;
     match args.point {
@@ -372,7 +503,7 @@ fn write_point_query(
     b: &Described,
     (x, y): (f64, f64),
 ) -> Result<()> {
-    let (width, height) = a.image.original_size;
+    let (width, height) = a.original_size;
     if !(0.0..width as f64).contains(&x) || !(0.0..height as f64).contains(&y) {
         bail!(
             "--point {x},{y} is outside {} ({width}x{height})",
@@ -383,7 +514,7 @@ fn write_point_query(
     let target = ImageDescriptors::new(&b.features, b.pixels, pipeline.score);
     let query = query_point(&source, (x, y), &[&target]);
     let found = &query.matches[0];
-    let heatmap = pixel_heatmap(&found.scores, &b.pixels, b.image.original_size);
+    let heatmap = pixel_heatmap(&found.scores, &b.pixels, b.original_size);
 
     let mut source_image = load_rgb(&args.image_a)?;
     dot(&mut source_image, (x, y), 5.0, RED);
@@ -485,15 +616,15 @@ fn write_best_buddies(
         "image_b": args.image_b,
         "grid_a": [a.features.grid.rows, a.features.grid.cols],
         "grid_b": [b.features.grid.rows, b.features.grid.cols],
-        "model_size_a": [a.image.width(), a.image.height()],
-        "model_size_b": [b.image.width(), b.image.height()],
+        "model_size_a": [a.model_image.width(), a.model_image.height()],
+        "model_size_b": [b.model_image.width(), b.model_image.height()],
         "best_buddies": found,
     });
     write_text(
         &args.out.join("correspondences.json"),
         &serde_json::to_string_pretty(&report)?,
     )?;
-    let (mut left, mut right) = (a.image.rgb.clone(), b.image.rgb.clone());
+    let (mut left, mut right) = (a.model_image.clone(), b.model_image.clone());
     let count = found.pairs.len();
     for (i, pair) in found.pairs.iter().enumerate() {
         let color = pair_color(i, count);
@@ -533,14 +664,14 @@ pub fn run_eval(args: &EvalPckArgs) -> Result<()> {
         if args.fusion.fuse_features_a.is_some() {
             bail!("--fuse-features-a/-b hold maps of one pair; use --fuse-weights with --spair");
         }
-        let pipeline = Pipeline::open(&args.model, &args.descriptors, &args.fusion)?;
+        let pipeline = Pipeline::open(&args.model, &args.descriptors, &args.fusion, &args.sd)?;
         return eval_spair(args, &pipeline, root, &alphas(&[0.1, 0.05, 0.01]));
     }
     let Some([left, right, disparity]) = args.stereo.as_deref() else {
         bail!("give --spair ROOT or --stereo LEFT RIGHT DISP");
     };
     let external = external_maps(&args.fusion)?;
-    let pipeline = Pipeline::open(&args.model, &args.descriptors, &args.fusion)?;
+    let pipeline = Pipeline::open(&args.model, &args.descriptors, &args.fusion, &args.sd)?;
     eval_stereo(
         args,
         &pipeline,
@@ -584,7 +715,7 @@ fn eval_stereo(
 ) -> Result<()> {
     let disparity = stereo::load_disparity(disparity_path)?;
     let [l, r] = pipeline.describe([left, right], external)?;
-    stereo::check_size(&disparity, disparity_path, l.image.original_size)?;
+    stereo::check_size(&disparity, disparity_path, l.original_size)?;
     let foreground = if args.foreground {
         Some(pipeline.saliency(&l, left)?)
     } else {
@@ -612,7 +743,7 @@ fn eval_stereo(
     let report = stereo::stereo_report(
         &predicted,
         &points.right,
-        l.image.original_size,
+        l.original_size,
         &args.pixels,
         alphas,
     );

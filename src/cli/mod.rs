@@ -10,6 +10,7 @@ mod eval_coseg;
 mod figure;
 mod pca;
 pub mod readout;
+pub mod sd_features;
 mod sd_models;
 mod token_norms;
 pub mod train;
@@ -136,6 +137,9 @@ pub enum Command {
     /// Stable Diffusion models in the Hugging Face cache and the given folders: version, size,
     /// what is missing.
     SdModels(sd_models::SdModelsArgs),
+    /// Stable Diffusion features of an image, DIFT or SD-DINO preset (`[C, h, w]` `.npy`), or
+    /// SD-DINO's taps / co-PCA'd pair (`.safetensors`).
+    SdFeatures(sd_features::SdFeaturesArgs),
     /// Features of every image below a labelled folder (class sub-folders): `OUT.npy` and an
     /// index `OUT.json`.
     EmbedFolder(readout::EmbedFolderArgs),
@@ -498,6 +502,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::EvalPck(args) => correspond::run_eval(&args)?,
         Command::Download(args) => download::run(&args)?,
         Command::SdModels(args) => sd_models::run(&args)?,
+        Command::SdFeatures(args) => sd_features::run(&args)?,
     }
     Ok(())
 }

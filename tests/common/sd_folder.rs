@@ -26,6 +26,7 @@ pub fn unet_config(kind: Kind) -> serde_json::Value {
         "center_input_sample": false,
         "cross_attention_dim": cross,
         "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
         "in_channels": 4,
         "layers_per_block": 2,
         "out_channels": 4,
@@ -101,4 +102,40 @@ pub fn write_files(root: &Path, files: &[(String, Vec<u8>)]) {
 /// A complete fake SD folder at `root` (fp32 weights only).
 pub fn write_sd_folder(root: &Path, kind: Kind) {
     write_files(root, &sd_files(kind, true, false, 16));
+}
+
+/// A whole tiny SD folder at `root` assembled from the real fixtures: the SD 1.x- or 2.x-flavoured
+/// tiny UNet, the tiny VAE, the 8-wide text encoder over the full vocabulary and the fixture
+/// tokenizer (padding with `!` for 2.x, as SD 2's tokenizer does).
+pub fn tiny_sd_folder(root: &Path, v2: bool) {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd");
+    let unet = if v2 { "unet_v2" } else { "unet_v1" };
+    for (from, to) in [
+        (unet, "unet"),
+        ("vae", "vae"),
+        ("text_tiny_sd", "text_encoder"),
+        ("tokenizer", "tokenizer"),
+    ] {
+        let into = root.join(to);
+        std::fs::create_dir_all(&into).unwrap();
+        for entry in std::fs::read_dir(fixtures.join(from)).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_owned();
+            if name == "golden.safetensors" {
+                continue;
+            }
+            let mut bytes = std::fs::read(&path).unwrap();
+            if v2 && (name == "special_tokens_map.json" || name == "tokenizer_config.json") {
+                let mut json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                json["pad_token"] = "!".into();
+                bytes = serde_json::to_vec(&json).unwrap();
+            }
+            std::fs::write(into.join(name), bytes).unwrap();
+        }
+    }
+    std::fs::write(
+        root.join("model_index.json"),
+        br#"{"_class_name": "StableDiffusionPipeline"}"#,
+    )
+    .unwrap();
 }

@@ -274,10 +274,9 @@ impl LiveAnalyzer {
         }
         let scale = pixels.scale;
         for (i, track) in self.tracks.iter().enumerate() {
-            // Pixel-index coordinates: the centre of pixel x is at x + 0.5 in continuous ones.
             let points: Vec<(f64, f64)> = track
                 .trail()
-                .map(|(x, y)| ((x + 0.5) * scale.0 - 0.5, (y + 0.5) * scale.1 - 0.5))
+                .map(|point| pixels.to_model_index(point))
                 .collect();
             draw_trail(&mut image, &points, TRACK_COLORS[i % TRACK_COLORS.len()]);
         }

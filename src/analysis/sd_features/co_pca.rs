@@ -1,4 +1,4 @@
-//! SD-DINO's joint ("co") PCA of a pair's Stable Diffusion taps (Junyi42/sd-dino
+//! SD-DINO's joint ("co") PCA of a pair's (or a set's) Stable Diffusion taps (Junyi42/sd-dino
 //! `utils_correspondence.co_pca`): per tap, one PCA fitted to both images' cells together, then
 //! `[s3 | up(s4 | up(s5))]` on the finest grid, each `up` bilinear with `align_corners=False`.
 //! The reference fits with `torch.pca_lowrank`; this is the exact decomposition it approximates,
@@ -40,34 +40,40 @@ pub enum CoPcaError {
 
 const TAP_NAMES: [&str; 3] = ["s5", "s4", "s3"];
 
-/// The pair's descriptors on the s3 grid: `dims[2] + dims[1] + dims[0]` channels, s3 first. A tap
-/// with fewer cells (of both images together) or channels than asked keeps as many components as
-/// its rank allows.
-pub fn co_pca(a: &SdTaps, b: &SdTaps, dims: [usize; 3]) -> Result<[FeatureMap; 2], CoPcaError> {
-    let mut reduced: [Vec<FeatureMap>; 2] = [Vec::new(), Vec::new()];
-    for (level, ((map_a, map_b), &wanted)) in a
-        .levels()
-        .into_iter()
-        .zip(b.levels())
-        .zip(&dims)
-        .enumerate()
-    {
+/// The images' descriptors on the s3 grid: `dims[2] + dims[1] + dims[0]` channels, s3 first.
+/// Each tap's PCA is fitted to the cells of every image together: for a pair exactly sd-dino's;
+/// for a larger set one shared basis, so that any two of its images can be compared. A tap with
+/// fewer cells (of all images together) or channels than asked keeps as many components as its
+/// rank allows.
+pub fn co_pca(images: &[&SdTaps], dims: [usize; 3]) -> Result<Vec<FeatureMap>, CoPcaError> {
+    let mut reduced: Vec<Vec<FeatureMap>> = vec![Vec::new(); images.len()];
+    let Some(first) = images.first() else {
+        return Ok(Vec::new());
+    };
+    for (level, &wanted) in dims.iter().enumerate() {
         let tap = TAP_NAMES[level];
         let shape = |m: &FeatureMap| (m.grid.rows, m.grid.cols, m.dim);
-        if shape(map_a) != shape(map_b) {
-            return Err(CoPcaError::Mismatch {
-                tap,
-                a: shape(map_a),
-                b: shape(map_b),
-            });
+        let reference = first.levels()[level];
+        for other in &images[1..] {
+            let map = other.levels()[level];
+            if shape(map) != shape(reference) {
+                return Err(CoPcaError::Mismatch {
+                    tap,
+                    a: shape(reference),
+                    b: shape(map),
+                });
+            }
         }
         if wanted == 0 {
             return Err(CoPcaError::Dims { tap, dims: wanted });
         }
-        let mut joint = map_a.data.clone();
-        joint.extend_from_slice(&map_b.data);
-        let pca = Pca::fit(&joint, map_a.dim, wanted);
-        for (out, map) in reduced.iter_mut().zip([map_a, map_b]) {
+        let joint: Vec<f32> = images
+            .iter()
+            .flat_map(|taps| taps.levels()[level].data.iter().copied())
+            .collect();
+        let pca = Pca::fit(&joint, reference.dim, wanted);
+        for (out, taps) in reduced.iter_mut().zip(images) {
+            let map = taps.levels()[level];
             out.push(FeatureMap {
                 dim: pca.n_components(),
                 data: pca.transform(&map.data),
@@ -75,7 +81,7 @@ pub fn co_pca(a: &SdTaps, b: &SdTaps, dims: [usize; 3]) -> Result<[FeatureMap; 2
             });
         }
     }
-    Ok(reduced.map(|levels| stack_levels(&levels)))
+    Ok(reduced.iter().map(|levels| stack_levels(levels)).collect())
 }
 
 /// `[s3 | up(s4 | up(s5))]` from the reduced `[s5, s4, s3]`.

@@ -8,16 +8,18 @@ use burn::tensor::{Device, Tensor, TensorData};
 use image::RgbImage;
 
 use super::co_pca::SdTaps;
+use super::descriptors::SdImageFeatures;
 use super::image::{Letterbox, squash, to_signed_unit};
-use super::settings::{PosteriorChoice, SdFeatureSettings, SdSettingsError};
+use super::settings::{PosteriorChoice, SdFeatureSettings, SdPreset, SdSettingsError};
 use super::windows::{OverlapMean, Windows};
 use crate::analysis::features::FeatureMap;
 use crate::analysis::progress::{Cancelled, Progress, report};
 use crate::model::Grid;
 use crate::model::host::{HostReadError, f32_values};
 use crate::model::sd::schedule::{NoiseSchedule, ScheduleError};
-use crate::model::sd::unet::{Unet, UnetInputError, UnetTap};
+use crate::model::sd::unet::{KeepGoing, Unet, UnetInputError, UnetTap};
 use crate::model::sd::vae::{Posterior, VaeEncoder};
+use crate::model::sd::{SdFolder, SdLoadError};
 use crate::rng::Rng;
 
 /// The networks a recipe runs.
@@ -25,6 +27,25 @@ use crate::rng::Rng;
 pub struct SdNetworks {
     pub unet: Unet,
     pub vae: VaeEncoder,
+}
+
+impl SdNetworks {
+    /// The folder's UNet, read only as far as `settings`' taps, and its VAE encoder.
+    pub fn load(
+        folder: &SdFolder,
+        settings: &SdFeatureSettings,
+        device: &Device,
+    ) -> Result<SdNetworks, SdLoadError> {
+        Ok(SdNetworks {
+            unet: Unet::load_files(
+                &folder.unet.config,
+                &folder.unet.weights,
+                device,
+                &settings.unet_taps(),
+            )?,
+            vae: VaeEncoder::load_files(&folder.vae.config, &folder.vae.weights, device)?,
+        })
+    }
 }
 
 /// Where the noise of the noised latents comes from.
@@ -69,6 +90,26 @@ pub struct SdDinoTaps {
     pub letterbox: Letterbox,
 }
 
+/// The preset's features of one image: DIFT's map or SD-DINO's taps.
+pub fn sd_image_features(
+    nets: &SdNetworks,
+    image: &RgbImage,
+    context: &Tensor<3>,
+    settings: &SdFeatureSettings,
+    noise: NoiseSource<'_>,
+    progress: &mut Progress<'_>,
+) -> Result<SdImageFeatures, SdFeatureError> {
+    Ok(match settings.preset {
+        SdPreset::Dift => SdImageFeatures::Dift {
+            map: dift(nets, image, context, settings, noise, progress)?,
+            original: image.dimensions(),
+        },
+        SdPreset::SdDino => {
+            SdImageFeatures::SdDino(sd_dino(nets, image, context, settings, noise, progress)?)
+        }
+    })
+}
+
 /// DIFT's features of `image`: the squashed `size x size` input's `up_block` output, averaged
 /// over the ensemble; `[cells, channels]` with one cell per `size / rows` pixels of the input.
 pub fn dift(
@@ -87,16 +128,24 @@ pub fn dift(
     report(progress, 0.0, "VAE encoder")?;
     let posterior = nets.vae.encode(image_tensor(&input, &device));
     let noises = Noises::new(settings, noise, size as usize / 8)?;
-    let tap = [UnetTap::UpBlock(settings.up_block)];
+    let tap = settings.unet_taps();
     let mut sum: Option<Tensor<4>> = None;
     for member in 0..settings.ensemble {
-        report(
-            progress,
-            (member as f32 + 1.0) / passes,
-            &format!("UNet pass {} of {}", member + 1, settings.ensemble),
-        )?;
-        let features =
-            unet_pass(nets, &posterior, &noises, settings, member, context, &tap)?.remove(0);
+        let what = format!("UNet pass {} of {}", member + 1, settings.ensemble);
+        let start = member as f32 + 1.0;
+        report(progress, start / passes, &what)?;
+        let mut within = |done: f32| progress((start + done) / passes, &what);
+        let features = unet_pass(
+            nets,
+            &posterior,
+            &noises,
+            settings,
+            member,
+            context,
+            &tap,
+            &mut within,
+        )?
+        .remove(0);
         sum = Some(match sum {
             Some(s) => s + features,
             None => features,
@@ -127,7 +176,7 @@ pub fn sd_dino(
     let canvas = letterbox.apply(image);
     let windows = Windows::new(size, size, settings.pass_size() as usize);
     let noises = Noises::new(settings, noise, windows.crop / 8)?;
-    let taps = [0, 1, 2].map(UnetTap::UpBlockLayer1);
+    let taps = settings.unet_taps();
     let mut means: Vec<OverlapMean> = Vec::new();
     let steps = (windows.origins.len() * (settings.ensemble + 1)) as f32;
     let mut step = 0.0;
@@ -146,9 +195,21 @@ pub fn sd_dino(
         let posterior = nets.vae.encode(image_tensor(&crop, &device));
         let mut sums: Option<Vec<Tensor<4>>> = None;
         for member in 0..settings.ensemble {
-            report(progress, step / steps, &format!("UNet, {window}"))?;
+            let what = format!("UNet, {window}");
+            report(progress, step / steps, &what)?;
+            let start = step;
+            let mut within = |done: f32| progress((start + done) / steps, &what);
+            let out = unet_pass(
+                nets,
+                &posterior,
+                &noises,
+                settings,
+                member,
+                context,
+                &taps,
+                &mut within,
+            )?;
             step += 1.0;
-            let out = unet_pass(nets, &posterior, &noises, settings, member, context, &taps)?;
             sums = Some(match sums {
                 Some(s) => s.into_iter().zip(out).map(|(a, b)| a + b).collect(),
                 None => out,
@@ -176,7 +237,8 @@ pub fn sd_dino(
 }
 
 /// One ensemble member's UNet pass: its clean latent, noised at the timestep, through the UNet to
-/// `taps`.
+/// `taps`, asking `keep_going` between layers.
+#[allow(clippy::too_many_arguments)]
 fn unet_pass(
     nets: &SdNetworks,
     posterior: &Posterior,
@@ -185,6 +247,7 @@ fn unet_pass(
     member: usize,
     context: &Tensor<3>,
     taps: &[UnetTap],
+    keep_going: &mut KeepGoing<'_>,
 ) -> Result<Vec<Tensor<4>>, SdFeatureError> {
     let device = context.device();
     let latent = noises.latent(posterior, settings.posterior, member, &device);
@@ -193,9 +256,15 @@ fn unet_pass(
         noises.noise(member, &device),
         settings.timestep,
     )?;
-    Ok(nets
-        .unet
-        .forward(noised, &[settings.timestep as f32], context.clone(), taps)?)
+    nets.unet
+        .forward_cancellable(
+            noised,
+            &[settings.timestep as f32],
+            context.clone(),
+            taps,
+            keep_going,
+        )?
+        .ok_or(SdFeatureError::Cancelled(Cancelled))
 }
 
 /// The per-member noises: drawn from the seed, or sliced from injected values.

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::sd::UnetTap;
+
 /// Which reference recipe the settings follow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 pub enum SdPreset {
@@ -108,6 +110,15 @@ impl SdFeatureSettings {
             return Err(SdSettingsError::UpBlock(self.up_block));
         }
         Ok(())
+    }
+
+    /// The UNet outputs the preset reads: DIFT's up block, or SD-DINO's s5 / s4 / s3 (layer 1
+    /// of up blocks 0, 1 and 2).
+    pub fn unet_taps(&self) -> Vec<UnetTap> {
+        match self.preset {
+            SdPreset::Dift => vec![UnetTap::UpBlock(self.up_block)],
+            SdPreset::SdDino => (0..3).map(UnetTap::UpBlockLayer1).collect(),
+        }
     }
 
     /// Side of each UNet pass's input: the window, or the whole input.

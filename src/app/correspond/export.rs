@@ -45,8 +45,7 @@ pub struct CorrExport {
 
 /// Original-image pixel-index `(x, y)` to model-image pixel-index coordinates.
 fn to_model(image: &CorrImage, (x, y): (f64, f64)) -> (f64, f64) {
-    let (sx, sy) = image.descriptors.pixels.scale;
-    ((x + 0.5) * sx - 0.5, (y + 0.5) * sy - 0.5)
+    image.descriptors.pixels.to_model_index((x, y))
 }
 
 /// `(row, col)` of a patch index.

@@ -21,22 +21,22 @@ use crate::model::PreparedImage;
 
 /// Screen position of an original-image pixel-index point `(x, y)` on a tile showing `image`.
 pub fn to_screen(rect: Rect, image: &CorrImage, (x, y): (f64, f64)) -> Pos2 {
-    let (sx, sy) = image.descriptors.pixels.scale;
+    let (mx, my) = image.descriptors.pixels.to_model((x + 0.5, y + 0.5));
     let (w, h) = size_of(&image.prepared);
     rect.min
         + Vec2::new(
-            ((x + 0.5) * sx / w) as f32 * rect.width(),
-            ((y + 0.5) * sy / h) as f32 * rect.height(),
+            (mx / w) as f32 * rect.width(),
+            (my / h) as f32 * rect.height(),
         )
 }
 
 /// The original-image pixel-index point `(x, y)` under a screen position of a tile.
 pub fn from_screen(rect: Rect, image: &CorrImage, pos: Pos2) -> (f64, f64) {
-    let (sx, sy) = image.descriptors.pixels.scale;
     let (w, h) = size_of(&image.prepared);
     let mx = ((pos.x - rect.min.x) / rect.width()) as f64 * w;
     let my = ((pos.y - rect.min.y) / rect.height()) as f64 * h;
-    (mx / sx - 0.5, my / sy - 0.5)
+    let (x, y) = image.descriptors.pixels.to_original((mx, my));
+    (x - 0.5, y - 0.5)
 }
 
 fn size_of(prepared: &PreparedImage) -> (f64, f64) {

@@ -89,6 +89,24 @@ pub enum SdModelError {
 
 /// The model `spec` names: an existing folder, else a catalogue id (`sd15`) or hub id
 /// (`stable-diffusion-v1-5/stable-diffusion-v1-5`) looked up in the hub cache `hub_cache` (its
+/// Where SD prompt embeddings and features are cached: `$DINOSCOPE_SD_CACHE`, else
+/// `$XDG_CACHE_HOME/dinoscope/sd`, else `~/.cache/dinoscope/sd`; `None` when none is set.
+pub fn sd_cache_dir() -> Option<PathBuf> {
+    sd_cache_dir_from(|name| std::env::var_os(name))
+}
+
+/// [`sd_cache_dir`] with the environment given as a function (for tests).
+pub fn sd_cache_dir_from(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> Option<PathBuf> {
+    let set = |name: &str| env(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(dir) = set("DINOSCOPE_SD_CACHE") {
+        return Some(dir);
+    }
+    if let Some(xdg) = set("XDG_CACHE_HOME").filter(|p| p.is_absolute()) {
+        return Some(xdg.join("dinoscope").join("sd"));
+    }
+    set("HOME").map(|home| home.join(".cache").join("dinoscope").join("sd"))
+}
+
 /// `refs/main` snapshot, else the first snapshot that opens).
 pub fn resolve_sd_model(
     spec: &str,
@@ -153,4 +171,38 @@ pub fn resolve_sd_model(
             cache: cache.to_path_buf(),
             hint: "its snapshots folder is empty".into(),
         }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sd_cache_dir_follows_the_environment() {
+        let env = |pairs: &'static [(&str, &str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        };
+        let all = env(&[
+            ("DINOSCOPE_SD_CACHE", "/c"),
+            ("XDG_CACHE_HOME", "/x"),
+            ("HOME", "/h"),
+        ]);
+        assert_eq!(sd_cache_dir_from(all), Some(PathBuf::from("/c")));
+        let xdg = env(&[("XDG_CACHE_HOME", "/x"), ("HOME", "/h")]);
+        assert_eq!(
+            sd_cache_dir_from(xdg),
+            Some(PathBuf::from("/x/dinoscope/sd"))
+        );
+        let relative = env(&[("XDG_CACHE_HOME", "x"), ("HOME", "/h")]);
+        assert_eq!(
+            sd_cache_dir_from(relative),
+            Some(PathBuf::from("/h/.cache/dinoscope/sd"))
+        );
+        assert_eq!(sd_cache_dir_from(env(&[])), None);
+    }
 }

@@ -225,6 +225,20 @@ pub struct UnetKind {
     pub upcast_attention: bool,
 }
 
+/// The UNet blocks of every SD 1.x / 2.x release (diffusers `UNet2DConditionModel`).
+const SD_DOWN_BLOCKS: [&str; 4] = [
+    "CrossAttnDownBlock2D",
+    "CrossAttnDownBlock2D",
+    "CrossAttnDownBlock2D",
+    "DownBlock2D",
+];
+const SD_UP_BLOCKS: [&str; 4] = [
+    "UpBlock2D",
+    "CrossAttnUpBlock2D",
+    "CrossAttnUpBlock2D",
+    "CrossAttnUpBlock2D",
+];
+
 /// Reads `unet/config.json` and tells which SD it is (or why it is none we support).
 pub fn detect_version(config: &Path) -> Result<UnetKind, SdFolderError> {
     let map = read_json(config)?;
@@ -256,14 +270,32 @@ pub fn detect_version(config: &Path) -> Result<UnetKind, SdFolderError> {
             detail: detail.join(", "),
         });
     }
-    let blocks: Option<Vec<u64>> = map
+    let blocks: Vec<u64> = map
         .get("block_out_channels")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_u64).collect());
-    if blocks.as_deref() != Some(&[320, 640, 1280, 1280]) {
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default();
+    if blocks.len() != 4 {
         return Err(not_sd(format!(
-            "block_out_channels {:?}, expected [320, 640, 1280, 1280]",
-            blocks.unwrap_or_default()
+            "block_out_channels {blocks:?}, expected four levels (SD: [320, 640, 1280, 1280])"
+        )));
+    }
+    let strings = |key: &str| -> Vec<String> {
+        map.get(key)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (down, up) = (strings("down_block_types"), strings("up_block_types"));
+    if down != SD_DOWN_BLOCKS || up != SD_UP_BLOCKS {
+        return Err(not_sd(format!(
+            "down_block_types {down:?} / up_block_types {up:?}, expected {SD_DOWN_BLOCKS:?} / \
+             {SD_UP_BLOCKS:?}"
         )));
     }
     match uint("in_channels") {
@@ -276,23 +308,27 @@ pub fn detect_version(config: &Path) -> Result<UnetKind, SdFolderError> {
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let sample_size = uint("sample_size").unwrap_or(64) as u32;
-    let version = match (cross, linear) {
-        (Some(768), false) => SdVersion::V1,
-        (Some(1024), true) => match sample_size {
+    // Full-width UNets must pair text width and projection as the releases do; a scaled-down UNet
+    // with SD's structure (a test or toy model) is told apart by its projection alone.
+    let full_width = blocks == [320, 640, 1280, 1280];
+    let version = if !linear && (cross == Some(768) || !full_width) {
+        SdVersion::V1
+    } else if linear && (cross == Some(1024) || !full_width) {
+        match sample_size {
             96 => SdVersion::V2V768,
             64 => SdVersion::V2Base,
+            _ if !full_width => SdVersion::V2Base,
             s => {
                 return Err(not_sd(format!(
                     "SD 2.x UNet with sample_size {s}, not 64 or 96"
                 )));
             }
-        },
-        (cross, linear) => {
-            return Err(not_sd(format!(
-                "cross_attention_dim {cross:?} with use_linear_projection {linear}; \
-                 SD 1.x has 768 / false, SD 2.x 1024 / true"
-            )));
         }
+    } else {
+        return Err(not_sd(format!(
+            "cross_attention_dim {cross:?} with use_linear_projection {linear}; \
+             SD 1.x has 768 / false, SD 2.x 1024 / true"
+        )));
     };
     Ok(UnetKind {
         version,

@@ -20,7 +20,9 @@ pub mod weights;
 
 pub use catalog::{SD_CATALOG, SdCatalogEntry, sd_catalog_entry};
 pub use clip_text::{ClipTextConfig, ClipTextEncoder, ClipTextError};
-pub use discover::{FoundSdModel, HubListing, SdModelError, find_in_hub_cache, resolve_sd_model};
+pub use discover::{
+    FoundSdModel, HubListing, SdModelError, find_in_hub_cache, resolve_sd_model, sd_cache_dir,
+};
 pub use folder::{SdFolder, SdFolderError, SdVersion};
 pub use load::{ConfigProblem, SdLoadError};
 pub use prompt::{

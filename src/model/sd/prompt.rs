@@ -11,7 +11,8 @@ use burn::tensor::{Device, Tensor};
 use sha2::{Digest, Sha256};
 
 use super::clip_text::{ClipTextConfig, ClipTextEncoder, ClipTextError, WEIGHT_FILES};
-use super::tokenizer::{ClipTokenizer, TokenizerError, empty_prompt_ids};
+use super::folder::{SdFolder, SdVersion};
+use super::tokenizer::{ClipTokenizer, SD1_PAD, SD2_PAD, TokenizerError, empty_prompt_ids};
 use super::weights::SafetensorsFile;
 use crate::model::host::{HostReadError, raw_tensor};
 use crate::model::save::serialize_safetensors;
@@ -35,6 +36,8 @@ pub enum PromptError {
     NoTokenizer { prompt: String },
     #[error("prompt embedding: {0}")]
     Host(#[from] HostReadError),
+    #[error("{}: no text encoder, which prompt embeddings need", dir.display())]
+    NoTextEncoder { dir: PathBuf },
 }
 
 /// SD-DINO's / DIFT's class prompt, `"a photo of a {category}"`.
@@ -70,14 +73,19 @@ impl WeightsIdentity {
         })
     }
 
-    /// The cache key of `prompt` tokenised as `ids` (which also carry the tokenizer's pad token).
-    fn key(&self, prompt: &str, ids: &[u32]) -> String {
-        let mut hash = Sha256::new();
-        hash.update(CACHE_FORMAT.as_bytes());
+    /// Feeds the identity to a cache key's hash.
+    pub fn hash_into(&self, hash: &mut Sha256) {
         hash.update(self.path.to_string_lossy().as_bytes());
         hash.update([0]);
         hash.update(self.size.to_le_bytes());
         hash.update(self.modified_ns.to_le_bytes());
+    }
+
+    /// The cache key of `prompt` tokenised as `ids` (which also carry the tokenizer's pad token).
+    fn key(&self, prompt: &str, ids: &[u32]) -> String {
+        let mut hash = Sha256::new();
+        hash.update(CACHE_FORMAT.as_bytes());
+        self.hash_into(&mut hash);
         for id in ids {
             hash.update(id.to_le_bytes());
         }
@@ -213,6 +221,35 @@ impl TextConditioning {
             device: device.clone(),
             encoder_runs: 0,
         })
+    }
+
+    /// The text side of an SD folder: its tokenizer when it has one, otherwise the empty prompt
+    /// only, padded as the folder's SD version pads.
+    pub fn for_folder(
+        folder: &SdFolder,
+        cache: PromptCache,
+        device: &Device,
+    ) -> Result<Self, PromptError> {
+        let encoder = folder
+            .text_encoder
+            .as_ref()
+            .ok_or_else(|| PromptError::NoTextEncoder {
+                dir: folder.root.join("text_encoder"),
+            })?;
+        let tokens = match &folder.tokenizer {
+            Some(files) => {
+                let dir = files.vocab.parent().unwrap_or(Path::new("."));
+                PromptTokens::Tokenizer(ClipTokenizer::load(dir)?)
+            }
+            None => PromptTokens::EmptyOnly {
+                pad: match folder.version {
+                    SdVersion::V1 => SD1_PAD,
+                    SdVersion::V2Base | SdVersion::V2V768 => SD2_PAD,
+                },
+            },
+        };
+        let dir = encoder.config.parent().unwrap_or(Path::new("."));
+        Self::new(dir, tokens, cache, device)
     }
 
     /// `last_hidden_state` `[1, 77, D]` of `prompt`, from the cache when there.

@@ -183,6 +183,9 @@ pub enum UnetInputError {
     NotLoaded(UnetTap),
 }
 
+/// Asked between a pass's layers with the share done; `false` stops the pass.
+pub type KeepGoing<'a> = dyn FnMut(f32) -> bool + 'a;
+
 /// Where an output was produced during a pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Point {
@@ -426,6 +429,22 @@ impl Unet {
         context: Tensor<3>,
         taps: &[UnetTap],
     ) -> Result<Vec<Tensor<4>>, UnetInputError> {
+        Ok(self
+            .forward_cancellable(latent, timesteps, context, taps, &mut |_| true)?
+            .unwrap_or_default())
+    }
+
+    /// [`Unet::forward`] that asks `keep_going` after every layer, with the share of the pass
+    /// done; `None` when it answered `false` (a UNet pass at full size takes seconds to minutes
+    /// on a CPU, too long to wait for between passes).
+    pub fn forward_cancellable(
+        &self,
+        latent: Tensor<4>,
+        timesteps: &[f32],
+        context: Tensor<3>,
+        taps: &[UnetTap],
+        keep_going: &mut KeepGoing<'_>,
+    ) -> Result<Option<Vec<Tensor<4>>>, UnetInputError> {
         let levels = self.config.levels();
         let extent = Extent::covering(taps, levels);
         if let Some(&tap) = taps
@@ -435,19 +454,26 @@ impl Unet {
             return Err(UnetInputError::NotLoaded(tap));
         }
         let mut found: Vec<Option<Tensor<4>>> = vec![None; taps.len()];
-        self.run(latent, timesteps, context, extent, &mut |point, x| {
-            let tap = match point {
-                Point::Up(u) => UnetTap::UpBlock(u),
-                Point::UpLayer1(u) => UnetTap::UpBlockLayer1(u),
-                Point::Output => UnetTap::Output,
-                Point::Down(_) | Point::Mid => return,
-            };
-            for (slot, _) in found.iter_mut().zip(taps).filter(|(_, t)| **t == tap) {
-                *slot = Some(x.clone());
-            }
-        })?;
+        let finished = self.run(
+            latent,
+            timesteps,
+            context,
+            extent,
+            &mut |point, x| {
+                let tap = match point {
+                    Point::Up(u) => UnetTap::UpBlock(u),
+                    Point::UpLayer1(u) => UnetTap::UpBlockLayer1(u),
+                    Point::Output => UnetTap::Output,
+                    Point::Down(_) | Point::Mid => return,
+                };
+                for (slot, _) in found.iter_mut().zip(taps).filter(|(_, t)| **t == tap) {
+                    *slot = Some(x.clone());
+                }
+            },
+            keep_going,
+        )?;
         // Every tap lies inside the extent run, so every slot is filled.
-        Ok(found.into_iter().flatten().collect())
+        Ok(finished.map(|_| found.into_iter().flatten().collect()))
     }
 
     /// Every intermediate output, as far as the model was loaded.
@@ -462,8 +488,12 @@ impl Unet {
         let mut up_blocks = Vec::new();
         let mut up_layer1 = Vec::new();
         let mut output = None;
-        let time_embedding =
-            self.run(latent, timesteps, context, self.loaded, &mut |point, x| {
+        let time_embedding = self.run(
+            latent,
+            timesteps,
+            context,
+            self.loaded,
+            &mut |point, x| {
                 let x = x.clone();
                 match point {
                     Point::Down(_) => down_blocks.push(x),
@@ -472,8 +502,12 @@ impl Unet {
                     Point::UpLayer1(_) => up_layer1.push(x),
                     Point::Output => output = Some(x),
                 }
-            })?;
-        let mid = mid.expect("every pass runs the mid block");
+            },
+            &mut |_| true,
+        )?;
+        let (Some(time_embedding), Some(mid)) = (time_embedding, mid) else {
+            unreachable!("an uncancelled pass runs the mid block");
+        };
         Ok(UnetTrace {
             time_embedding,
             down_blocks,
@@ -531,8 +565,15 @@ impl Unet {
         context: Tensor<3>,
         extent: Extent,
         record: &mut dyn FnMut(Point, &Tensor<4>),
-    ) -> Result<Tensor<2>, UnetInputError> {
+        keep_going: &mut KeepGoing<'_>,
+    ) -> Result<Option<Tensor<2>>, UnetInputError> {
         let (timesteps, context) = self.check_inputs(&latent, timesteps, context)?;
+        let total = self.layers_in(extent) as f32;
+        let mut done = 0.0;
+        let mut step = move || {
+            done += 1.0;
+            keep_going(done / total)
+        };
         let device = latent.device();
         let temb = self.time_embedding.forward(&timesteps, &device);
         let temb_act = silu(temb.clone());
@@ -543,6 +584,9 @@ impl Unet {
             for layer in &block.layers {
                 x = layer.forward(x, &temb_act, &context);
                 skips.push(x.clone());
+                if !step() {
+                    return Ok(None);
+                }
             }
             if let Some(down) = &block.downsample {
                 x = down.forward(x);
@@ -554,6 +598,9 @@ impl Unet {
         x = self.mid.attention.forward(x, &context);
         x = self.mid.resnet1.forward(x, Some(&temb_act));
         record(Point::Mid, &x);
+        if !step() {
+            return Ok(None);
+        }
 
         for (u, block) in self.up_blocks.iter().enumerate() {
             let (layers, upsample) = extent.up_block(u);
@@ -566,6 +613,9 @@ impl Unet {
                 x = layer.forward(Tensor::cat(vec![x, skip], 1), &temb_act, &context);
                 if j == 1 {
                     record(Point::UpLayer1(u), &x);
+                }
+                if !step() {
+                    return Ok(None);
                 }
             }
             if !upsample {
@@ -583,6 +633,24 @@ impl Unet {
             x = head.conv.forward(silu(head.norm.forward(x)));
             record(Point::Output, &x);
         }
-        Ok(temb)
+        Ok(Some(temb))
+    }
+
+    /// How many layers (down, mid, up) a pass over `extent` runs: the denominator of its progress.
+    fn layers_in(&self, extent: Extent) -> usize {
+        let down: usize = self.down_blocks.iter().map(|b| b.layers.len()).sum();
+        let mut up = 0;
+        for (u, block) in self.up_blocks.iter().enumerate() {
+            let (layers, upsample) = extent.up_block(u);
+            let layers = layers.unwrap_or(block.layers.len());
+            if layers == 0 {
+                break;
+            }
+            up += layers.min(block.layers.len());
+            if !upsample {
+                break;
+            }
+        }
+        (down + 1 + up).max(1)
     }
 }
