@@ -405,3 +405,73 @@ fn correspond_matches_with_sd_and_fused_features_as_the_library() {
         assert!((centre[1].as_f64().unwrap() - found.best_pixel.1).abs() < 1e-6);
     }
 }
+
+/// `eval-pck --stereo` and best-buddy `correspond` run with each descriptor source on the same
+/// pair, so the three can be compared.
+#[test]
+fn eval_pck_and_best_buddies_take_every_feature_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let sd = dir.path().join("sd15");
+    tiny_sd_folder(&sd, false);
+    // Right = left shifted by 8 pixels: left (x, y) is right (x - 8, y).
+    let scene = RgbImage::from_fn(72, 48, |x, y| {
+        image::Rgb([(x * 9 % 256) as u8, ((x * y) % 251) as u8, (y * 5) as u8])
+    });
+    let crop = |from: u32| image::imageops::crop_imm(&scene, from, 0, 64, 48).to_image();
+    let (left, right) = (dir.path().join("left.png"), dir.path().join("right.png"));
+    crop(0).save(&left).unwrap();
+    crop(8).save(&right).unwrap();
+    let disparity = dir.path().join("disp.npy");
+    write_npy(&disparity, &[48, 64], &[8.0; 48 * 64]).unwrap();
+    let weights = fixture("v2_p14.pth");
+    for (features, score) in [("dino", "cos"), ("sd", "cos"), ("fused", "l2")] {
+        let common = [
+            "--weights",
+            text(&weights),
+            "--heads",
+            "2",
+            "--layer",
+            "2",
+            "--stride",
+            "7",
+            "--features",
+            features,
+            "--sd",
+            text(&sd),
+            "--size",
+            "128",
+            "--dino-size",
+            "112",
+        ];
+        let mut eval = strings(&["eval-pck", "--stereo", text(&left), text(&right)]);
+        eval.extend(strings(&[text(&disparity), "--step", "8"]));
+        eval.extend(strings(&common));
+        let done = run(&quiet(eval));
+        assert!(done.status.success(), "{features}: {}", stderr(&done));
+        let report: serde_json::Value = serde_json::from_slice(&done.stdout).unwrap();
+        assert_eq!(report["score"], score, "{features}");
+        assert_eq!(report["report"]["points"], 7 * 6, "{features}");
+
+        let out = dir.path().join(format!("pairs_{features}"));
+        let mut pairs = strings(&["correspond", "--image-a", text(&left), "--image-b"]);
+        pairs.extend(strings(&[
+            text(&right),
+            "--threshold",
+            "0",
+            "--out",
+            text(&out),
+        ]));
+        pairs.extend(strings(&common));
+        let done = run(&quiet(pairs));
+        assert!(done.status.success(), "{features}: {}", stderr(&done));
+        let found: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join("correspondences.json")).unwrap(),
+        )
+        .unwrap();
+        assert!(
+            found["best_buddies"]["mutual"].as_u64().unwrap() > 0,
+            "{features}"
+        );
+        assert!(out.join("correspondences.png").is_file());
+    }
+}

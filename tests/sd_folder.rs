@@ -269,7 +269,8 @@ fn unet_configs_that_are_no_sd_1_or_2_are_refused_naming_the_file() {
     assert!(text.contains("[32, 64]"), "{text}");
 
     let mut blocks = unet_config(Kind::V1);
-    blocks["up_block_types"] = serde_json::json!(["UpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"]);
+    blocks["up_block_types"] =
+        serde_json::json!(["UpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"]);
     write_json(&config, blocks);
     let (err, text) = open_err(&root);
     assert!(matches!(err, SdFolderError::NotSd { .. }), "{err:?}");
