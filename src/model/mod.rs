@@ -12,6 +12,7 @@ pub mod pos_embed;
 pub mod preprocess;
 pub mod pth_writer;
 pub mod raw_tensor;
+pub mod reduce;
 pub mod save;
 pub mod sd;
 pub mod vit;

@@ -1,7 +1,8 @@
 //! `DINOLoss`: cross-entropy between the sharpened, centred teacher and the student, over crop pairs.
 
-use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::{Device, Tensor};
+
+use crate::model::reduce::{log_softmax, softmax, sum_dim};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum LossError {
@@ -87,7 +88,7 @@ impl DinoLoss {
             let q = targets.clone().narrow(0, iq * batch, batch);
             for v in (0..self.ncrops).filter(|&v| v != iq) {
                 let s = log_probs.clone().narrow(0, v * batch, batch);
-                terms.push((q.clone() * s).sum_dim(1).mean());
+                terms.push(sum_dim(q.clone() * s, 1).mean());
             }
         }
         let loss = Tensor::cat(terms, 0)
@@ -116,7 +117,7 @@ impl DinoLoss {
             (teacher.clone().inner() - self.center.clone()).div_scalar(temp),
             1,
         );
-        let entropy = (log_q.clone().exp() * log_q).sum_dim(1).mean().neg();
+        let entropy = sum_dim(log_q.clone().exp() * log_q, 1).mean().neg();
         Ok(entropy.into_scalar::<f64>())
     }
 
@@ -139,7 +140,7 @@ impl DinoLoss {
 
     fn update_center(&mut self, teacher: Tensor<2>) {
         let rows = teacher.dims()[0] as f64;
-        let batch_center = teacher.sum_dim(0).div_scalar(rows);
+        let batch_center = sum_dim(teacher, 0).div_scalar(rows);
         self.center = self.center.clone().mul_scalar(self.center_momentum)
             + batch_center.mul_scalar(1.0 - self.center_momentum);
     }

@@ -45,6 +45,10 @@ pub struct SdFeatureSettings {
     pub posterior: PosteriorChoice,
 }
 
+/// Largest SD input side: its latent has (1408 / 8)^2 = 30,976 tokens, within the 2^15 that
+/// burn's wgpu reductions (softmax over all keys) get right (`model::reduce`).
+pub const MAX_SIZE: u32 = 1408;
+
 /// Side of SD-DINO's windows (ODISE's `backbone_in_size`).
 pub const WINDOW: u32 = 512;
 
@@ -52,6 +56,8 @@ pub const WINDOW: u32 = 512;
 pub enum SdSettingsError {
     #[error("the SD input size must be a positive multiple of 64 pixels, not {0}")]
     Size(u32),
+    #[error("the SD input size can be at most {MAX_SIZE} pixels, not {0}")]
+    TooLarge(u32),
     #[error("the timestep must be between 0 and 999, not {0}")]
     Timestep(usize),
     #[error("the ensemble needs at least one noise")]
@@ -100,6 +106,9 @@ impl SdFeatureSettings {
         if self.size == 0 || !self.size.is_multiple_of(64) {
             return Err(SdSettingsError::Size(self.size));
         }
+        if self.size > MAX_SIZE {
+            return Err(SdSettingsError::TooLarge(self.size));
+        }
         if self.timestep > 999 {
             return Err(SdSettingsError::Timestep(self.timestep));
         }
@@ -145,6 +154,7 @@ mod tests {
             s.validate().unwrap_err()
         };
         assert_eq!(bad(|s| s.size = 700), SdSettingsError::Size(700));
+        assert_eq!(bad(|s| s.size = 1472), SdSettingsError::TooLarge(1472));
         assert_eq!(bad(|s| s.timestep = 1000), SdSettingsError::Timestep(1000));
         assert_eq!(bad(|s| s.ensemble = 0), SdSettingsError::Ensemble);
         assert_eq!(bad(|s| s.up_block = 4), SdSettingsError::UpBlock(4));

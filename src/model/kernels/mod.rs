@@ -20,9 +20,10 @@ use burn::backend::{
     Autodiff, Backend, Cube, Dispatch, DispatchDevice, Flex, TensorMetadata, backend_extension,
 };
 use burn::nn::{LayerNorm, Linear};
-use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
+use burn::tensor::{DType, Device, Shape, Slice, Tensor, TensorData};
 
 use crate::linalg::View;
+use crate::model::reduce::SAFE_AXIS;
 use attention::Packed;
 
 #[backend_extension(Autodiff, Flex, Cube)]
@@ -58,10 +59,25 @@ pub trait FusedOps: Backend {
         Self::float_matmul(Self::float_swap_dims(x, 0, 1), grad)
     }
 
-    /// Column sums of `grad`.
+    /// Column sums of `grad`, over at most [`SAFE_AXIS`] rows at a time (burn's wgpu reduction
+    /// goes wrong past about 2^16 rows; see `model::reduce`).
     fn affine_grad_bias(grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        let n = grad.shape()[1];
-        Self::float_reshape(Self::float_sum_dim(grad, 0), Shape::new([n]))
+        let (m, n) = (grad.shape()[0], grad.shape()[1]);
+        let rows = |start: usize, end: usize| {
+            let slices = [
+                Slice::new(start as isize, Some(end as isize), 1),
+                Slice::full(),
+            ];
+            Self::float_sum_dim(Self::float_slice(grad.clone(), &slices), 0)
+        };
+        let mut total = rows(0, m.min(SAFE_AXIS));
+        let mut start = SAFE_AXIS;
+        while start < m {
+            let end = m.min(start + SAFE_AXIS);
+            total = Self::float_add(total, rows(start, end));
+            start = end;
+        }
+        Self::float_reshape(total, Shape::new([n]))
     }
 }
 
