@@ -475,3 +475,54 @@ fn eval_pck_and_best_buddies_take_every_feature_source() {
         assert!(out.join("correspondences.png").is_file());
     }
 }
+
+/// `pca --features sd`: sd-dino's PCA figure, coloured on the original pixels, with the library's
+/// projections of the set's co-PCA'd descriptors.
+#[test]
+fn pca_colours_sd_features_on_the_original_pixels() {
+    use dinoscope::analysis::pca_rgb::{PcaColoring, pca_colors};
+    let dir = tempfile::tempdir().unwrap();
+    let sd = dir.path().join("sd15");
+    tiny_sd_folder(&sd, false);
+    let (a_path, a) = picture(dir.path(), "a.png", (120, 90), 2);
+    let (b_path, b) = picture(dir.path(), "b.png", (90, 120), 5);
+    let out = dir.path().join("pca");
+    let done = run(&quiet(strings(&[
+        "pca",
+        "--weights",
+        text(&fixture("v2_p14.pth")),
+        "--heads",
+        "2",
+        text(&a_path),
+        text(&b_path),
+        "--features",
+        "sd",
+        "--sd",
+        text(&sd),
+        "--size",
+        "128",
+        "--out",
+        text(&out),
+    ])));
+    assert!(done.status.success(), "{}", stderr(&done));
+    let mut settings = SdFeatureSettings::sd_dino();
+    settings.size = 128;
+    let mut lib = session(&sd, settings);
+    let features = [&a, &b].map(|img| lib.features(img, &mut |_, _| true).unwrap());
+    let placed = sd_descriptors(&features, SD_DINO_PCA_DIMS).unwrap();
+    let maps: Vec<FeatureMap> = placed.iter().map(|p| p.map.clone()).collect();
+    let views = pca_colors(
+        &maps,
+        PcaColoring {
+            joint: true,
+            foreground_threshold: None,
+        },
+    );
+    for ((name, img), view) in [("a", &a), ("b", &b)].iter().zip(&views) {
+        let png = image::open(out.join(format!("{name}_pca.png"))).unwrap();
+        assert_eq!((png.width(), png.height()), img.dimensions());
+        let (shape, values) = read_npy(&out.join(format!("{name}_pca.npy"))).unwrap();
+        assert_eq!(shape, vec![8, 8, 3]);
+        assert_close(name, &values, &view.projections);
+    }
+}

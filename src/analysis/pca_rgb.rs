@@ -273,6 +273,16 @@ pub fn render_patch_colors(
     })
 }
 
+/// Patch colours painted over the original image's `width x height` pixels, each pixel taking its
+/// nearest cell through `map` (for descriptors of a letterboxed or squashed input).
+pub fn render_on_original(colors: &[[u8; 3]], map: &PixelMap, width: u32, height: u32) -> RgbImage {
+    RgbImage::from_fn(width, height, |x, y| {
+        let (mx, my) = map.to_model((x as f64 + 0.5, y as f64 + 0.5));
+        let patch = map.patch_at_model(mx, my);
+        image::Rgb(colors.get(patch).copied().unwrap_or([0, 0, 0]))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde_json::json;
 
-use super::sd_features::{SdCacheArgs, SdKnobs, stage_printer};
+use super::sd_features::{DinoSide, SdSourceArgs, placed_descriptors};
 use super::{ArchArg, ModelArgs, open_image, save_png};
 use crate::analysis::colormap::Colormap;
 use crate::analysis::coords::PixelMap;
@@ -21,10 +21,7 @@ use crate::analysis::features::{
 use crate::analysis::figure::{RED, dot, overlay_heatmap, pair_color, pair_marker, side_by_side};
 use crate::analysis::fusion::{ExternalMap, FusionConfig, SecondSource, fuse_pair, load_external};
 use crate::analysis::pck::summarize;
-use crate::analysis::sd_features::{
-    FeatureSource, Placed, Placement, SD_DINO_DINO_SIZE, SD_DINO_PCA_DIMS, SdPreset, SdSession,
-    dino_placed, fuse_placed, sd_descriptors,
-};
+use crate::analysis::sd_features::{FeatureSource, Placed, Placement, SdSession};
 use crate::analysis::similarity::Score;
 use crate::analysis::{spair, stereo};
 use crate::arrays::write_npy;
@@ -122,28 +119,6 @@ impl FusionArgs {
                 Score::Cosine
             })
     }
-}
-
-/// Stable Diffusion descriptors instead of, or fused with, the model's (SD-DINO, DIFT).
-#[derive(Args, Debug)]
-pub struct SdSourceArgs {
-    /// `dino`: the model's descriptors as set above; `sd`: Stable Diffusion's (`--sd`); `fused`:
-    /// SD's fused with the model's last-block tokens of the image placed as SD places it, at
-    /// `--dino-size` (SD-DINO: DINOv2-B/14 at 840 px).
-    #[arg(long, value_enum, default_value_t = FeatureSource::Dino)]
-    pub features: FeatureSource,
-    /// SD model for `--features sd|fused`: a diffusers folder, a cached hub id or `sd15`/`sd21`.
-    #[arg(long, required_if_eq_any = [("features", "sd"), ("features", "fused")])]
-    pub sd: Option<String>,
-    #[arg(long, value_enum, default_value_t = SdPreset::SdDino)]
-    pub sd_preset: SdPreset,
-    #[command(flatten)]
-    pub knobs: SdKnobs,
-    /// Side of the square the model sees for `--features fused` (rounded down to its patch).
-    #[arg(long, default_value_t = SD_DINO_DINO_SIZE)]
-    pub dino_size: u32,
-    #[command(flatten)]
-    pub caches: SdCacheArgs,
 }
 
 /// `x,y` in pixels.
@@ -390,34 +365,20 @@ impl Pipeline {
     fn describe_sd(&self, sd: &SdSource, paths: [&Path; 2]) -> Result<[Described; 2]> {
         let mut session = sd.session.borrow_mut();
         let placement = Placement::of(session.settings().preset);
-        let mut originals = Vec::with_capacity(2);
-        let mut features = Vec::with_capacity(2);
-        for path in paths {
-            let image = load_rgb(path)?;
-            features.push(
-                session
-                    .features(&image, &mut stage_printer(path))
-                    .with_context(|| format!("{}: SD features", path.display()))?,
-            );
-            originals.push(image);
-        }
-        let sd_maps = sd_descriptors(&features, SD_DINO_PCA_DIMS)?;
+        let originals = paths
+            .iter()
+            .map(|path| load_rgb(path).map_err(anyhow::Error::from))
+            .collect::<Result<Vec<_>>>()?;
+        let dino = sd.fused.then_some(DinoSide {
+            vit: &self.model.vit,
+            size: sd.dino_size,
+            layer: sd.dino_layer,
+            weights: self.fusion.weights,
+        });
+        let placed = placed_descriptors(&mut session, &paths, &originals, dino)?;
         let patch = self.patch();
         let mut described = Vec::with_capacity(2);
-        for ((image, placed), path) in originals.iter().zip(sd_maps).zip(paths) {
-            let Placed { map, pixels } = if sd.fused {
-                let dino = dino_placed(
-                    &self.model.vit,
-                    image,
-                    placement,
-                    sd.dino_size,
-                    sd.dino_layer,
-                )
-                .with_context(|| format!("{}: DINO tokens", path.display()))?;
-                fuse_placed(&placed, &dino, self.fusion.weights)?
-            } else {
-                placed
-            };
+        for (image, Placed { map, pixels }) in originals.iter().zip(placed) {
             let side = map.image_size.0 as u32;
             // Saliency is a coarse foreground mask: dino-vit-features' 224 px load size is enough,
             // where the full SD side would form attention matrices of gigabytes.

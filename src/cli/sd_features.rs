@@ -9,8 +9,9 @@ use clap::Args;
 
 use crate::analysis::features::FeatureMap;
 use crate::analysis::sd_features::{
-    PosteriorChoice, SD_DINO_PCA_DIMS, SdCaches, SdFeatureSettings, SdImageFeatures, SdPreset,
-    SdSession, sd_descriptors,
+    FeatureSource, Placed, Placement, PosteriorChoice, SD_DINO_DINO_SIZE, SD_DINO_PCA_DIMS,
+    SdCaches, SdFeatureSettings, SdImageFeatures, SdPreset, SdSession, dino_placed, fuse_placed,
+    sd_descriptors,
 };
 use crate::arrays::{read_npy, write_npy};
 use crate::model::backend;
@@ -19,7 +20,8 @@ use crate::model::preprocess::load_rgb;
 use crate::model::raw_tensor::RawTensor;
 use crate::model::save::serialize_safetensors;
 use crate::model::sd::{resolve_sd_model, sd_cache_dir};
-use crate::model::{ComputeDevice, DeviceChoice};
+use crate::model::{ComputeDevice, DeviceChoice, Vit};
+use image::RgbImage;
 
 #[derive(Args, Debug)]
 pub struct SdFeaturesArgs {
@@ -136,6 +138,67 @@ impl SdCacheArgs {
             &device.device,
         )?)
     }
+}
+
+/// Stable Diffusion descriptors instead of, or fused with, the model's (SD-DINO, DIFT).
+#[derive(Args, Debug)]
+pub struct SdSourceArgs {
+    /// `dino`: the model's descriptors as set above; `sd`: Stable Diffusion's (`--sd`); `fused`:
+    /// SD's fused with the model's last-block tokens of the image placed as SD places it, at
+    /// `--dino-size` (SD-DINO: DINOv2-B/14 at 840 px).
+    #[arg(long, value_enum, default_value_t = FeatureSource::Dino)]
+    pub features: FeatureSource,
+    /// SD model for `--features sd|fused`: a diffusers folder, a cached hub id or `sd15`/`sd21`.
+    #[arg(long, required_if_eq_any = [("features", "sd"), ("features", "fused")])]
+    pub sd: Option<String>,
+    #[arg(long, value_enum, default_value_t = SdPreset::SdDino)]
+    pub sd_preset: SdPreset,
+    #[command(flatten)]
+    pub knobs: SdKnobs,
+    /// Side of the square the model sees for `--features fused` (rounded down to its patch).
+    #[arg(long, default_value_t = SD_DINO_DINO_SIZE)]
+    pub dino_size: u32,
+    #[command(flatten)]
+    pub caches: SdCacheArgs,
+}
+
+/// The ViT side of a fusion: its `layer` tokens at `size`, weighted `[sd, dino]`.
+#[derive(Clone, Copy)]
+pub struct DinoSide<'a> {
+    pub vit: &'a Vit,
+    pub size: u32,
+    pub layer: usize,
+    pub weights: [f32; 2],
+}
+
+/// The images' SD descriptors (co-PCA over all of them for SD-DINO) placed on their pixels, fused
+/// with the ViT's tokens of the same placement when `dino` is given.
+pub fn placed_descriptors(
+    session: &mut SdSession,
+    paths: &[&Path],
+    images: &[RgbImage],
+    dino: Option<DinoSide<'_>>,
+) -> Result<Vec<Placed>> {
+    let placement = Placement::of(session.settings().preset);
+    let mut features = Vec::with_capacity(images.len());
+    for (path, image) in paths.iter().zip(images) {
+        features.push(
+            session
+                .features(image, &mut stage_printer(path))
+                .with_context(|| format!("{}: SD features", path.display()))?,
+        );
+    }
+    let sd = sd_descriptors(&features, SD_DINO_PCA_DIMS)?;
+    let Some(dino) = dino else {
+        return Ok(sd);
+    };
+    let mut fused = Vec::with_capacity(sd.len());
+    for ((placed, image), path) in sd.iter().zip(images).zip(paths) {
+        let tokens = dino_placed(dino.vit, image, placement, dino.size, dino.layer)
+            .with_context(|| format!("{}: DINO tokens", path.display()))?;
+        fused.push(fuse_placed(placed, &tokens, dino.weights)?);
+    }
+    Ok(fused)
 }
 
 /// Prints each new stage on stderr; never cancels.
