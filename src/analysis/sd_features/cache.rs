@@ -13,8 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::co_pca::SdTaps;
-use super::descriptors::SdImageFeatures;
-use super::extract::SdDinoTaps;
+use super::extract::{SdDinoTaps, SdImageFeatures};
 use super::image::Letterbox;
 use super::settings::SdFeatureSettings;
 use crate::analysis::features::FeatureMap;

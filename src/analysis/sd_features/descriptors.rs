@@ -8,7 +8,7 @@
 use image::RgbImage;
 
 use super::co_pca::{CoPcaError, co_pca};
-use super::extract::SdDinoTaps;
+use super::extract::SdImageFeatures;
 use super::image::{Letterbox, squash};
 use super::settings::SdPreset;
 use crate::analysis::coords::PixelMap;
@@ -86,18 +86,6 @@ fn letterbox_geometry(letterbox: &Letterbox) -> ((f64, f64), (f64, f64)) {
         ),
         (letterbox.offset.0 as f64, letterbox.offset.1 as f64),
     )
-}
-
-/// One image's Stable Diffusion output, before the set-wide step.
-#[derive(Clone, Debug)]
-pub enum SdImageFeatures {
-    /// DIFT's map of the squashed input, and the original `(width, height)`.
-    Dift {
-        map: FeatureMap,
-        original: (u32, u32),
-    },
-    /// SD-DINO's taps of the letterboxed input.
-    SdDino(SdDinoTaps),
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -8,7 +8,6 @@ use burn::tensor::{Device, Tensor, TensorData};
 use image::RgbImage;
 
 use super::co_pca::SdTaps;
-use super::descriptors::SdImageFeatures;
 use super::image::{Letterbox, squash, to_signed_unit};
 use super::settings::{PosteriorChoice, SdFeatureSettings, SdPreset, SdSettingsError};
 use super::windows::{OverlapMean, Windows};
@@ -81,6 +80,18 @@ pub enum SdFeatureError {
     Cancelled(#[from] Cancelled),
     #[error("the windows left part of the input without features")]
     Uncovered,
+}
+
+/// One image's Stable Diffusion output, before the set-wide step.
+#[derive(Clone, Debug)]
+pub enum SdImageFeatures {
+    /// DIFT's map of the squashed input, and the original `(width, height)`.
+    Dift {
+        map: FeatureMap,
+        original: (u32, u32),
+    },
+    /// SD-DINO's taps of the letterboxed input.
+    SdDino(SdDinoTaps),
 }
 
 /// SD-DINO's taps of one image and where the image lies on the letterboxed input.

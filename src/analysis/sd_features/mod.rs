@@ -13,10 +13,11 @@ pub mod windows;
 
 pub use co_pca::{CoPcaError, SD_DINO_PCA_DIMS, SdTaps, co_pca};
 pub use descriptors::{
-    DescriptorError, FeatureSource, Placed, Placement, SD_DINO_DINO_SIZE, SdImageFeatures,
-    dino_placed, fuse_placed, sd_descriptors,
+    DescriptorError, FeatureSource, Placed, Placement, SD_DINO_DINO_SIZE, dino_placed, fuse_placed,
+    sd_descriptors,
 };
 pub use estimate::{SdCost, estimate, matmul_gflops};
+pub use extract::SdImageFeatures;
 pub use image::{Letterbox, squash, to_signed_unit};
 pub use session::{SdCaches, SdSession, SdSessionError};
 pub use settings::{PosteriorChoice, SdFeatureSettings, SdPreset, SdSettingsError};

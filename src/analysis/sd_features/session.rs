@@ -5,8 +5,7 @@ use burn::tensor::{Device, Tensor};
 use image::RgbImage;
 
 use super::cache::{FeatureKey, SdFeatureCache};
-use super::descriptors::SdImageFeatures;
-use super::extract::{NoiseSource, SdFeatureError, SdNetworks, sd_image_features};
+use super::extract::{NoiseSource, SdFeatureError, SdImageFeatures, SdNetworks, sd_image_features};
 use super::settings::SdFeatureSettings;
 use crate::analysis::progress::Progress;
 use crate::model::sd::{
