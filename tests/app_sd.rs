@@ -208,7 +208,7 @@ fn sd_dino_and_sd_alone_match_as_the_library_and_the_weight_only_refuses() {
     s.h.state_mut().app_mut().set_corr_point(point);
     // Nothing runs before Run; the estimate is shown.
     wait_for_label(&mut s.h, "Estimate: about");
-    s.h.get_by_label_contains("2 images, 4 VAE + 4 UNet passes each");
+    s.h.get_by_label_contains("(2 images, 1 VAE and 1 UNet pass each)");
     assert_eq!(s.h.state().app().corr_sd_computed(), 0);
     assert!(
         s.h.state()
@@ -296,7 +296,13 @@ fn cancel_mid_unet_keeps_the_app_responsive_and_caches_nothing() {
         .sd
         .size = Some(128);
     s.h.state_mut().app_mut().run_corr_sd();
-    wait_for(&mut s.h, "the SD descriptors after the cancel", sd_shown);
+    wait_for(&mut s.h, "the SD descriptors after the cancel", |app| {
+        app.is_idle()
+            && app
+                .corr_spec()
+                .and_then(|spec| app.corr_matching(spec))
+                .is_some()
+    });
     assert_eq!(s.h.state().app().corr_sd_computed(), 2);
 }
 

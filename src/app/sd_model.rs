@@ -40,25 +40,35 @@ impl SdModelInfo {
     pub fn estimate_text(&self, choice: &SdChoice, images: usize) -> String {
         let cost = self.cost(choice);
         let seconds = cost.seconds(self.gflops) * images as f64;
+        let plural = |n: usize, one: &str, many: &str| {
+            format!("{n} {}", if n == 1 { one } else { many })
+        };
         format!(
-            "Estimate: about {} on this device, {:.1} GB ({} image{}, {} VAE + {} UNet passes each)",
+            "Estimate: about {} on this device, {} ({}, {} VAE and {} each)",
             duration_text(seconds),
-            cost.peak_bytes() / 1e9,
-            images,
-            if images == 1 { "" } else { "s" },
+            bytes_text(cost.peak_bytes()),
+            plural(images, "image", "images"),
             cost.vae_passes,
-            cost.unet_passes,
+            plural(cost.unet_passes, "UNet pass", "UNet passes"),
         )
     }
 }
 
 fn duration_text(seconds: f64) -> String {
     if seconds < 1.0 {
-        "1 s".into()
+        "under 1 s".into()
     } else if seconds < 120.0 {
         format!("{seconds:.0} s")
     } else {
         format!("{:.0} min", seconds / 60.0)
+    }
+}
+
+fn bytes_text(bytes: f64) -> String {
+    if bytes < 1e8 {
+        format!("{:.0} MB", bytes / 1e6)
+    } else {
+        format!("{:.1} GB", bytes / 1e9)
     }
 }
 
