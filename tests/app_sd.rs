@@ -145,11 +145,7 @@ fn library_placed(s: &Setup, order: &[String], size: u32, weight: Option<f32>) -
         SdSession::new(folder, settings, SdCaches::in_memory(), &Device::flex()).unwrap();
     let rgbs: Vec<RgbImage> = order
         .iter()
-        .map(|name| {
-            image::open(s.dir.path().join(name))
-                .unwrap()
-                .to_rgb8()
-        })
+        .map(|name| image::open(s.dir.path().join(name)).unwrap().to_rgb8())
         .collect();
     let features: Vec<_> = rgbs
         .iter()
@@ -189,7 +185,10 @@ fn sd_shown(app: &App) -> bool {
 fn assert_same_match(app: &App, expected: &PointQuery, what: &str) {
     let shown = app.corr_point().unwrap().query().unwrap().clone();
     let (ours, theirs) = (&shown.matches[0], &expected.matches[0]);
-    assert_eq!(shown.source_patch, expected.source_patch, "{what}: source patch");
+    assert_eq!(
+        shown.source_patch, expected.source_patch,
+        "{what}: source patch"
+    );
     assert_eq!(ours.best_patch, theirs.best_patch, "{what}: best patch");
     assert_eq!(ours.best_pixel, theirs.best_pixel, "{what}: best pixel");
     assert_eq!(ours.scores.len(), theirs.scores.len(), "{what}: cells");
@@ -278,7 +277,11 @@ fn cancel_mid_unet_keeps_the_app_responsive_and_caches_nothing() {
     std::thread::sleep(Duration::from_millis(300));
     s.h.step();
     let app = s.h.state().app();
-    let errors: Vec<String> = app.notifications().errors().map(|n| n.text.clone()).collect();
+    let errors: Vec<String> = app
+        .notifications()
+        .errors()
+        .map(|n| n.text.clone())
+        .collect();
     assert!(errors.is_empty(), "no error after Cancel: {errors:?}");
     assert_eq!(app.corr_sd_computed(), 0);
     let features = s.dir.path().join("sd-cache/features");
@@ -321,7 +324,11 @@ fn a_bad_sd_folder_is_an_error_naming_it() {
         app.is_idle() && app.notifications().errors().next().is_some()
     });
     let app = s.h.state().app();
-    let errors: Vec<String> = app.notifications().errors().map(|n| n.text.clone()).collect();
+    let errors: Vec<String> = app
+        .notifications()
+        .errors()
+        .map(|n| n.text.clone())
+        .collect();
     let named = bad.display().to_string();
     assert!(
         errors.iter().any(|e| e.contains(&named)),

@@ -330,7 +330,9 @@ impl App {
 
     /// Where the correspondence view's SD session caches features (`None`: memory only).
     pub fn set_corr_sd_cache(&mut self, dir: Option<PathBuf>) {
-        self.builtin_mut::<CorrespondenceTab>().sd.set_cache_dir(dir);
+        self.builtin_mut::<CorrespondenceTab>()
+            .sd
+            .set_cache_dir(dir);
     }
 
     /// Images whose SD features the networks computed so far (cache hits not counted).

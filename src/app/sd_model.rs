@@ -13,9 +13,7 @@ use super::notifications::{AppError, Notifications, file_label};
 use super::state::{SdChoice, SdSettings, preset_name};
 use super::tasks::{Output, TaskContext, spawn_promise, take_ready};
 use super::worker::{ModelJob, WorkerState};
-use crate::analysis::sd_features::{
-    SdCost, SdFeatureSettings, SdPreset, estimate, matmul_gflops,
-};
+use crate::analysis::sd_features::{SdCost, SdFeatureSettings, SdPreset, estimate, matmul_gflops};
 use crate::model::download::hub::hub_cache_dir;
 use crate::model::sd::{SdFolder, UnetConfig, VaeConfig, find_in_hub_cache};
 
@@ -40,9 +38,8 @@ impl SdModelInfo {
     pub fn estimate_text(&self, choice: &SdChoice, images: usize) -> String {
         let cost = self.cost(choice);
         let seconds = cost.seconds(self.gflops) * images as f64;
-        let plural = |n: usize, one: &str, many: &str| {
-            format!("{n} {}", if n == 1 { one } else { many })
-        };
+        let plural =
+            |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
         format!(
             "Estimate: about {} on this device, {} ({}, {} VAE and {} each)",
             duration_text(seconds),
@@ -225,10 +222,7 @@ impl SdPicker {
         ui.horizontal(|ui| {
             ui.label("Recipe:");
             for preset in [SdPreset::SdDino, SdPreset::Dift] {
-                if ui
-                    .radio(sd.preset == preset, preset_name(preset))
-                    .clicked()
-                {
+                if ui.radio(sd.preset == preset, preset_name(preset)).clicked() {
                     sd.preset = preset;
                     sd.size = None;
                 }

@@ -439,6 +439,13 @@ impl Settings {
         if corr.stride == Some(0) {
             corr.stride = None;
         }
+        if corr
+            .sd
+            .size
+            .is_some_and(|s| s == 0 || !s.is_multiple_of(64) || s > 4096)
+        {
+            corr.sd.size = None;
+        }
         let coseg = &mut self.coseg;
         coseg.saliency_threshold = clamp(coseg.saliency_threshold, 0.0, 1.0, 0.065);
         coseg.votes_percentage = coseg.votes_percentage.clamp(1, 100);
@@ -485,5 +492,13 @@ mod tests {
         let bad = bad.sanitized();
         assert_eq!((bad.pca.threshold, bad.pca.stride), (0.0, None));
         assert!(bad.pca.joint, "missing fields take their defaults");
+        let sd: Settings = serde_json::from_str(
+            r#"{"correspondence": {"features": "Fused", "sd": {"folder": "/m", "size": 100}}}"#,
+        )
+        .unwrap();
+        let sd = sd.sanitized().correspondence;
+        assert_eq!(sd.features, FeatureSource::Fused);
+        let choice = sd.sd.choice().unwrap();
+        assert_eq!((choice.preset, choice.size), (SdPreset::SdDino, 960), "a bad size falls back");
     }
 }

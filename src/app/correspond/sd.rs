@@ -22,6 +22,9 @@ use crate::app::tasks::{ImageId, Output, Tasks};
 use crate::app::view::{Shared, ViewContext};
 use crate::model::sd::sd_cache_dir;
 
+/// A source's descriptors and its targets'.
+type Matched = (Arc<CorrImage>, Vec<Arc<CorrImage>>);
+
 /// Images whose SD output is kept in memory by the view.
 const SD_IMAGES_KEPT: usize = 32;
 
@@ -193,10 +196,7 @@ impl CorrespondenceTab {
 
     /// The SD or SD+DINO descriptors of the source and its targets, once computed (`None` when
     /// the view matches DINO's).
-    pub(super) fn sd_matching(
-        &self,
-        shared: Shared<'_>,
-    ) -> Option<Option<(Arc<CorrImage>, Vec<Arc<CorrImage>>)>> {
+    pub(super) fn sd_matching(&self, shared: Shared<'_>) -> Option<Option<Matched>> {
         let wanted = self.sd_wanted(shared)?;
         let key = self.sd.set_key(&wanted, shared);
         Some(self.sd.sets.get(&key).and_then(|images| {
@@ -374,8 +374,7 @@ impl CorrespondenceTab {
         if running {
             if !missing.is_empty() {
                 ui.label(
-                    egui::RichText::new("Computing SD features (Cancel in the status bar)")
-                        .weak(),
+                    egui::RichText::new("Computing SD features (Cancel in the status bar)").weak(),
                 );
             }
         } else if ui

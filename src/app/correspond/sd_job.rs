@@ -77,12 +77,15 @@ pub struct SdSetOutput {
     pub images: Vec<Arc<CorrImage>>,
 }
 
+/// The co-PCA'd SD maps of image sets (source first) under a model and recipe.
+type CoPcaSets = BoundedCache<(Vec<ImageId>, SdChoice), Arc<Vec<Placed>>>;
+
 /// What the SD jobs keep on the worker: one session (its networks read once) and the co-PCA'd
 /// maps of the last sets.
 #[derive(Default)]
 struct SdWorkerCache {
     session: Option<((SdChoice, Option<PathBuf>), SdSession)>,
-    sets: Option<BoundedCache<(Vec<ImageId>, SdChoice), Arc<Vec<Placed>>>>,
+    sets: Option<CoPcaSets>,
 }
 
 /// Co-PCA'd sets kept (each weight step re-fuses one of them).
@@ -232,8 +235,9 @@ impl ModelJob for SdSetJob {
         let mut images = Vec::with_capacity(maps.len());
         for (i, (sd, input)) in maps.iter().zip(&self.inputs).enumerate() {
             let placed = match self.dino.get(i).filter(|_| key.fused) {
-                Some(dino) => fuse_placed(sd, dino, key.weights())
-                    .map_err(|e| compute_error(format!("fusing SD and DINO of {}", input.name), e))?,
+                Some(dino) => fuse_placed(sd, dino, key.weights()).map_err(|e| {
+                    compute_error(format!("fusing SD and DINO of {}", input.name), e)
+                })?,
                 None => sd.clone(),
             };
             images.push(Arc::new(corr_image(input, placed, placement, start)?));
@@ -254,12 +258,11 @@ fn corr_image(
     let rgb = input.rgb()?;
     let side = placed.map.image_size.0 as u32;
     let (canvas, _, _) = placement.canvas(&rgb, side);
-    let prepared = prepare(&canvas, Resize::None, 1, usize::MAX).map_err(|source| {
-        AppError::Prepare {
+    let prepared =
+        prepare(&canvas, Resize::None, 1, usize::MAX).map_err(|source| AppError::Prepare {
             path: input.name.clone(),
             source,
-        }
-    })?;
+        })?;
     let Placed { map, pixels } = placed;
     Ok(CorrImage {
         id: input.id,
