@@ -206,7 +206,7 @@ fn sd_dino_and_sd_alone_match_as_the_library_and_the_weight_only_refuses() {
     let point = (40.0, 30.0);
     s.h.state_mut().app_mut().set_corr_point(point);
     // Nothing runs before Run; the estimate is shown.
-    wait_for_label(&mut s.h, "Estimate: about");
+    wait_for_label(&mut s.h, "Estimate: ");
     s.h.get_by_label_contains("(2 images, 1 VAE and 1 UNet pass each)");
     assert_eq!(s.h.state().app().corr_sd_computed(), 0);
     assert!(
@@ -260,7 +260,7 @@ fn sd_dino_and_sd_alone_match_as_the_library_and_the_weight_only_refuses() {
 fn cancel_mid_unet_keeps_the_app_responsive_and_caches_nothing() {
     // 1024 px: SD-DINO's windows make several UNet passes, each long enough to cancel inside.
     let mut s = setup(FeatureSource::Sd, 1024);
-    wait_for_label(&mut s.h, "Estimate: about");
+    wait_for_label(&mut s.h, "Estimate: ");
     s.h.state_mut().app_mut().run_corr_sd();
     wait_for(&mut s.h, "a UNet pass", |app| {
         app.task_labels().iter().any(|l| l.contains("UNet"))

@@ -41,7 +41,7 @@ impl SdModelInfo {
         let plural =
             |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
         format!(
-            "Estimate: about {} on this device, {} ({}, {} VAE and {} each)",
+            "Estimate: {} on this device, {} ({}, {} VAE and {} each)",
             duration_text(seconds),
             bytes_text(cost.peak_bytes()),
             plural(images, "image", "images"),
@@ -55,9 +55,9 @@ fn duration_text(seconds: f64) -> String {
     if seconds < 1.0 {
         "under 1 s".into()
     } else if seconds < 120.0 {
-        format!("{seconds:.0} s")
+        format!("about {seconds:.0} s")
     } else {
-        format!("{:.0} min", seconds / 60.0)
+        format!("about {:.0} min", seconds / 60.0)
     }
 }
 

@@ -499,6 +499,10 @@ mod tests {
         let sd = sd.sanitized().correspondence;
         assert_eq!(sd.features, FeatureSource::Fused);
         let choice = sd.sd.choice().unwrap();
-        assert_eq!((choice.preset, choice.size), (SdPreset::SdDino, 960), "a bad size falls back");
+        assert_eq!(
+            (choice.preset, choice.size),
+            (SdPreset::SdDino, 960),
+            "a bad size falls back"
+        );
     }
 }

@@ -361,7 +361,7 @@ impl CorrespondenceTab {
             }
             return;
         };
-        ui.label(format!("{} ({})", info.version, wanted.choice.recipe()));
+        ui.label(format!("{}; {}", info.version, wanted.choice.recipe()));
         let missing = self.sd.missing(&wanted);
         let running = self.sd.run.as_ref() == Some(&wanted.choice);
         if !missing.is_empty() {
