@@ -13,6 +13,7 @@ use super::notifications::{AppError, Notifications, file_label};
 use super::state::{SdChoice, SdSettings, preset_name};
 use super::tasks::{Output, TaskContext, spawn_promise, take_ready};
 use super::worker::{ModelJob, WorkerState};
+use crate::analysis::sd_features::settings::MAX_SIZE;
 use crate::analysis::sd_features::{SdCost, SdFeatureSettings, SdPreset, estimate, matmul_gflops};
 use crate::model::download::hub::hub_cache_dir;
 use crate::model::sd::{SdFolder, UnetConfig, VaeConfig, find_in_hub_cache};
@@ -231,7 +232,7 @@ impl SdPicker {
         let default = SdFeatureSettings::preset(sd.preset).size;
         let mut size = sd.size.unwrap_or(default);
         ui.add(
-            egui::Slider::new(&mut size, 64..=1536)
+            egui::Slider::new(&mut size, 64..=MAX_SIZE)
                 .step_by(64.0)
                 .text("SD input (px)"),
         )

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::colormap::Colormap;
+use crate::analysis::sd_features::settings::MAX_SIZE;
 use crate::analysis::sd_features::{FeatureSource, SdFeatureSettings, SdPreset};
 use crate::model::{Facet, Resize};
 
@@ -232,7 +233,8 @@ pub struct SdSettings {
     /// A diffusers SD 1.x / 2.x folder (a Hugging Face cache snapshot or any folder).
     pub folder: Option<PathBuf>,
     pub preset: SdPreset,
-    /// Side of the square SD input; `None` = the preset's (SD-DINO 960, DIFT 768).
+    /// Side of the square SD input (a multiple of 64 up to `MAX_SIZE`); `None` = the preset's
+    /// (SD-DINO 960, DIFT 768).
     pub size: Option<u32>,
 }
 
@@ -442,7 +444,7 @@ impl Settings {
         if corr
             .sd
             .size
-            .is_some_and(|s| s == 0 || !s.is_multiple_of(64) || s > 4096)
+            .is_some_and(|s| s == 0 || !s.is_multiple_of(64) || s > MAX_SIZE)
         {
             corr.sd.size = None;
         }
