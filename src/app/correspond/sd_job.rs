@@ -119,31 +119,18 @@ impl ModelJob for SdImageJob {
         task.progress(format!("SD features of {name}: opening the model"));
         let rgb = input.rgb()?;
         let device = state.device().clone();
-        let mut cache = std::mem::take(state.stash::<SdWorkerCache>());
         let wanted = (key.choice.clone(), key.cache.clone());
-        let session = match cache.session.take() {
+        let mut session = match state.stash::<SdWorkerCache>().session.take() {
             Some((k, s)) if k == wanted => s,
-            _ => {
-                let folder = &key.choice.folder;
-                let what = || format!("opening the SD model {}", folder.display());
-                let opened = SdFolder::open(folder).map_err(|e| compute_error(what(), e))?;
-                let caches = key
-                    .cache
-                    .as_deref()
-                    .map_or_else(SdCaches::in_memory, SdCaches::on_disk);
-                SdSession::new(opened, key.choice.settings(), caches, &device)
-                    .map_err(|e| compute_error(what(), e))?
-            }
+            _ => open_session(&key, &device)?,
         };
-        let mut session = session;
         let cached = session.is_cached(&rgb);
         let mut progress = |done: f32, what: &str| {
             task.report(format!("SD features of {name}: {what}"), Some(done));
             !task.is_cancelled()
         };
         let result = session.features(&rgb, &mut progress);
-        cache.session = Some((wanted, session));
-        *state.stash::<SdWorkerCache>() = cache;
+        state.stash::<SdWorkerCache>().session = Some((wanted, session));
         if task.is_cancelled() {
             return Ok(None);
         }
@@ -154,6 +141,19 @@ impl ModelJob for SdImageJob {
             computed: !cached,
         })))
     }
+}
+
+/// A session for the key's model, recipe and cache folder (the networks are read on first use).
+fn open_session(key: &SdImageKey, device: &burn::tensor::Device) -> Result<SdSession, AppError> {
+    let folder = &key.choice.folder;
+    let what = || format!("opening the SD model {}", folder.display());
+    let opened = SdFolder::open(folder).map_err(|e| compute_error(what(), e))?;
+    let caches = key
+        .cache
+        .as_deref()
+        .map_or_else(SdCaches::in_memory, SdCaches::on_disk);
+    SdSession::new(opened, key.choice.settings(), caches, device)
+        .map_err(|e| compute_error(what(), e))
 }
 
 pub struct DinoPlacedJob {
