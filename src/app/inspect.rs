@@ -80,6 +80,11 @@ impl App {
         self.tasks.is_empty()
     }
 
+    /// What each task under way reports doing (the status bar's text).
+    pub fn task_labels(&self) -> Vec<String> {
+        self.tasks.labels().map(str::to_string).collect()
+    }
+
     /// Smoothed UI build time and frame interval of the last frames, in milliseconds (the debug
     /// overlay's numbers).
     pub fn frame_times(&self) -> (f32, f32) {
@@ -313,6 +318,26 @@ impl App {
 
     pub fn set_corr_fusion(&mut self, second: Option<SecondChoice>) {
         self.builtin_mut::<CorrespondenceTab>().set_fusion(second);
+    }
+
+    /// Presses Run for the chosen SD model and recipe (SD or SD+DINO sources).
+    pub fn run_corr_sd(&mut self) {
+        let (shared, views) = self.shared_and_views();
+        if let Some(c) = views.get_mut::<CorrespondenceTab>() {
+            c.run_sd(shared);
+        }
+    }
+
+    /// Where the correspondence view's SD session caches features (`None`: memory only).
+    pub fn set_corr_sd_cache(&mut self, dir: Option<PathBuf>) {
+        self.builtin_mut::<CorrespondenceTab>()
+            .sd
+            .set_cache_dir(dir);
+    }
+
+    /// Images whose SD features the networks computed so far (cache hits not counted).
+    pub fn corr_sd_computed(&self) -> u64 {
+        self.corr().sd.computed()
     }
 
     /// Asks for best-buddy pairs between the source and each target ("Auto").

@@ -34,6 +34,7 @@ pub mod notifications;
 pub mod paper_figure;
 pub mod pca;
 pub mod pixels;
+pub mod sd_model;
 mod startup;
 pub mod state;
 mod status_bar;

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::colormap::Colormap;
+use crate::analysis::sd_features::settings::MAX_SIZE;
+use crate::analysis::sd_features::{FeatureSource, SdFeatureSettings, SdPreset};
 use crate::model::{Facet, Resize};
 
 /// Key under which earlier versions stored the settings (JSON) in eframe's storage; read when no
@@ -198,8 +200,13 @@ pub struct CorrSettings {
     pub num_pairs: usize,
     /// Saliency above this is foreground for best buddies (dino-vit-features: 0.05).
     pub saliency_threshold: f32,
-    /// Weight of a fused second source; the model's descriptors get `1 - weight`.
+    /// Weight of a fused second source (SD's under SD+DINO); the model's descriptors get
+    /// `1 - weight`.
     pub fusion_weight: f32,
+    /// DINO, Stable Diffusion or SD-DINO's fusion of both.
+    pub features: FeatureSource,
+    /// The SD model and recipe of the SD sources.
+    pub sd: SdSettings,
 }
 
 impl Default for CorrSettings {
@@ -213,7 +220,75 @@ impl Default for CorrSettings {
             num_pairs: 10,
             saliency_threshold: 0.05,
             fusion_weight: 0.5,
+            features: FeatureSource::Dino,
+            sd: SdSettings::default(),
         }
+    }
+}
+
+/// The SD model and recipe a view uses.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SdSettings {
+    /// A diffusers SD 1.x / 2.x folder (a Hugging Face cache snapshot or any folder).
+    pub folder: Option<PathBuf>,
+    pub preset: SdPreset,
+    /// Side of the square SD input (a multiple of 64 up to `MAX_SIZE`); `None` = the preset's
+    /// (SD-DINO 960, DIFT 768).
+    pub size: Option<u32>,
+}
+
+impl Default for SdSettings {
+    fn default() -> Self {
+        SdSettings {
+            folder: None,
+            preset: SdPreset::SdDino,
+            size: None,
+        }
+    }
+}
+
+impl SdSettings {
+    /// The model and recipe, once a folder is chosen.
+    pub fn choice(&self) -> Option<SdChoice> {
+        let folder = self.folder.clone()?;
+        let size = self
+            .size
+            .unwrap_or_else(|| SdFeatureSettings::preset(self.preset).size);
+        Some(SdChoice {
+            folder,
+            preset: self.preset,
+            size,
+        })
+    }
+}
+
+/// One SD model under one recipe: what an image's SD features depend on besides its pixels.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SdChoice {
+    pub folder: PathBuf,
+    pub preset: SdPreset,
+    pub size: u32,
+}
+
+impl SdChoice {
+    pub fn settings(&self) -> SdFeatureSettings {
+        SdFeatureSettings {
+            size: self.size,
+            ..SdFeatureSettings::preset(self.preset)
+        }
+    }
+
+    /// The recipe, e.g. "SD-DINO, 960 px".
+    pub fn recipe(&self) -> String {
+        format!("{}, {} px", preset_name(self.preset), self.size)
+    }
+}
+
+pub fn preset_name(preset: SdPreset) -> &'static str {
+    match preset {
+        SdPreset::Dift => "DIFT",
+        SdPreset::SdDino => "SD-DINO",
     }
 }
 
@@ -366,6 +441,13 @@ impl Settings {
         if corr.stride == Some(0) {
             corr.stride = None;
         }
+        if corr
+            .sd
+            .size
+            .is_some_and(|s| s == 0 || !s.is_multiple_of(64) || s > MAX_SIZE)
+        {
+            corr.sd.size = None;
+        }
         let coseg = &mut self.coseg;
         coseg.saliency_threshold = clamp(coseg.saliency_threshold, 0.0, 1.0, 0.065);
         coseg.votes_percentage = coseg.votes_percentage.clamp(1, 100);
@@ -412,5 +494,17 @@ mod tests {
         let bad = bad.sanitized();
         assert_eq!((bad.pca.threshold, bad.pca.stride), (0.0, None));
         assert!(bad.pca.joint, "missing fields take their defaults");
+        let sd: Settings = serde_json::from_str(
+            r#"{"correspondence": {"features": "Fused", "sd": {"folder": "/m", "size": 100}}}"#,
+        )
+        .unwrap();
+        let sd = sd.sanitized().correspondence;
+        assert_eq!(sd.features, FeatureSource::Fused);
+        let choice = sd.sd.choice().unwrap();
+        assert_eq!(
+            (choice.preset, choice.size),
+            (SdPreset::SdDino, 960),
+            "a bad size falls back"
+        );
     }
 }

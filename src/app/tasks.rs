@@ -229,6 +229,11 @@ impl Tasks {
         self.running::<K>().next().is_some()
     }
 
+    /// What each task under way is doing now.
+    pub fn labels(&self) -> impl Iterator<Item = &str> {
+        self.tasks.values().map(|t| t.label.as_str())
+    }
+
     pub fn ids(&self) -> Vec<TaskId> {
         self.tasks.keys().copied().collect()
     }

@@ -21,7 +21,18 @@ use crate::model::{Facet, Vit};
 pub const SD_DINO_DINO_SIZE: u32 = 840;
 
 /// Which descriptors a correspondence matches.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, clap::ValueEnum)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub enum FeatureSource {
     /// The ViT's own descriptors.
     #[default]

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::fusion_job::{FuseJob, FuseKey, SecondChoice};
 use super::job::{CorrImage, CorrSpec};
 use super::{CorrespondenceTab, SecondPick};
+use crate::analysis::sd_features::FeatureSource;
 use crate::app::dialogs::Pick;
 use crate::app::view::{Shared, ViewContext};
 
@@ -46,6 +47,9 @@ impl CorrespondenceTab {
         shared: Shared<'_>,
         spec: CorrSpec,
     ) -> Option<(Arc<CorrImage>, Vec<Arc<CorrImage>>)> {
+        if let Some(sd) = self.sd_matching(shared) {
+            return sd;
+        }
         if self.fusion.is_none() {
             return self.own_images(shared, spec);
         }
@@ -119,6 +123,22 @@ impl CorrespondenceTab {
 
     pub(super) fn fusion_controls(&mut self, ui: &mut egui::Ui, cx: &mut ViewContext<'_>) {
         ui.heading("Features matched");
+        let source = &mut cx.settings.correspondence.features;
+        ui.horizontal(|ui| {
+            ui.radio_value(source, FeatureSource::Dino, "DINO")
+                .on_hover_text("This model's descriptors (optionally fused with a second source)");
+            ui.radio_value(source, FeatureSource::Sd, "SD")
+                .on_hover_text("Stable Diffusion's features (DIFT or SD-DINO's taps)");
+            ui.radio_value(source, FeatureSource::Fused, "SD+DINO")
+                .on_hover_text(
+                    "SD-DINO: SD's features fused with this model's last-block tokens of the \
+                     image placed the same way",
+                );
+        });
+        if *source != FeatureSource::Dino {
+            self.sd_controls(ui, cx);
+            return;
+        }
         match &self.fusion {
             Some(second) => ui.label(format!("This model fused with the {}", second.label())),
             None => ui.label("This model's descriptors"),

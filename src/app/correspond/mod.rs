@@ -10,6 +10,8 @@ pub mod fusion_job;
 pub mod job;
 pub mod panel;
 pub mod point_query;
+pub mod sd;
+pub mod sd_job;
 
 use eframe::egui;
 use std::any::Any;
@@ -117,6 +119,8 @@ pub struct CorrespondenceTab {
     fused: BoundedCache<FuseKey, [Arc<CorrImage>; 2]>,
     fuse_skipped: HashSet<FuseKey>,
     dialog: Dialog<SecondPick>,
+    /// Stable Diffusion sources (SD, SD+DINO).
+    pub sd: sd::SdSources,
 }
 
 impl Default for CorrespondenceTab {
@@ -137,6 +141,7 @@ impl Default for CorrespondenceTab {
             fused: BoundedCache::with_capacity(4 * CACHE_CAPACITY),
             fuse_skipped: HashSet::new(),
             dialog: Dialog::default(),
+            sd: sd::SdSources::default(),
         }
     }
 }
@@ -554,17 +559,22 @@ impl View for CorrespondenceTab {
             || tasks.any::<DescriptorsKey>()
             || tasks.any::<BuddiesKey>()
             || tasks.any::<FuseKey>()
+            || sd::SdSources::busy(tasks)
         {
             return;
         }
-        if self.request_descriptors(cx, spec) || self.request_fusion(cx, spec) {
+        if self.request_descriptors(cx, spec)
+            || self.request_sd(cx)
+            || self.request_fusion(cx, spec)
+        {
             return;
         }
         self.request_buddies(cx);
     }
 
-    fn poll(&mut self, _ctx: &egui::Context, cx: &mut ViewContext<'_>) {
+    fn poll(&mut self, ctx: &egui::Context, cx: &mut ViewContext<'_>) {
         self.take_picked_source(cx);
+        self.poll_sd(ctx, cx);
     }
 
     fn take_output(&mut self, output: Output) -> Result<(), Output> {
@@ -593,6 +603,10 @@ impl View for CorrespondenceTab {
             }
             Err(other) => other,
         };
+        let output = match self.sd.take_output(output) {
+            Ok(()) => return Ok(()),
+            Err(other) => other,
+        };
         let answer = output.downcast::<QueryAnswer>()?;
         self.answered(*answer);
         Ok(())
@@ -605,6 +619,8 @@ impl View for CorrespondenceTab {
             self.buddies_skipped.insert(*key);
         } else if let Some(key) = key.downcast_ref::<FuseKey>() {
             self.fuse_skipped.insert(key.clone());
+        } else {
+            self.sd.task_dropped(key);
         }
     }
 
@@ -616,6 +632,7 @@ impl View for CorrespondenceTab {
         self.wanted.clear();
         self.fused.clear();
         self.fuse_skipped.clear();
+        self.sd.model_loaded();
         if let Some(p) = &mut self.point {
             *p = PointState::new(p.source, p.point, p.stamp);
         }
