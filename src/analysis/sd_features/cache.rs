@@ -2,9 +2,11 @@
 //! does not rerun minutes of UNet work. The key covers everything the features depend on: the
 //! image's pixels, the UNet and VAE weights files (path, size, modification time), the settings
 //! (prompt included) and the context embedding's text encoder. Files are written atomically; a
-//! damaged or unreadable one counts as absent and is recomputed.
+//! damaged or unreadable one counts as absent and is recomputed. An SD-DINO entry is about 15 MB
+//! (DIFT's 12 MB), so memory keeps the last few and the folder is pruned, least recently used
+//! first, to a byte budget.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 
 use image::RgbImage;
@@ -60,12 +62,32 @@ impl FeatureKey {
     }
 }
 
+/// Entries kept in memory.
+const MEMORY_ENTRIES: usize = 8;
+/// Default size of the cache folder: about 270 SD-DINO images.
+pub const DEFAULT_DISK_BUDGET: u64 = 4 << 30;
+
 /// Cached features by key, in memory and optionally in a folder.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SdFeatureCache {
     dir: Option<PathBuf>,
     memory: HashMap<FeatureKey, SdImageFeatures>,
+    /// Oldest first.
+    order: VecDeque<FeatureKey>,
+    disk_budget: u64,
     disk_problem: Option<String>,
+}
+
+impl Default for SdFeatureCache {
+    fn default() -> Self {
+        SdFeatureCache {
+            dir: None,
+            memory: HashMap::new(),
+            order: VecDeque::new(),
+            disk_budget: DEFAULT_DISK_BUDGET,
+            disk_problem: None,
+        }
+    }
 }
 
 impl SdFeatureCache {
@@ -81,6 +103,12 @@ impl SdFeatureCache {
         }
     }
 
+    /// Caps the folder at `bytes` (least recently used files go first; the newest always stays).
+    pub fn with_disk_budget(mut self, bytes: u64) -> Self {
+        self.disk_budget = bytes;
+        self
+    }
+
     /// The last failure to write the disk cache (the features were still kept in memory).
     pub fn disk_problem(&self) -> Option<&str> {
         self.disk_problem.as_deref()
@@ -91,13 +119,57 @@ impl SdFeatureCache {
     }
 
     pub fn get(&mut self, key: &FeatureKey) -> Option<SdImageFeatures> {
-        if let Some(found) = self.memory.get(key) {
-            return Some(found.clone());
+        if let Some(found) = self.memory.get(key).cloned() {
+            self.remember(key.clone(), found.clone());
+            return Some(found);
         }
-        let bytes = std::fs::read(self.file(key)?).ok()?;
+        let path = self.file(key)?;
+        let bytes = std::fs::read(&path).ok()?;
         let found = decode(&bytes)?;
-        self.memory.insert(key.clone(), found.clone());
+        // A hit makes the file recent, so pruning keeps it.
+        if let Ok(file) = std::fs::File::options().append(true).open(&path) {
+            let _ = file.set_modified(std::time::SystemTime::now());
+        }
+        self.remember(key.clone(), found.clone());
         Some(found)
+    }
+
+    /// Keeps `features` in memory as the most recent entry, forgetting the oldest past
+    /// [`MEMORY_ENTRIES`].
+    fn remember(&mut self, key: FeatureKey, features: SdImageFeatures) {
+        self.order.retain(|k| k != &key);
+        self.order.push_back(key.clone());
+        self.memory.insert(key, features);
+        while self.order.len() > MEMORY_ENTRIES {
+            if let Some(old) = self.order.pop_front() {
+                self.memory.remove(&old);
+            }
+        }
+    }
+
+    /// Deletes the least recently used files until the folder fits the budget, never `keep`.
+    fn prune(&self, dir: &Path, keep: &Path) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let mut files: Vec<(std::time::SystemTime, u64, PathBuf)> = entries
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "safetensors"))
+            .filter_map(|e| {
+                let meta = e.metadata().ok()?;
+                Some((meta.modified().ok()?, meta.len(), e.path()))
+            })
+            .collect();
+        let mut total: u64 = files.iter().map(|(_, len, _)| len).sum();
+        files.sort();
+        for (_, len, path) in files {
+            if total <= self.disk_budget {
+                break;
+            }
+            if path != keep && std::fs::remove_file(&path).is_ok() {
+                total -= len;
+            }
+        }
     }
 
     pub fn put(&mut self, key: FeatureKey, features: SdImageFeatures) {
@@ -111,8 +183,11 @@ impl SdFeatureCache {
             self.disk_problem = written
                 .err()
                 .map(|e| format!("{}: cannot write the SD feature cache: {e}", path.display()));
+            if let Some(dir) = path.parent() {
+                self.prune(dir, &path);
+            }
         }
-        self.memory.insert(key, features);
+        self.remember(key, features);
     }
 }
 
@@ -321,6 +396,43 @@ mod tests {
         let bytes = std::fs::read(&file).unwrap();
         std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
         assert!(SdFeatureCache::on_disk(&cache_dir).get(&key).is_none());
+    }
+
+    #[test]
+    fn the_folder_keeps_the_most_recently_used_entries_within_its_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let (unet, vae) = (
+            identity(dir.path(), "u", b"unet"),
+            identity(dir.path(), "v", b"vae"),
+        );
+        let cache_dir = dir.path().join("cache");
+        let key = |seed: u8| {
+            let image = RgbImage::from_pixel(3, 3, image::Rgb([seed, 0, 0]));
+            FeatureKey::new(&image, &unet, &vae, None, &SdFeatureSettings::sd_dino())
+        };
+        let mut probe = SdFeatureCache::on_disk(&cache_dir);
+        probe.put(key(0), taps());
+        let entry = std::fs::metadata(probe.file(&key(0)).unwrap())
+            .unwrap()
+            .len();
+        // Room for two entries and a half.
+        let mut cache = SdFeatureCache::on_disk(&cache_dir).with_disk_budget(entry * 5 / 2);
+        let tick = || std::thread::sleep(std::time::Duration::from_millis(20));
+        tick();
+        cache.put(key(1), taps());
+        tick();
+        // Reading entry 0 from disk makes it recent again.
+        assert!(SdFeatureCache::on_disk(&cache_dir).get(&key(0)).is_some());
+        tick();
+        cache.put(key(2), taps());
+        let on_disk = |k: FeatureKey| cache.file(&k).unwrap().is_file();
+        assert!(on_disk(key(0)) && on_disk(key(2)));
+        assert!(!on_disk(key(1)), "the least recently used entry was kept");
+        // Memory keeps the last few only.
+        for seed in 3..20 {
+            cache.put(key(seed), taps());
+        }
+        assert_eq!(cache.memory.len(), MEMORY_ENTRIES);
     }
 
     #[test]
