@@ -341,3 +341,24 @@ fn a_bad_sd_folder_is_an_error_naming_it() {
     }
     assert!(s.h.state().app().is_idle());
 }
+
+#[test]
+fn a_cache_folder_that_cannot_be_written_is_reported_and_the_features_still_used() {
+    let mut s = setup(FeatureSource::Sd, 128);
+    // A file where the cache folder should be: nothing can be written below it.
+    let blocked = s.dir.path().join("blocked");
+    std::fs::write(&blocked, b"not a folder").unwrap();
+    s.h.state_mut()
+        .app_mut()
+        .set_corr_sd_cache(Some(blocked.clone()));
+    s.h.state_mut().app_mut().set_corr_point((40.0, 30.0));
+    s.h.state_mut().app_mut().run_corr_sd();
+    wait_for_label(&mut s.h, "Not kept for next time");
+    wait_for(&mut s.h, "the SD descriptors", sd_shown);
+    let label =
+        s.h.query_by_label_contains("Not kept for next time")
+            .map(|n| format!("{n:?}"))
+            .unwrap_or_default();
+    assert!(label.contains("blocked"), "{label}");
+    assert!(s.h.state().app().notifications().errors().next().is_none());
+}

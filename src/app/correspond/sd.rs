@@ -43,6 +43,8 @@ pub struct SdSources {
     skipped_sets: HashSet<SdSetKey>,
     /// Images whose SD features the networks computed (not read from a cache).
     computed: u64,
+    /// The last failure to write the SD feature cache (the features are still used).
+    cache_problem: Option<String>,
 }
 
 impl Default for SdSources {
@@ -58,6 +60,7 @@ impl Default for SdSources {
             sets: BoundedCache::with_capacity(SD_IMAGES_KEPT),
             skipped_sets: HashSet::new(),
             computed: 0,
+            cache_problem: None,
         }
     }
 }
@@ -127,6 +130,7 @@ impl SdSources {
         let output = match output.downcast::<SdImageOutput>() {
             Ok(o) => {
                 self.computed += u64::from(o.computed);
+                self.cache_problem = o.cache_problem;
                 self.features.insert(o.key, o.features);
                 return Ok(());
             }
@@ -386,6 +390,12 @@ impl CorrespondenceTab {
         }
         if self.sd_matching(shared).flatten().is_none() {
             ui.label(egui::RichText::new("Shown meanwhile: DINO's matches").weak());
+        }
+        if let Some(problem) = &self.sd.cache_problem {
+            ui.colored_label(
+                ui.visuals().warn_fg_color,
+                format!("Not kept for next time: {problem}"),
+            );
         }
         if wanted.fused {
             ui.add(

@@ -65,6 +65,8 @@ pub struct SdImageOutput {
     pub features: Arc<SdImageFeatures>,
     /// The networks ran (it was in neither cache).
     pub computed: bool,
+    /// Why the features could not be written to the disk cache, if they could not.
+    pub cache_problem: Option<String>,
 }
 
 pub struct DinoPlacedOutput {
@@ -130,6 +132,7 @@ impl ModelJob for SdImageJob {
             !task.is_cancelled()
         };
         let result = session.features(&rgb, &mut progress);
+        let cache_problem = session.cache_problem().map(str::to_string);
         state.stash::<SdWorkerCache>().session = Some((wanted, session));
         if task.is_cancelled() {
             return Ok(None);
@@ -139,6 +142,7 @@ impl ModelJob for SdImageJob {
             key,
             features: Arc::new(features),
             computed: !cached,
+            cache_problem,
         })))
     }
 }
