@@ -14,6 +14,18 @@ pub enum ArrayFileError {
     Format { path: PathBuf, detail: String },
 }
 
+/// `[rows, cols]` row-major values as `[cols, rows]`.
+pub fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    debug_assert_eq!(data.len(), rows * cols);
+    let mut out = vec![0f32; data.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = data[r * cols + c];
+        }
+    }
+    out
+}
+
 /// Writes `data` with the given shape as a float32 C-order `.npy` file (atomically).
 pub fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> Result<(), ArrayFileError> {
     use npyz::WriterBuilder;

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::analysis::features::{FeatureMap, l2_normalize_rows};
 use crate::analysis::pca::Pca;
+use crate::arrays::transpose;
 use crate::model::Grid;
 
 /// A feature map read from a file: `rows x cols` cells of `dim` channels, cells row-major.
@@ -119,13 +120,7 @@ pub fn load_external(path: &Path, tensor: Option<&str>) -> Result<ExternalMap, F
             ExternalProblem::NotFinite { index, value },
         ));
     }
-    let cells = rows * cols;
-    let mut data = vec![0f32; cells * dim];
-    for (c, plane) in values.chunks_exact(cells).enumerate() {
-        for (cell, &v) in plane.iter().enumerate() {
-            data[cell * dim + c] = v;
-        }
-    }
+    let data = transpose(&values, dim, rows * cols);
     Ok(ExternalMap {
         path: path.to_path_buf(),
         rows,

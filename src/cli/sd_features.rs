@@ -13,7 +13,7 @@ use crate::analysis::sd_features::{
     SdCaches, SdFeatureSettings, SdImageFeatures, SdPreset, SdSession, dino_placed, fuse_placed,
     sd_descriptors,
 };
-use crate::arrays::{read_npy, write_npy};
+use crate::arrays::{read_npy, transpose, write_npy};
 use crate::model::backend;
 use crate::model::download::hub::hub_cache_dir;
 use crate::model::preprocess::load_rgb;
@@ -262,16 +262,9 @@ pub fn run(args: &SdFeaturesArgs) -> Result<()> {
 
 /// `[cells, C]` as `[C, rows, cols]`.
 fn channels_first(map: &FeatureMap) -> RawTensor {
-    let (rows, cols, dim) = (map.grid.rows, map.grid.cols, map.dim);
-    let mut data = vec![0.0; map.data.len()];
-    for (cell, values) in map.data.chunks_exact(dim.max(1)).enumerate() {
-        for (channel, v) in values.iter().enumerate() {
-            data[channel * rows * cols + cell] = *v;
-        }
-    }
     RawTensor {
-        shape: vec![dim, rows, cols],
-        data,
+        shape: vec![map.dim, map.grid.rows, map.grid.cols],
+        data: transpose(&map.data, map.grid.len(), map.dim),
     }
 }
 

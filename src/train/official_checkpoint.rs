@@ -28,6 +28,7 @@ use super::config::TrainConfig;
 use super::official_names::{burn_path, pytorch_order};
 use super::params::is_regularized;
 use super::step::TrainStep;
+use crate::arrays::transpose;
 use crate::model::checkpoint::{PTH_BACKBONE_KEY, PTH_EXTRAS_KEY, RawTensor};
 use crate::model::config::{Arch, VitConfig};
 use crate::model::host::f32_values;
@@ -59,17 +60,6 @@ pub struct Resume {
 
 fn host(t: burn::tensor::Tensor<1>) -> Result<Vec<f32>, String> {
     f32_values(t).map_err(|e| e.to_string())
-}
-
-/// `[rows, cols]` row-major values to `[cols, rows]`.
-fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0f32; data.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = data[r * cols + c];
-        }
-    }
-    out
 }
 
 /// Whether AdamW sees the parameter (`weight_g` is frozen with `norm_last_layer`).
