@@ -34,6 +34,8 @@ pub mod notifications;
 pub mod paper_figure;
 pub mod pca;
 pub mod pixels;
+pub mod sd_images;
+pub mod sd_jobs;
 pub mod sd_model;
 mod startup;
 pub mod state;

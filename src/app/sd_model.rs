@@ -10,7 +10,7 @@ use poll_promise::Promise;
 
 use super::dialogs::{Dialog, Pick};
 use super::notifications::{AppError, Notifications, file_label};
-use super::state::{SdChoice, SdSettings, preset_name};
+use super::state::{SdChoice, SdSettings, ViewTab, preset_name};
 use super::tasks::{Output, TaskContext, spawn_promise, take_ready};
 use super::worker::{ModelJob, WorkerState};
 use crate::analysis::sd_features::settings::MAX_SIZE;
@@ -70,19 +70,22 @@ fn bytes_text(bytes: f64) -> String {
     }
 }
 
-/// The key of the task reading an SD folder.
+/// The key of the task reading an SD folder for the view `owner`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct SdInfoKey(pub PathBuf);
+pub struct SdInfoKey {
+    pub owner: ViewTab,
+    pub folder: PathBuf,
+}
 
 /// The result of [`SdInfoJob`], sent back by the worker.
 pub struct SdInfoOutput {
-    pub folder: PathBuf,
+    pub key: SdInfoKey,
     pub info: Arc<SdModelInfo>,
 }
 
 /// Opens an SD folder and reads its configs; measures the device once.
 pub struct SdInfoJob {
-    pub folder: PathBuf,
+    pub key: SdInfoKey,
     pub generation: u64,
 }
 
@@ -100,8 +103,9 @@ impl ModelJob for SdInfoJob {
         state: &mut WorkerState,
         task: &TaskContext,
     ) -> Result<Option<Output>, AppError> {
-        task.progress(format!("Reading the SD model {}", file_label(&self.folder)));
-        let info = read_info(&self.folder)?;
+        let folder = &self.key.folder;
+        task.progress(format!("Reading the SD model {}", file_label(folder)));
+        let info = read_info(folder)?;
         let gflops = match state.stash::<DeviceSpeed>().0 {
             Some(g) => g,
             None => {
@@ -112,7 +116,7 @@ impl ModelJob for SdInfoJob {
             }
         };
         Ok(Some(Box::new(SdInfoOutput {
-            folder: self.folder,
+            key: self.key,
             info: Arc::new(SdModelInfo { gflops, ..info }),
         })))
     }

@@ -1,45 +1,26 @@
-//! Stable Diffusion features for the correspondence view, on the worker (the library's
-//! `sd_features`, as `dinoscope correspond --features sd|fused` runs them): each image's SD output
-//! (VAE and UNet passes, cancellable within a pass, cached in memory and on disk by the session),
-//! each image's DINO tokens placed on the same square, and the shown set's descriptors: the SD
+//! The correspondence view's Stable Diffusion descriptors, on the worker (the library's
+//! `sd_features`, as `dinoscope correspond --features sd|fused` runs them): from each image's SD
+//! output and placed DINO tokens ([`crate::app::sd_jobs`]), the shown set's descriptors: the SD
 //! maps co-PCA'd over the source and its targets (kept by the worker), fused with the DINO tokens
 //! under the weight. Moving the weight only re-fuses the cached maps.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::job::CorrImage;
 use crate::analysis::correspond::ImageDescriptors;
 use crate::analysis::sd_features::{
-    Placed, Placement, SD_DINO_DINO_SIZE, SD_DINO_PCA_DIMS, SdCaches, SdImageFeatures, SdPreset,
-    SdSession, dino_placed, fuse_placed, sd_descriptors,
+    Placed, Placement, SD_DINO_PCA_DIMS, SdImageFeatures, fuse_placed, sd_descriptors,
 };
 use crate::analysis::similarity::Score;
 use crate::app::cache::BoundedCache;
 use crate::app::notifications::AppError;
+use crate::app::sd_jobs::compute_error;
 use crate::app::state::SdChoice;
 use crate::app::tasks::{ImageId, Output, TaskContext};
 use crate::app::worker::{ImageInput, ModelJob, WorkerState};
+use crate::model::Resize;
 use crate::model::preprocess::prepare;
-use crate::model::{Resize, sd::SdFolder};
-
-/// One image's SD output under a model and recipe.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct SdImageKey {
-    pub image: ImageId,
-    pub choice: SdChoice,
-    /// The session's feature cache folder (`None`: memory only).
-    pub cache: Option<PathBuf>,
-}
-
-/// One image's DINO tokens on the square SD's recipe places it on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct DinoPlacedKey {
-    pub image: ImageId,
-    pub preset: SdPreset,
-    pub generation: u64,
-}
 
 /// The descriptors of a source and its targets (in this order) under SD or SD+DINO.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -60,20 +41,6 @@ impl SdSetKey {
     }
 }
 
-pub struct SdImageOutput {
-    pub key: SdImageKey,
-    pub features: Arc<SdImageFeatures>,
-    /// The networks ran (it was in neither cache).
-    pub computed: bool,
-    /// Why the features could not be written to the disk cache, if they could not.
-    pub cache_problem: Option<String>,
-}
-
-pub struct DinoPlacedOutput {
-    pub key: DinoPlacedKey,
-    pub placed: Arc<Placed>,
-}
-
 pub struct SdSetOutput {
     pub key: SdSetKey,
     pub images: Vec<Arc<CorrImage>>,
@@ -82,115 +49,12 @@ pub struct SdSetOutput {
 /// The co-PCA'd SD maps of image sets (source first) under a model and recipe.
 type CoPcaSets = BoundedCache<(Vec<ImageId>, SdChoice), Arc<Vec<Placed>>>;
 
-/// What the SD jobs keep on the worker: one session (its networks read once) and the co-PCA'd
-/// maps of the last sets.
+/// The co-PCA'd maps of the last sets, kept by the worker.
 #[derive(Default)]
-struct SdWorkerCache {
-    session: Option<((SdChoice, Option<PathBuf>), SdSession)>,
-    sets: Option<CoPcaSets>,
-}
+struct SdSetCache(Option<CoPcaSets>);
 
 /// Co-PCA'd sets kept (each weight step re-fuses one of them).
 const SETS_KEPT: usize = 8;
-
-fn compute_error(what: String, e: impl std::fmt::Display) -> AppError {
-    AppError::Compute {
-        what,
-        detail: e.to_string(),
-    }
-}
-
-pub struct SdImageJob {
-    pub key: SdImageKey,
-    pub input: ImageInput,
-    pub generation: u64,
-}
-
-impl ModelJob for SdImageJob {
-    fn generation(&self) -> u64 {
-        self.generation
-    }
-
-    fn run(
-        self: Box<Self>,
-        state: &mut WorkerState,
-        task: &TaskContext,
-    ) -> Result<Option<Output>, AppError> {
-        let SdImageJob { key, input, .. } = *self;
-        let name = input.name.clone();
-        task.progress(format!("SD features of {name}: opening the model"));
-        let rgb = input.rgb()?;
-        let device = state.device().clone();
-        let wanted = (key.choice.clone(), key.cache.clone());
-        let mut session = match state.stash::<SdWorkerCache>().session.take() {
-            Some((k, s)) if k == wanted => s,
-            _ => open_session(&key, &device)?,
-        };
-        let cached = session.is_cached(&rgb);
-        let mut progress = |done: f32, what: &str| {
-            task.report(format!("SD features of {name}: {what}"), Some(done));
-            !task.is_cancelled()
-        };
-        let result = session.features(&rgb, &mut progress);
-        let cache_problem = session.cache_problem().map(str::to_string);
-        state.stash::<SdWorkerCache>().session = Some((wanted, session));
-        if task.is_cancelled() {
-            return Ok(None);
-        }
-        let features = result.map_err(|e| compute_error(format!("SD features of {name}"), e))?;
-        Ok(Some(Box::new(SdImageOutput {
-            key,
-            features: Arc::new(features),
-            computed: !cached,
-            cache_problem,
-        })))
-    }
-}
-
-/// A session for the key's model, recipe and cache folder (the networks are read on first use).
-fn open_session(key: &SdImageKey, device: &burn::tensor::Device) -> Result<SdSession, AppError> {
-    let folder = &key.choice.folder;
-    let what = || format!("opening the SD model {}", folder.display());
-    let opened = SdFolder::open(folder).map_err(|e| compute_error(what(), e))?;
-    let caches = key
-        .cache
-        .as_deref()
-        .map_or_else(SdCaches::in_memory, SdCaches::on_disk);
-    SdSession::new(opened, key.choice.settings(), caches, device)
-        .map_err(|e| compute_error(what(), e))
-}
-
-pub struct DinoPlacedJob {
-    pub key: DinoPlacedKey,
-    pub input: ImageInput,
-}
-
-impl ModelJob for DinoPlacedJob {
-    fn generation(&self) -> u64 {
-        self.key.generation
-    }
-
-    fn run(
-        self: Box<Self>,
-        state: &mut WorkerState,
-        task: &TaskContext,
-    ) -> Result<Option<Output>, AppError> {
-        let name = &self.input.name;
-        task.progress(format!("DINO tokens of {name} placed as SD sees it"));
-        let rgb = self.input.rgb()?;
-        let Some(vit) = state.vit() else {
-            return Ok(None);
-        };
-        let layer = vit.config().depth - 1;
-        let placement = Placement::of(self.key.preset);
-        let placed = dino_placed(vit, &rgb, placement, SD_DINO_DINO_SIZE, layer)
-            .map_err(|e| compute_error(format!("DINO tokens of {name}"), e))?;
-        Ok(Some(Box::new(DinoPlacedOutput {
-            key: self.key,
-            placed: Arc::new(placed),
-        })))
-    }
-}
 
 pub struct SdSetJob {
     pub key: SdSetKey,
@@ -212,9 +76,9 @@ impl ModelJob for SdSetJob {
     ) -> Result<Option<Output>, AppError> {
         let start = Instant::now();
         let key = self.key;
-        let cache = state.stash::<SdWorkerCache>();
-        let sets = cache
-            .sets
+        let sets = state
+            .stash::<SdSetCache>()
+            .0
             .get_or_insert_with(|| BoundedCache::with_capacity(SETS_KEPT));
         let set_key = (key.images.clone(), key.choice.clone());
         let maps = match sets.get(&set_key) {
