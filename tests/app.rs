@@ -558,9 +558,9 @@ fn pca_view_shows_the_library_colouring_of_every_image() {
     h.event(egui::Event::PointerMoved(pos));
     h.step();
     let hover = h.state().app().pca_view().hover.expect("a hovered patch");
-    let x = (pos.x - tile.colours.min.x) / tile.colours.width() * shown.prepared.width() as f32;
-    let y = (pos.y - tile.colours.min.y) / tile.colours.height() * shown.prepared.height() as f32;
-    let index = shown.pixels.patch_at_model(x as f64, y as f64);
+    let x = (pos.x - tile.colours.min.x) / tile.colours.width() * shown.picture.width() as f32;
+    let y = (pos.y - tile.colours.min.y) / tile.colours.height() * shown.picture.height() as f32;
+    let index = shown.pixels.patch_at(x as f64, y as f64);
     assert_eq!(
         (hover.row, hover.col),
         (index / shown.grid.cols, index % shown.grid.cols)
@@ -595,11 +595,8 @@ fn pca_view_shows_the_library_colouring_of_every_image() {
     assert_eq!(files.len(), 4);
     let png = image::open(out.join("chelsea_pca.png")).unwrap();
     assert_eq!(
-        (png.width() as usize, png.height() as usize),
-        (
-            fg.images[0].prepared.width(),
-            fg.images[0].prepared.height()
-        )
+        (png.width(), png.height()),
+        (fg.images[0].picture.width(), fg.images[0].picture.height())
     );
     let (shape, values) = dinoscope::arrays::read_npy(&out.join("cartoon_cat_pca.npy")).unwrap();
     assert_eq!(

@@ -220,14 +220,11 @@ fn the_pca_preset_sets_the_papers_options_shows_and_exports_its_figure() {
 
     // The figure: the images in a row over their colourings.
     let shown = app.pca_figure().unwrap().clone();
-    let images: Vec<&RgbImage> = result.images.iter().map(|i| &i.prepared.rgb).collect();
+    let images: Vec<&RgbImage> = result.images.iter().map(|i| i.picture.as_ref()).collect();
     let colorings: Vec<&RgbImage> = result.images.iter().map(|i| &i.colored).collect();
     assert_eq!(*shown, dinov2_pca_figure(&images, &colorings));
     let (a, b) = (&result.images[0], &result.images[1]);
-    assert_eq!(
-        shown.width(),
-        (a.prepared.width() + b.prepared.width()) as u32 + GAP
-    );
+    assert_eq!(shown.width(), a.picture.width() + b.picture.width() + GAP);
     h.get_by_label("DINOv2 paper figure");
 
     let png = dir.path().join("pca-figure.png");

@@ -1,6 +1,7 @@
 //! The correspondence view's Stable Diffusion sources in the app, on the tiny SD folder and the
 //! tiny DINOv2 fixture: SD+DINO and SD alone match as the library does, the weight re-fuses without
-//! rerunning the UNet, Cancel mid-UNet caches nothing, and a bad folder is an error naming it.
+//! rerunning the UNet, Cancel mid-UNet caches nothing, and a bad folder is an error naming it; the
+//! PCA view colours SD and SD+DINO features as `dinoscope pca --features sd|fused` does.
 
 mod app_common;
 mod common;
@@ -13,6 +14,7 @@ use burn::tensor::Device;
 use common::fixture;
 use common::sd_folder::tiny_sd_folder;
 use dinoscope::analysis::correspond::{ImageDescriptors, PointQuery, query_point};
+use dinoscope::analysis::pca_rgb::{PcaColoring, pca_colors, render_on_original};
 use dinoscope::analysis::sd_features::{
     FeatureSource, Placed, Placement, SD_DINO_DINO_SIZE, SD_DINO_PCA_DIMS, SdCaches,
     SdFeatureSettings, SdPreset, SdSession, dino_placed, fuse_placed, sd_descriptors,
@@ -138,6 +140,16 @@ fn shown_names(app: &App) -> Vec<String> {
 /// The library's descriptors of the pair in view order: SD-DINO at `size` (co-PCA over the
 /// pair), fused with the ViT's last-block tokens at 840 px under `weight` when given.
 fn library_placed(s: &Setup, order: &[String], size: u32, weight: Option<f32>) -> Vec<Placed> {
+    library_placed_weighted(s, order, size, weight.map(|w| [w, 1.0 - w]))
+}
+
+/// As [`library_placed`], with the (SD, DINO) weights given.
+fn library_placed_weighted(
+    s: &Setup,
+    order: &[String],
+    size: u32,
+    weights: Option<[f32; 2]>,
+) -> Vec<Placed> {
     let mut settings = SdFeatureSettings::sd_dino();
     settings.size = size;
     let folder = SdFolder::open(&s.sd).unwrap();
@@ -152,7 +164,7 @@ fn library_placed(s: &Setup, order: &[String], size: u32, weight: Option<f32>) -
         .map(|img| session.features(img, &mut |_, _| true).unwrap())
         .collect();
     let sd = sd_descriptors(&features, SD_DINO_PCA_DIMS).unwrap();
-    let Some(w) = weight else {
+    let Some(weights) = weights else {
         return sd;
     };
     let layer = s.vit.config().depth - 1;
@@ -161,7 +173,7 @@ fn library_placed(s: &Setup, order: &[String], size: u32, weight: Option<f32>) -
         .map(|(img, sd)| {
             let dino =
                 dino_placed(&s.vit, img, Placement::Letterbox, SD_DINO_DINO_SIZE, layer).unwrap();
-            fuse_placed(sd, &dino, [w, 1.0 - w]).unwrap()
+            fuse_placed(sd, &dino, weights).unwrap()
         })
         .collect()
 }
@@ -361,4 +373,100 @@ fn a_cache_folder_that_cannot_be_written_is_reported_and_the_features_still_used
             .unwrap_or_default();
     assert!(label.contains("blocked"), "{label}");
     assert!(s.h.state().app().notifications().errors().next().is_none());
+}
+
+fn pca_shown(app: &App) -> bool {
+    app.is_idle() && app.current_pca_result().is_some()
+}
+
+/// The PCA view's colouring equals the library's `pca --features sd|fused` on the same pixels:
+/// co-PCA over both images, fused with the last block's tokens at equal weights, one joint colour
+/// PCA painted on each original image.
+fn assert_same_colouring(app: &App, placed: &[Placed], what: &str) {
+    let result = app.current_pca_result().unwrap().clone();
+    let maps: Vec<_> = placed.iter().map(|p| p.map.clone()).collect();
+    let expected = pca_colors(&maps, PcaColoring::default());
+    assert_eq!(result.images.len(), 2, "{what}");
+    for ((shown, want), p) in result.images.iter().zip(&expected).zip(placed) {
+        assert_eq!(shown.grid, p.map.grid, "{what}: grid");
+        let worst = shown
+            .view
+            .projections
+            .iter()
+            .zip(&want.projections)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(worst < 1e-4, "{what}: projections differ by {worst}");
+        let (w, h) = shown.picture.dimensions();
+        let painted = render_on_original(&want.colors, &p.pixels, w, h);
+        let off = shown
+            .colored
+            .pixels()
+            .zip(painted.pixels())
+            .flat_map(|(a, b)| (0..3).map(move |c| (a[c] as i32 - b[c] as i32).abs()))
+            .max()
+            .unwrap_or(0);
+        assert!(off <= 1, "{what}: colours differ by {off} levels");
+    }
+}
+
+#[test]
+fn pca_view_colours_sd_and_fused_features_as_the_library() {
+    let mut s = setup(FeatureSource::Dino, 128);
+    {
+        let app = s.h.state_mut().app_mut();
+        app.set_pca_sd_cache(Some(s.dir.path().join("sd-cache")));
+        let pca = &mut app.settings_mut().pca;
+        pca.all_images = true;
+        pca.joint = true;
+        pca.foreground = false;
+        pca.layer = None;
+        pca.features = FeatureSource::Sd;
+        pca.sd.folder = Some(s.sd.clone());
+        pca.sd.preset = SdPreset::SdDino;
+        pca.sd.size = Some(128);
+        app.set_tab(ViewTab::PCA);
+    }
+    // Nothing runs before Run; the estimate and what to do are shown.
+    wait_for_label(&mut s.h, "Estimate: ");
+    s.h.get_by_label_contains("Press Run in the panel");
+    assert_eq!(s.h.state().app().pca_sd_computed(), 0);
+    assert!(s.h.state().app().current_pca_result().is_none());
+
+    s.h.state_mut().app_mut().run_pca_sd();
+    wait_for(&mut s.h, "the PCA of SD features", pca_shown);
+    let order = ["a.png".to_string(), "b.png".to_string()];
+    let app = s.h.state().app();
+    assert_eq!(app.pca_sd_computed(), 2, "one UNet run per image");
+    let names: Vec<_> = app
+        .current_pca_result()
+        .unwrap()
+        .images
+        .iter()
+        .map(|i| i.name.clone())
+        .collect();
+    assert_eq!(names, order);
+    let sd = library_placed(&s, &order, 128, None);
+    assert_same_colouring(app, &sd, "SD");
+    // Shown on the original pictures, with the heading naming the recipe.
+    let shown = &app.current_pca_result().unwrap().images[0];
+    assert_eq!(shown.picture.dimensions(), (120, 90));
+    s.h.get_by_label_contains("Stable Diffusion (SD-DINO, 128 px)");
+
+    s.h.state_mut().app_mut().settings_mut().pca.features = FeatureSource::Fused;
+    s.h.step();
+    wait_for(&mut s.h, "the PCA of SD+DINO features", pca_shown);
+    let app = s.h.state().app();
+    let fused = library_placed_weighted(&s, &order, 128, Some([1.0, 1.0]));
+    assert_same_colouring(app, &fused, "SD+DINO");
+    assert_eq!(app.pca_sd_computed(), 2, "SD+DINO reuses the SD features");
+    s.h.get_by_label_contains("+ DINO block");
+
+    // Another block's tokens: only the DINO side and the PCA run again.
+    let depth = s.vit.config().depth;
+    s.h.state_mut().app_mut().settings_mut().pca.layer = Some(depth - 2);
+    s.h.step();
+    wait_for(&mut s.h, "the PCA with another block", pca_shown);
+    let app = s.h.state().app();
+    assert_eq!(app.current_pca_key().unwrap().layer, depth - 2);
+    assert_eq!(app.pca_sd_computed(), 2);
 }

@@ -340,6 +340,24 @@ impl App {
         self.corr().sd.computed()
     }
 
+    /// Presses Run in the PCA view for the chosen SD model and recipe (SD or SD+DINO).
+    pub fn run_pca_sd(&mut self) {
+        let (shared, views) = self.shared_and_views();
+        if let Some(p) = views.get_mut::<PcaTab>() {
+            p.run_sd(shared);
+        }
+    }
+
+    /// Where the PCA view's SD session caches features (`None`: memory only).
+    pub fn set_pca_sd_cache(&mut self, dir: Option<PathBuf>) {
+        self.builtin_mut::<PcaTab>().sd.set_cache_dir(dir);
+    }
+
+    /// Images whose SD features the PCA view had the networks compute (cache hits not counted).
+    pub fn pca_sd_computed(&self) -> u64 {
+        self.pca().sd.computed()
+    }
+
     /// Asks for best-buddy pairs between the source and each target ("Auto").
     pub fn find_best_buddies(&mut self) {
         let (shared, views) = self.shared_and_views();

@@ -17,7 +17,7 @@ use super::sd_model::{SdInfoJob, SdInfoKey, SdInfoOutput, SdModelInfo, SdPicker}
 use super::state::{SdChoice, SdSettings, ViewTab};
 use super::tasks::{ImageId, Output, Tasks};
 use super::view::ViewContext;
-use crate::analysis::sd_features::{Placed, SdImageFeatures};
+use crate::analysis::sd_features::{FeatureSource, Placed, SdImageFeatures};
 use crate::model::sd::sd_cache_dir;
 
 /// Images whose SD output a view keeps in memory.
@@ -333,4 +333,16 @@ impl SdImages {
             );
         }
     }
+}
+
+/// The DINO | SD | SD+DINO row; `fused_hover` says which DINO tokens SD+DINO fuses.
+pub fn source_row(ui: &mut egui::Ui, source: &mut FeatureSource, fused_hover: &str) {
+    ui.horizontal(|ui| {
+        ui.radio_value(source, FeatureSource::Dino, "DINO")
+            .on_hover_text("This model's features");
+        ui.radio_value(source, FeatureSource::Sd, "SD")
+            .on_hover_text("Stable Diffusion's features (DIFT or SD-DINO's taps)");
+        ui.radio_value(source, FeatureSource::Fused, "SD+DINO")
+            .on_hover_text(fused_hover);
+    });
 }

@@ -102,6 +102,10 @@ pub struct PcaSettings {
     /// The foreground is the patches with a positive first-component score (the DINOv2 paper's
     /// rule) instead of those above the threshold.
     pub positive_score: bool,
+    /// DINO, Stable Diffusion or SD-DINO's fusion of both.
+    pub features: FeatureSource,
+    /// The SD model and recipe of the SD sources.
+    pub sd: SdSettings,
 }
 
 impl Default for PcaSettings {
@@ -115,6 +119,8 @@ impl Default for PcaSettings {
             foreground: false,
             threshold: 0.5,
             positive_score: false,
+            features: FeatureSource::Dino,
+            sd: SdSettings::default(),
         }
     }
 }
@@ -249,6 +255,16 @@ impl Default for SdSettings {
 }
 
 impl SdSettings {
+    /// Drops an input size SD cannot take (not a multiple of 64, or above `MAX_SIZE`).
+    fn sanitize(&mut self) {
+        if self
+            .size
+            .is_some_and(|s| s == 0 || !s.is_multiple_of(64) || s > MAX_SIZE)
+        {
+            self.size = None;
+        }
+    }
+
     /// The model and recipe, once a folder is chosen.
     pub fn choice(&self) -> Option<SdChoice> {
         let folder = self.folder.clone()?;
@@ -435,19 +451,14 @@ impl Settings {
         if self.pca.stride == Some(0) {
             self.pca.stride = None;
         }
+        self.pca.sd.sanitize();
         let corr = &mut self.correspondence;
         corr.saliency_threshold = clamp(corr.saliency_threshold, 0.0, 1.0, 0.05);
         corr.num_pairs = corr.num_pairs.clamp(1, 200);
         if corr.stride == Some(0) {
             corr.stride = None;
         }
-        if corr
-            .sd
-            .size
-            .is_some_and(|s| s == 0 || !s.is_multiple_of(64) || s > MAX_SIZE)
-        {
-            corr.sd.size = None;
-        }
+        corr.sd.sanitize();
         let coseg = &mut self.coseg;
         coseg.saliency_threshold = clamp(coseg.saliency_threshold, 0.0, 1.0, 0.065);
         coseg.votes_percentage = coseg.votes_percentage.clamp(1, 100);

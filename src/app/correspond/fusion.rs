@@ -10,6 +10,7 @@ use super::job::{CorrImage, CorrSpec};
 use super::{CorrespondenceTab, SecondPick};
 use crate::analysis::sd_features::FeatureSource;
 use crate::app::dialogs::Pick;
+use crate::app::sd_images::source_row;
 use crate::app::view::{Shared, ViewContext};
 
 impl CorrespondenceTab {
@@ -124,17 +125,12 @@ impl CorrespondenceTab {
     pub(super) fn fusion_controls(&mut self, ui: &mut egui::Ui, cx: &mut ViewContext<'_>) {
         ui.heading("Features matched");
         let source = &mut cx.settings.correspondence.features;
-        ui.horizontal(|ui| {
-            ui.radio_value(source, FeatureSource::Dino, "DINO")
-                .on_hover_text("This model's descriptors (optionally fused with a second source)");
-            ui.radio_value(source, FeatureSource::Sd, "SD")
-                .on_hover_text("Stable Diffusion's features (DIFT or SD-DINO's taps)");
-            ui.radio_value(source, FeatureSource::Fused, "SD+DINO")
-                .on_hover_text(
-                    "SD-DINO: SD's features fused with this model's last-block tokens of the \
-                     image placed the same way",
-                );
-        });
+        source_row(
+            ui,
+            source,
+            "SD-DINO: SD's features fused with this model's last-block tokens of the image placed \
+             the same way",
+        );
         if *source != FeatureSource::Dino {
             self.sd_controls(ui, cx);
             return;

@@ -7,6 +7,7 @@ use image::RgbImage;
 
 use super::job::PcaResult;
 use crate::analysis::figure_presets::dinov2_pca_figure;
+use crate::analysis::sd_features::FeatureSource;
 use crate::app::state::PcaSettings;
 use crate::model::Facet;
 
@@ -23,11 +24,12 @@ pub fn apply_preset(pca: &mut PcaSettings) {
     pca.stride = None;
     pca.foreground = true;
     pca.positive_score = true;
+    pca.features = FeatureSource::Dino;
 }
 
 /// The figure of `result`: its images in a row over their colourings.
 pub fn compose(result: &PcaResult) -> RgbImage {
-    let images: Vec<&RgbImage> = result.images.iter().map(|i| &i.prepared.rgb).collect();
+    let images: Vec<&RgbImage> = result.images.iter().map(|i| i.picture.as_ref()).collect();
     let colorings: Vec<&RgbImage> = result.images.iter().map(|i| &i.colored).collect();
     dinov2_pca_figure(&images, &colorings)
 }

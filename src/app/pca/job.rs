@@ -1,5 +1,6 @@
-//! The PCA job run by the worker: features of each image (cached per image), then the library's
-//! PCA colouring, rendered at the model image's resolution so the UI only uploads textures.
+//! The PCA job run by the worker: DINO features of each image (cached per image), then the
+//! library's PCA colouring, rendered at the model image's resolution so the UI only uploads
+//! textures. Stable Diffusion features are coloured by [`super::sd_job`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,26 +10,39 @@ use image::RgbImage;
 use crate::analysis::coords::PixelMap;
 use crate::analysis::pca_rgb::{ForegroundSplit, PcaView, pca_colors_split, render_patch_colors};
 use crate::app::notifications::AppError;
-use crate::app::state::InputSize;
+use crate::app::state::{InputSize, SdChoice};
 use crate::app::tasks::{ImageId, Output, TaskContext};
 use crate::app::worker::{FeatureKey, ImageInput, ModelJob, WorkerState};
-use crate::model::{Facet, Grid, PreparedImage};
+use crate::model::{Facet, Grid};
 
 /// Everything a PCA result depends on; results are cached under it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PcaKey {
     /// The images, in gallery order.
     pub images: Vec<ImageId>,
+    /// The block of the DINO features (fused with SD's under SD+DINO).
     pub layer: usize,
-    pub facet: Facet,
-    /// Stride in pixels (resolved against the model's patch size).
-    pub stride: usize,
+    pub features: PcaFeatures,
     pub joint: bool,
     /// How the foreground is split off (`None`: every patch coloured).
     pub foreground: Option<Foreground>,
-    pub input_size: InputSize,
     /// Which loaded model.
     pub generation: u64,
+}
+
+/// Which features are coloured.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PcaFeatures {
+    /// The ViT's own.
+    Dino {
+        facet: Facet,
+        /// Stride in pixels (resolved against the model's patch size).
+        stride: usize,
+        input_size: InputSize,
+    },
+    /// Stable Diffusion's, co-PCA'd over the images, fused with the block's output tokens when
+    /// `fused` (Junyi42/sd-dino's PCA figure).
+    Sd { choice: SdChoice, fused: bool },
 }
 
 /// The foreground rule of a key.
@@ -48,14 +62,22 @@ impl PcaKey {
         })
     }
 
-    pub fn feature_key(&self, image: ImageId) -> FeatureKey {
-        FeatureKey {
-            image,
-            layer: self.layer,
-            facet: self.facet,
-            stride: self.stride,
-            log_bin: false,
-            input_size: self.input_size,
+    /// The DINO features of one image (`None` for SD features).
+    pub fn feature_key(&self, image: ImageId) -> Option<FeatureKey> {
+        match self.features {
+            PcaFeatures::Dino {
+                facet,
+                stride,
+                input_size,
+            } => Some(FeatureKey {
+                image,
+                layer: self.layer,
+                facet,
+                stride,
+                log_bin: false,
+                input_size,
+            }),
+            PcaFeatures::Sd { .. } => None,
         }
     }
 }
@@ -65,13 +87,16 @@ impl PcaKey {
 pub struct PcaImage {
     pub id: ImageId,
     pub name: String,
-    /// The pixels the model saw.
-    pub prepared: Arc<PreparedImage>,
+    /// The image shown: the pixels the model saw (DINO), or the original (SD).
+    pub picture: Arc<RgbImage>,
+    /// How the image was scaled to fit the model, if it had to be.
+    pub note: Option<String>,
     pub grid: Grid,
+    /// From the picture's pixels to the patch grid.
     pub pixels: PixelMap,
     /// Projections, colours, foreground and explained variance, as the library returns them.
     pub view: PcaView,
-    /// The colours painted over the model image (`render_patch_colors`).
+    /// The colours painted over the picture.
     pub colored: RgbImage,
 }
 
@@ -132,7 +157,13 @@ fn run(
             format!("Features of {} ({}/{n})", input.name, i + 1),
             Some(i as f32 / (n as f32 + 1.0)),
         );
-        let (prepared, map) = state.features(key.feature_key(input.id), input)?;
+        let Some(feature_key) = key.feature_key(input.id) else {
+            return Err(AppError::Compute {
+                what: "PCA".into(),
+                detail: "SD features are coloured by their own job".into(),
+            });
+        };
+        let (prepared, map) = state.features(feature_key, input)?;
         computed.push((prepared, map));
     }
     if task.is_cancelled() {
@@ -156,17 +187,18 @@ fn run(
         .zip(computed)
         .zip(views)
         .map(|((input, (prepared, map)), view)| {
-            let pixels = PixelMap::new(map.grid, &prepared);
+            let pixels = PixelMap::identity(map.grid);
             let colored =
                 render_patch_colors(&view.colors, &pixels, prepared.width(), prepared.height());
             PcaImage {
                 id: input.id,
                 name: input.name,
+                picture: Arc::new(prepared.rgb.clone()),
+                note: prepared.note.clone(),
                 grid: map.grid,
                 pixels,
                 view,
                 colored,
-                prepared,
             }
         })
         .collect();

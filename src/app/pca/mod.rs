@@ -1,11 +1,13 @@
-//! The PCA view: the patch features of a block reduced to three principal components, shown as
-//! RGB beside each image. The colouring is computed by the worker ([`job`]); a colouring for
-//! stale settings is cancelled, results are cached per settings.
+//! The PCA view: the patch features of a block (or Stable Diffusion's, alone or fused with the
+//! block's) reduced to three principal components, shown as RGB beside each image. The colouring
+//! is computed by the worker ([`job`], [`sd_job`]); a colouring for stale settings is cancelled,
+//! results are cached per settings.
 
 pub mod export;
 pub mod figure;
 pub mod job;
 pub mod panel;
+pub mod sd_job;
 
 use eframe::egui;
 use std::any::Any;
@@ -17,14 +19,17 @@ use super::cache::BoundedCache;
 use super::dialogs::Pick;
 use super::gallery::ImageEntry;
 use super::paper_figure::FigurePreview;
+use super::sd_images::{SdImages, SdWanted, source_row};
 use super::state::{Settings, ViewTab};
 use super::tasks::Output;
 use super::view::{AppRequest, ExportItem, ExportJob, Shared, View, ViewContext};
 use super::widgets::{add_images_hint, centered, input_size_combo, tile_size_slider};
 use super::worker::{ImageInput, ModelInfo, ModelLoad};
+use crate::analysis::sd_features::FeatureSource;
 use image::RgbImage;
-use job::{Foreground, PcaJob, PcaKey, PcaOutput, PcaResult};
+use job::{Foreground, PcaFeatures, PcaJob, PcaKey, PcaOutput, PcaResult};
 use panel::PcaPanel;
+use sd_job::PcaSdJob;
 
 /// PCA results kept in memory.
 const CACHE_CAPACITY: usize = 16;
@@ -39,6 +44,8 @@ pub struct PcaTab {
     pub panel: PcaPanel,
     /// The DINOv2 paper figure, shown instead of the image pairs once its preset is chosen.
     figure: Option<FigurePreview<PcaKey>>,
+    /// Stable Diffusion features of the images (SD and SD+DINO).
+    pub sd: SdImages,
 }
 
 impl Default for PcaTab {
@@ -49,6 +56,7 @@ impl Default for PcaTab {
             shown: None,
             panel: PcaPanel::default(),
             figure: None,
+            sd: SdImages::new(ViewTab::PCA),
         }
     }
 }
@@ -85,15 +93,25 @@ impl PcaTab {
         }
         let patch = shared.patch_size();
         let pca = &shared.settings.pca;
+        let features = match pca.features {
+            FeatureSource::Dino => PcaFeatures::Dino {
+                facet: pca.facet,
+                stride: pca
+                    .stride
+                    .filter(|s| *s > 0 && patch.is_multiple_of(*s))
+                    .unwrap_or(patch),
+                input_size: shared.settings.input_size,
+            },
+            source => PcaFeatures::Sd {
+                choice: pca.sd.choice()?,
+                fused: source == FeatureSource::Fused,
+            },
+        };
         Some(PcaKey {
             joint: pca.joint && images.len() > 1,
             images,
             layer: layer(shared),
-            facet: pca.facet,
-            stride: pca
-                .stride
-                .filter(|s| *s > 0 && patch.is_multiple_of(*s))
-                .unwrap_or(patch),
+            features,
             foreground: pca.foreground.then(|| {
                 if pca.positive_score {
                     Foreground::PositiveScore
@@ -101,9 +119,29 @@ impl PcaTab {
                     Foreground::Milli((pca.threshold.clamp(0.0, 1.0) * 1000.0).round() as u16)
                 }
             }),
-            input_size: shared.settings.input_size,
             generation: model.generation,
         })
+    }
+
+    /// What the SD features are needed of, under SD or SD+DINO.
+    fn sd_wanted(&self, shared: Shared<'_>) -> Option<SdWanted> {
+        let key = self.current_key(shared)?;
+        let PcaFeatures::Sd { choice, fused } = key.features else {
+            return None;
+        };
+        Some(SdWanted {
+            choice,
+            dino_layer: fused.then_some(key.layer),
+            images: key.images,
+            generation: key.generation,
+        })
+    }
+
+    /// Starts computing the SD features of the images shown (the Run button).
+    pub fn run_sd(&mut self, shared: Shared<'_>) {
+        if let Some(wanted) = self.sd_wanted(shared) {
+            self.sd.start(&wanted);
+        }
     }
 
     /// The colouring for the current settings, once computed.
@@ -119,7 +157,7 @@ impl PcaTab {
                 result.elapsed.as_secs_f64() * 1e3
             ));
             for image in &result.images {
-                if let Some(note) = &image.prepared.note {
+                if let Some(note) = &image.note {
                     ui.label(egui::RichText::new(format!("{}: {note}", image.name)).weak());
                 }
             }
@@ -130,11 +168,25 @@ impl PcaTab {
     fn heading(&mut self, ui: &mut egui::Ui, shown: &PcaKey, key: Option<&PcaKey>) {
         ui.horizontal(|ui| {
             ui.heading("PCA of the patch features");
+            let features = match &shown.features {
+                PcaFeatures::Dino { facet, stride, .. } => {
+                    format!("block {}, {facet:?}, stride {stride} px", shown.layer)
+                }
+                PcaFeatures::Sd {
+                    choice,
+                    fused: false,
+                } => format!("Stable Diffusion ({})", choice.recipe()),
+                PcaFeatures::Sd {
+                    choice,
+                    fused: true,
+                } => format!(
+                    "Stable Diffusion ({}) + DINO block {}",
+                    choice.recipe(),
+                    shown.layer
+                ),
+            };
             ui.label(format!(
-                "block {}, {:?}, stride {} px{}",
-                shown.layer,
-                shown.facet,
-                shown.stride,
+                "{features}{}",
                 match shown.foreground {
                     Some(Foreground::Milli(m)) =>
                         format!(", foreground above {:.2}", m as f32 / 1000.0),
@@ -205,6 +257,70 @@ impl PcaTab {
         });
     }
 
+    /// Why nothing is computing under SD or SD+DINO: no model chosen yet, or Run not pressed.
+    fn sd_waiting(&self, shared: Shared<'_>) -> Option<&'static str> {
+        if shared.settings.pca.features == FeatureSource::Dino {
+            return None;
+        }
+        match self.sd_wanted(shared) {
+            None => Some("Choose a Stable Diffusion model in the panel"),
+            Some(w) if self.sd.running() != Some(&w.choice) && self.sd.ready(&w).is_none() => {
+                Some("Press Run in the panel to compute the Stable Diffusion features")
+            }
+            Some(_) => None,
+        }
+    }
+
+    /// The feature source, and under SD the model, recipe, estimate and Run.
+    fn source_controls(&mut self, ui: &mut egui::Ui, cx: &mut ViewContext<'_>) {
+        ui.label("Features coloured:");
+        source_row(
+            ui,
+            &mut cx.settings.pca.features,
+            "SD-DINO: SD's features fused with this model's tokens of the chosen block, the image \
+             placed the same way (sd-dino's PCA figure)",
+        );
+        if cx.settings.pca.features == FeatureSource::Dino {
+            return;
+        }
+        self.sd
+            .picker_ui(ui, &mut cx.settings.pca.sd, cx.notifications);
+        let wanted = self.sd_wanted(cx.shared());
+        self.sd.status_ui(ui, wanted.as_ref());
+        ui.separator();
+    }
+
+    /// Asks for the SD features the current key needs, then their colouring; returns whether a
+    /// job was submitted.
+    fn request_sd(&mut self, cx: &mut ViewContext<'_>, key: &PcaKey) -> bool {
+        let Some(wanted) = self.sd_wanted(cx.shared()) else {
+            return false;
+        };
+        if self.sd.request(cx, &wanted) {
+            return true;
+        }
+        let Some(ready) = self.sd.ready(&wanted) else {
+            return false;
+        };
+        let Some(inputs) = wanted
+            .images
+            .iter()
+            .map(|&image| cx.shared().input(image))
+            .collect::<Option<Vec<_>>>()
+        else {
+            return false;
+        };
+        let label = format!("PCA of the SD features of {} images", inputs.len());
+        let job = PcaSdJob {
+            key: key.clone(),
+            sd: ready.sd,
+            dino: ready.dino,
+            inputs,
+        };
+        cx.worker.submit(cx.tasks, key.clone(), label, job);
+        true
+    }
+
     fn placeholder(&mut self, ui: &mut egui::Ui, cx: &ViewContext<'_>, key: Option<&PcaKey>) {
         self.panel.hover = None;
         self.panel.tiles.clear();
@@ -215,6 +331,8 @@ impl PcaTab {
                 if ui.button("Compute PCA").clicked() {
                     self.skipped.remove(k);
                 }
+            } else if let Some(text) = self.sd_waiting(cx.shared()) {
+                ui.label(text);
             } else {
                 ui.spinner();
             }
@@ -232,11 +350,15 @@ impl View for PcaTab {
     }
 
     fn controls(&mut self, ui: &mut egui::Ui, cx: &mut ViewContext<'_>) {
+        ui.heading("PCA");
+        self.source_controls(ui, cx);
         let block = layer(cx.shared());
         let images = cx.gallery.entries.len();
         let config = cx.model.map(|m| &m.config);
         panel::controls(ui, &mut cx.settings.pca, config, images, block);
-        input_size_combo(ui, &mut cx.settings.input_size);
+        if cx.settings.pca.features == FeatureSource::Dino {
+            input_size_combo(ui, &mut cx.settings.input_size);
+        }
         tile_size_slider(ui, &mut cx.settings.tile_size);
         ui.separator();
         self.figure_controls(ui, cx);
@@ -289,10 +411,14 @@ impl View for PcaTab {
         if self.cache.contains_key(&key) || self.skipped.contains(&key) {
             return;
         }
-        if cx.tasks.any::<ModelLoad>() {
+        if cx.tasks.any::<ModelLoad>() || SdImages::busy(cx.tasks) {
             return;
         }
         if cx.tasks.cancel_others(&key) {
+            return;
+        }
+        if matches!(key.features, PcaFeatures::Sd { .. }) {
+            self.request_sd(cx, &key);
             return;
         }
         let inputs = images(cx.shared());
@@ -307,7 +433,17 @@ impl View for PcaTab {
         cx.worker.submit(cx.tasks, key, label, job);
     }
 
+    fn poll(&mut self, ctx: &egui::Context, cx: &mut ViewContext<'_>) {
+        if cx.settings.pca.features != FeatureSource::Dino {
+            self.sd.poll(ctx, &mut cx.settings.pca.sd, cx.notifications);
+        }
+    }
+
     fn take_output(&mut self, output: Output) -> Result<(), Output> {
+        let output = match self.sd.take_output(output) {
+            Ok(()) => return Ok(()),
+            Err(other) => other,
+        };
         let PcaOutput { key, result } = *output.downcast::<PcaOutput>()?;
         self.cache.insert(key, result);
         Ok(())
@@ -316,6 +452,8 @@ impl View for PcaTab {
     fn task_dropped(&mut self, key: &dyn Any) {
         if let Some(key) = key.downcast_ref::<PcaKey>() {
             self.skipped.insert(key.clone());
+        } else {
+            self.sd.task_dropped(key);
         }
     }
 
@@ -323,6 +461,7 @@ impl View for PcaTab {
         self.cache.clear();
         self.skipped.clear();
         self.shown = None;
+        self.sd.model_loaded();
         if settings.pca.layer.is_some_and(|l| l >= info.config.depth) {
             settings.pca.layer = None;
         }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use egui::{Color32, Pos2, Rect, Sense, Stroke, TextureOptions, Vec2};
 
 use super::job::{PcaImage, PcaResult};
+use crate::analysis::sd_features::FeatureSource;
 use crate::app::state::PcaSettings;
 use crate::app::tasks::ImageId;
 use crate::app::textures::{PerResult, refresh_per_result, rgb_texture};
@@ -66,7 +67,7 @@ impl PcaPanel {
                         rgb_texture(
                             ctx,
                             format!("pca-input-{i}"),
-                            &image.prepared.rgb,
+                            &image.picture,
                             TextureOptions::LINEAR,
                         ),
                         // Patches are blocks of flat colour: keep their edges sharp.
@@ -122,7 +123,7 @@ impl PcaPanel {
         show_variance: bool,
     ) {
         ui.label(egui::RichText::new(&image.name).strong());
-        let (w, h) = (image.prepared.width(), image.prepared.height());
+        let (w, h) = image.picture.dimensions();
         let size = Vec2::new(width, width * h as f32 / w.max(1) as f32);
         let mut rects = [Rect::NOTHING; 2];
         ui.horizontal_top(|ui| {
@@ -191,13 +192,16 @@ impl PcaPanel {
 
 /// Screen rectangle of patch `index` (its full `patch x patch` footprint) on a tile.
 pub fn patch_rect(image: &PcaImage, rect: Rect, index: usize) -> Rect {
-    let (cx, cy) = image.pixels.patch_center_model(index);
-    let half = image.grid.patch as f32 / 2.0;
-    let sx = rect.width() / image.prepared.width().max(1) as f32;
-    let sy = rect.height() / image.prepared.height().max(1) as f32;
+    let map = &image.pixels;
+    let (cx, cy) = map.patch_center(index);
+    let half = image.grid.patch as f64 / 2.0;
+    let (hx, hy) = (half / map.scale.0, half / map.scale.1);
+    let (w, h) = image.picture.dimensions();
+    let sx = rect.width() / w.max(1) as f32;
+    let sy = rect.height() / h.max(1) as f32;
     Rect::from_min_max(
-        rect.min + Vec2::new((cx as f32 - half) * sx, (cy as f32 - half) * sy),
-        rect.min + Vec2::new((cx as f32 + half) * sx, (cy as f32 + half) * sy),
+        rect.min + Vec2::new((cx - hx) as f32 * sx, (cy - hy) as f32 * sy),
+        rect.min + Vec2::new((cx + hx) as f32 * sx, (cy + hy) as f32 * sy),
     )
     .intersect(rect)
 }
@@ -207,9 +211,10 @@ pub fn hover_at(image: &PcaImage, rect: Rect, pos: Pos2) -> Option<PcaHover> {
     if !rect.contains(pos) || image.grid.is_empty() {
         return None;
     }
-    let x = (pos.x - rect.min.x) / rect.width() * image.prepared.width() as f32;
-    let y = (pos.y - rect.min.y) / rect.height() * image.prepared.height() as f32;
-    let index = image.pixels.patch_at_model(x as f64, y as f64);
+    let (w, h) = image.picture.dimensions();
+    let x = (pos.x - rect.min.x) / rect.width() * w as f32;
+    let y = (pos.y - rect.min.y) / rect.height() * h as f32;
+    let index = image.pixels.patch_at(x as f64, y as f64);
     let p = image.view.projections.get(index * 3..index * 3 + 3)?;
     Some(PcaHover {
         image: image.id,
@@ -230,7 +235,6 @@ pub fn controls(
 ) {
     let depth = config.map_or(1, |c| c.depth).max(1);
     let patch = config.map_or(16, |c| c.patch_size);
-    ui.heading("PCA");
     ui.horizontal(|ui| {
         ui.radio_value(&mut pca.all_images, false, "Selected image");
         ui.radio_value(&mut pca.all_images, true, format!("All images ({images})"));
@@ -243,15 +247,24 @@ pub fn controls(
         "One PCA over all images' patches, so the same part gets the same colour in every image; \
          off: one PCA per image",
     );
-    let chosen = block_slider(ui, layer, depth, "Which block's features (Up / Down)");
-    if chosen != layer {
-        pca.layer = Some(chosen);
+    if pca.features != FeatureSource::Sd {
+        let hover = if pca.features == FeatureSource::Fused {
+            "Which block's output tokens are fused with SD's (Up / Down)"
+        } else {
+            "Which block's features (Up / Down)"
+        };
+        let chosen = block_slider(ui, layer, depth, hover);
+        if chosen != layer {
+            pca.layer = Some(chosen);
+        }
     }
-    facet_combo(ui, &mut pca.facet).on_hover_text("Which features of the block: its attention keys (the usual choice), queries, values or output tokens");
-    stride_combo(ui, &mut pca.stride, patch, patch).on_hover_text(
-        "Step between patches: a smaller stride gives a finer map (overlapping patches) but \
+    if pca.features == FeatureSource::Dino {
+        facet_combo(ui, &mut pca.facet).on_hover_text("Which features of the block: its attention keys (the usual choice), queries, values or output tokens");
+        stride_combo(ui, &mut pca.stride, patch, patch).on_hover_text(
+            "Step between patches: a smaller stride gives a finer map (overlapping patches) but \
              costs more; large images are scaled down to keep the token count",
-    );
+        );
+    }
     ui.checkbox(&mut pca.foreground, "Foreground only")
         .on_hover_text("Colour only the patches whose first component is above the threshold (the rest black); the colour PCA is fitted on them");
     ui.add_enabled(
