@@ -5,7 +5,9 @@
 
 mod affine;
 mod attention;
+mod conv;
 mod gelu;
+mod group_norm;
 mod layer_norm;
 mod vector_math;
 
@@ -14,17 +16,20 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::ops::{ActivationOps, FloatTensorOps};
+use burn::backend::ops::{ActivationOps, FloatTensorOps, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{
     Autodiff, Backend, Cube, Dispatch, DispatchDevice, Flex, TensorMetadata, backend_extension,
 };
-use burn::nn::{LayerNorm, Linear};
+use burn::nn::conv::Conv2d;
+use burn::nn::{LayerNorm, Linear, PaddingConfig2d};
+use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Device, Shape, Slice, Tensor, TensorData};
 
 use crate::linalg::View;
 use crate::model::reduce::SAFE_AXIS;
 use attention::Packed;
+use conv::{ConvShape, Padding};
 
 #[backend_extension(Autodiff, Flex, Cube)]
 pub trait FusedOps: Backend {
@@ -59,6 +64,34 @@ pub trait FusedOps: Backend {
         Self::float_matmul(Self::float_swap_dims(x, 0, 1), grad)
     }
 
+    /// NCHW convolution with one group and no dilation: `weight` `[O, C, k, k]`, `bias` `[O]`,
+    /// `padding` as (top, left, bottom, right).
+    fn conv2d_nchw(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        stride: usize,
+        padding: [usize; 4],
+    ) -> FloatTensor<Self> {
+        let [top, left, bottom, right] = padding;
+        let options =
+            ConvOptions::new_with_padding([stride; 2], [(top, bottom), (left, right)], [1, 1], 1);
+        Self::conv2d(x, weight, Some(bias), options)
+    }
+
+    /// GroupNorm of `[B, C, H, W]` over `groups` groups with per-channel `gamma` and `beta`,
+    /// followed by SiLU when `silu`.
+    fn group_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        groups: usize,
+        epsilon: f64,
+        silu: bool,
+    ) -> FloatTensor<Self> {
+        group_norm_ops::<Self>(x, gamma, beta, groups, epsilon, silu)
+    }
+
     /// Column sums of `grad`, over at most [`SAFE_AXIS`] rows at a time (burn's wgpu reduction
     /// goes wrong past about 2^16 rows; see `model::reduce`).
     fn affine_grad_bias(grad: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -78,6 +111,39 @@ pub trait FusedOps: Backend {
             start = end;
         }
         Self::float_reshape(total, Shape::new([n]))
+    }
+}
+
+/// [`FusedOps::group_norm`] in burn's operations. The statistics are reduced along each row, then
+/// over the rows (rows of equal length make the mean of row means the group's mean): burn's wgpu
+/// reductions go wrong past about 2^16 values (see `model::reduce`), which one pass over a group
+/// reaches in SD's VAE at 256 px.
+fn group_norm_ops<B: Backend>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    groups: usize,
+    epsilon: f64,
+    silu: bool,
+) -> FloatTensor<B> {
+    let dims = x.shape();
+    let (b, c, h, w) = (dims[0], dims[1], dims[2], dims[3]);
+    let grouped = B::float_reshape(x, Shape::new([b, groups, c / groups * h, w]));
+    let mean = B::float_mean_dim(B::float_mean_dim(grouped.clone(), 3), 2);
+    let centred = B::float_sub(grouped, mean);
+    let squares = B::float_mul(centred.clone(), centred.clone());
+    let variance = B::float_mean_dim(B::float_mean_dim(squares, 3), 2);
+    let deviation = B::float_sqrt(B::float_add_scalar(variance, epsilon.into()));
+    let normalised = B::float_reshape(B::float_div(centred, deviation), Shape::new([b, c, h, w]));
+    let per_channel = |t: FloatTensor<B>| B::float_reshape(t, Shape::new([1, c, 1, 1]));
+    let out = B::float_add(
+        B::float_mul(normalised, per_channel(gamma)),
+        per_channel(beta),
+    );
+    if silu {
+        B::float_mul(out.clone(), B::sigmoid(out))
+    } else {
+        out
     }
 }
 
@@ -163,6 +229,52 @@ impl FusedOps for Flex {
         }
     }
 
+    fn conv2d_nchw(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: FlexTensor,
+        stride: usize,
+        padding: [usize; 4],
+    ) -> FlexTensor {
+        if let Some(out) = conv_kernel(&x, &weight, &bias, stride, padding) {
+            return out;
+        }
+        let [top, left, bottom, right] = padding;
+        let options =
+            ConvOptions::new_with_padding([stride; 2], [(top, bottom), (left, right)], [1, 1], 1);
+        Flex::conv2d(x, weight, Some(bias), options)
+    }
+
+    fn group_norm(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        groups: usize,
+        epsilon: f64,
+        silu: bool,
+    ) -> FlexTensor {
+        let shape = x.layout().shape().clone();
+        let fits = shape.num_dims() == 4
+            && groups > 0
+            && shape[1].is_multiple_of(groups)
+            && gamma.layout().shape().num_elements() == shape[1]
+            && beta.layout().shape().num_elements() == shape[1];
+        let values = (
+            contiguous_f32(&x),
+            contiguous_f32(&gamma),
+            contiguous_f32(&beta),
+        );
+        if let (true, (Some(values), Some(g), Some(b))) = (fits, values) {
+            let groups = group_norm::Groups {
+                dims: [shape[0], shape[1], shape[2], shape[3]],
+                groups,
+            };
+            let out = group_norm::forward(groups, values, g, b, epsilon, silu);
+            return FlexTensor::from_data(TensorData::new(out, shape));
+        }
+        group_norm_ops::<Flex>(x, gamma, beta, groups, epsilon, silu)
+    }
+
     fn affine_grad_input(grad: FlexTensor, weight: FlexTensor) -> FlexTensor {
         match (matrix(&grad), matrix(&weight)) {
             (Some(g), Some(w)) if g.cols() == w.cols() => {
@@ -194,6 +306,49 @@ impl FusedOps for Flex {
             }
         }
     }
+}
+
+/// [`conv::forward`] on contiguous `f32` inputs with a square kernel (`None`: anything else).
+fn conv_kernel(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    bias: &FlexTensor,
+    stride: usize,
+    [top, left, bottom, right]: [usize; 4],
+) -> Option<FlexTensor> {
+    let (xs, ws) = (x.layout().shape(), weight.layout().shape());
+    if xs.num_dims() != 4 || ws.num_dims() != 4 || ws[1] != xs[1] || ws[2] != ws[3] {
+        return None;
+    }
+    let shape = ConvShape {
+        batch: xs[0],
+        channels: xs[1],
+        height: xs[2],
+        width: xs[3],
+        outputs: ws[0],
+        kernel: ws[2],
+        stride,
+        padding: Padding {
+            top,
+            left,
+            bottom,
+            right,
+        },
+    };
+    let (out_h, out_w) = shape.output_size()?;
+    let (xv, wv, bv) = (
+        contiguous_f32(x)?,
+        contiguous_f32(weight)?,
+        contiguous_f32(bias)?,
+    );
+    if bv.len() != shape.outputs {
+        return None;
+    }
+    let out = conv::forward(&shape, xv, wv, bv);
+    Some(FlexTensor::from_data(TensorData::new(
+        out,
+        [shape.batch, shape.outputs, out_h, out_w],
+    )))
 }
 
 /// Kernels for Flex only (see [`self_attention`] and [`layer_norm_forward`] for other devices).
@@ -519,6 +674,48 @@ pub fn linear_forward(layer: &Linear, x: Tensor<2>) -> Tensor<2> {
     ))
 }
 
+/// GroupNorm of `x` (`[B, C, H, W]`) with `gamma` and `beta` `[C]`, then SiLU when `silu`; one
+/// two-pass kernel on the CPU, burn's operations elsewhere.
+pub fn group_norm(
+    x: Tensor<4>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    groups: usize,
+    epsilon: f64,
+    silu: bool,
+) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::group_norm(
+        x.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        groups,
+        epsilon,
+        silu,
+    ))
+}
+
+/// `conv` applied to `x` (`[N, C, H, W]`); on the CPU the banded im2col kernel of
+/// [`conv::forward`] for explicit padding, one group and no dilation (else, and on other devices,
+/// `conv.forward`).
+pub fn conv2d_forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let (PaddingConfig2d::Explicit(top, left, bottom, right), Some(bias)) =
+        (&conv.padding, &conv.bias)
+    else {
+        return conv.forward(x);
+    };
+    let [stride_y, stride_x] = conv.stride;
+    if conv.groups != 1 || conv.dilation != [1, 1] || stride_y != stride_x {
+        return conv.forward(x);
+    }
+    Tensor::from_dispatch(<Dispatch as FusedOps>::conv2d_nchw(
+        x.into_dispatch(),
+        conv.weight.val().into_dispatch(),
+        bias.val().into_dispatch(),
+        stride_y,
+        [*top, *left, *bottom, *right],
+    ))
+}
+
 /// Multi-head self-attention from packed `[B, T, 3D]` projections (`[q | k | v]` per token, each
 /// `heads x head_dim`) to `[B, T, D]`, differentiable. On the CPU this is one fused kernel; on other
 /// devices, `fallback` (burn's own operations).
@@ -688,6 +885,42 @@ mod tests {
         let strided = plain.swap_dims(1, 2);
         let a = self_attention(strided.clone(), 3, |_| unreachable!("Flex runs the kernel"));
         assert!(max_abs_diff(a, burn_attention(strided, 3)) < 1e-5);
+    }
+
+    #[test]
+    fn convolution_matches_burn_on_the_cpu_and_with_autodiff() {
+        use burn::nn::conv::Conv2dConfig;
+        // SD's 3x3 convolutions, the VAE's downsample (right and bottom padding) and 1x1 shortcuts.
+        for (channels, kernel, stride, padding, size) in [
+            (
+                [5, 7],
+                3,
+                1,
+                PaddingConfig2d::Explicit(1, 1, 1, 1),
+                [13, 10],
+            ),
+            ([4, 6], 3, 2, PaddingConfig2d::Explicit(0, 0, 1, 1), [9, 12]),
+            ([6, 3], 1, 1, PaddingConfig2d::Explicit(0, 0, 0, 0), [7, 5]),
+        ] {
+            let config = Conv2dConfig::new(channels, [kernel, kernel])
+                .with_stride([stride, stride])
+                .with_padding(padding);
+            let dims = [2, channels[0], size[0], size[1]];
+            let device = Device::flex();
+            let conv = config.init(&device);
+            let x = Tensor::<4>::random(dims, Distribution::Normal(0.0, 1.0), &device);
+            let ours = conv2d_forward(&conv, x.clone());
+            assert!(max_abs_diff(ours, conv.forward(x)) < 1e-5);
+            // Autodiff tensors take burn's differentiable convolution.
+            let device = Device::flex().autodiff();
+            let conv = config.init(&device);
+            let x = Tensor::<4>::random(dims, Distribution::Normal(0.0, 1.0), &device);
+            let x = x.require_grad();
+            let out = conv2d_forward(&conv, x.clone());
+            assert!(max_abs_diff(out.clone(), conv.forward(x.clone())) < 1e-5);
+            let grads = out.sum().backward();
+            assert!(x.grad(&grads).is_some());
+        }
     }
 
     #[test]

@@ -1,11 +1,11 @@
-//! GroupNorm over `[B, C, H, W]` with its statistics reduced in two short stages (along each row,
-//! then over the rows). burn 0.22's `GroupNorm` reduces each group in one pass over `C/G * H * W`
-//! values, and on the wgpu backend that reduction goes wrong past 2^16 values (measured on Mesa's
-//! lavapipe: 1e-3 off at 65,536, garbage at 131,072), which the VAE reaches at 256 px. Rows of
-//! equal length make the mean of row means the exact group mean.
+//! GroupNorm over `[B, C, H, W]` as PyTorch's `nn.GroupNorm(groups, C, eps)`, and the GroupNorm +
+//! SiLU pair Stable Diffusion's ResNet blocks and output heads apply (one kernel on the CPU; see
+//! `model::kernels::group_norm`).
 
 use burn::module::{Module, Param};
 use burn::tensor::Tensor;
+
+use crate::model::kernels::group_norm;
 
 #[derive(Module, Debug)]
 pub struct GroupNorm {
@@ -26,14 +26,23 @@ impl GroupNorm {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let [b, c, h, w] = x.dims();
-        let rows = c / self.groups * h;
-        let grouped = x.reshape([b, self.groups, rows, w]);
-        let mean = grouped.clone().mean_dim(3).mean_dim(2);
-        let centred = grouped - mean;
-        let variance = centred.clone().square().mean_dim(3).mean_dim(2);
-        let normalised = (centred / variance.add_scalar(self.epsilon).sqrt()).reshape([b, c, h, w]);
-        normalised * self.gamma.val().reshape([1, c, 1, 1]) + self.beta.val().reshape([1, c, 1, 1])
+        self.apply(x, false)
+    }
+
+    /// `silu(self.forward(x))`.
+    pub fn forward_silu(&self, x: Tensor<4>) -> Tensor<4> {
+        self.apply(x, true)
+    }
+
+    fn apply(&self, x: Tensor<4>, silu: bool) -> Tensor<4> {
+        group_norm(
+            x,
+            self.gamma.val(),
+            self.beta.val(),
+            self.groups,
+            self.epsilon,
+            silu,
+        )
     }
 }
 
@@ -58,10 +67,27 @@ mod tests {
         let ours =
             GroupNorm::new(to_1d(gamma.clone()), to_1d(beta.clone()), 4, 1e-6).forward(x.clone());
         let mut reference = GroupNormConfig::new(4, c).with_epsilon(1e-6).init(&device);
-        reference.gamma = Some(Param::from_tensor(to_1d(gamma)));
-        reference.beta = Some(Param::from_tensor(to_1d(beta)));
-        let expected = reference.forward(x);
-        let difference: f32 = (ours - expected).abs().max().into_scalar::<f32>();
+        reference.gamma = Some(Param::from_tensor(to_1d(gamma.clone())));
+        reference.beta = Some(Param::from_tensor(to_1d(beta.clone())));
+        let expected = reference.forward(x.clone());
+        let difference: f32 = (ours - expected.clone()).abs().max().into_scalar::<f32>();
         assert!(difference < 1e-5, "{difference}");
+        // With SiLU, and through burn's operations (what autodiff and wgpu run).
+        let norm = GroupNorm::new(to_1d(gamma.clone()), to_1d(beta.clone()), 4, 1e-6);
+        let silu = burn::tensor::activation::silu(expected.clone());
+        let difference: f32 = (norm.forward_silu(x.clone()) - silu.clone())
+            .abs()
+            .max()
+            .into_scalar::<f32>();
+        assert!(difference < 1e-5, "silu: {difference}");
+        let autodiff = device.clone().autodiff();
+        let on = |t: Tensor<1>| Tensor::<1>::from_data(t.into_data(), &autodiff);
+        let generic = GroupNorm::new(on(to_1d(gamma)), on(to_1d(beta)), 4, 1e-6);
+        let x = Tensor::<4>::from_data(x.into_data(), &autodiff);
+        let difference: f32 = (generic.forward_silu(x).into_data())
+            .iter::<f32>()
+            .zip(silu.into_data().iter::<f32>())
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(difference < 1e-5, "burn's operations: {difference}");
     }
 }

@@ -1,11 +1,11 @@
 //! Convolutional building blocks shared by the UNet and the VAE encoder (diffusers `resnet.py`,
 //! `downsampling.py`, `upsampling.py`).
 
+use crate::model::kernels::conv2d_forward;
 use burn::nn::conv::Conv2d;
 use burn::nn::{Linear, PaddingConfig2d};
 
 use super::group_norm::GroupNorm;
-use burn::tensor::activation::silu;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::weights::{SafetensorsFile, WeightsError};
@@ -93,7 +93,7 @@ impl ResnetBlock {
 
     /// `x` `[B, C, H, W]`; `temb_act` is `silu(time embedding)` `[B, T]` for the UNet.
     pub fn forward(&self, x: Tensor<4>, temb_act: Option<&Tensor<2>>) -> Tensor<4> {
-        let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        let h = conv2d_forward(&self.conv1, self.norm1.forward_silu(x.clone()));
         let h = match (&self.time_emb_proj, temb_act) {
             (Some(proj), Some(temb)) => {
                 let [b, c] = [h.dims()[0], h.dims()[1]];
@@ -101,9 +101,9 @@ impl ResnetBlock {
             }
             _ => h,
         };
-        let h = self.conv2.forward(silu(self.norm2.forward(h)));
+        let h = conv2d_forward(&self.conv2, self.norm2.forward_silu(h));
         let shortcut = match &self.conv_shortcut {
-            Some(conv) => conv.forward(x),
+            Some(conv) => conv2d_forward(conv, x),
             None => x,
         };
         shortcut + h
@@ -149,7 +149,7 @@ impl Downsample {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.conv.forward(x)
+        conv2d_forward(&self.conv, x)
     }
 }
 
@@ -174,7 +174,7 @@ impl Upsample {
     /// Resizes `x` to `size` (twice its size unless the latent is not a multiple of the UNet's
     /// total stride; diffusers then passes the next skip's size) and convolves.
     pub fn forward(&self, x: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
-        self.conv.forward(nearest_resize(x, size))
+        conv2d_forward(&self.conv, nearest_resize(x, size))
     }
 }
 

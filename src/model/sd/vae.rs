@@ -2,13 +2,13 @@
 //! `quant_conv`): an image in `[-1, 1]` to the mean and log-variance of its latent posterior.
 //! The decoder's weights are never read.
 
+use crate::model::kernels::conv2d_forward;
 use std::path::Path;
 
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 
 use super::group_norm::GroupNorm;
-use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
 use serde_json::json;
 
@@ -273,7 +273,7 @@ impl VaeEncoder {
 
     /// The posterior of images `[B, 3, H, W]` in `[-1, 1]`.
     pub fn encode(&self, image: Tensor<4>) -> Posterior {
-        let mut x = self.conv_in.forward(image);
+        let mut x = conv2d_forward(&self.conv_in, image);
         for block in &self.down_blocks {
             for resnet in &block.resnets {
                 x = resnet.forward(x, None);
@@ -285,9 +285,9 @@ impl VaeEncoder {
         x = self.mid_resnet0.forward(x, None);
         x = self.mid_attention_forward(x);
         x = self.mid_resnet1.forward(x, None);
-        x = self.conv_out.forward(silu(self.conv_norm_out.forward(x)));
+        x = conv2d_forward(&self.conv_out, self.conv_norm_out.forward_silu(x));
         if let Some(quant) = &self.quant_conv {
-            x = quant.forward(x);
+            x = conv2d_forward(quant, x);
         }
         Posterior::from_moments(x, self.config.scaling_factor)
     }

@@ -6,6 +6,7 @@ pub mod config;
 pub mod embedding;
 pub mod transformer;
 
+use crate::model::kernels::conv2d_forward;
 use std::fmt;
 use std::path::Path;
 
@@ -578,7 +579,7 @@ impl Unet {
         let temb = self.time_embedding.forward(&timesteps, &device);
         let temb_act = silu(temb.clone());
 
-        let mut x = self.conv_in.forward(latent);
+        let mut x = conv2d_forward(&self.conv_in, latent);
         let mut skips = vec![x.clone()];
         for (i, block) in self.down_blocks.iter().enumerate() {
             for layer in &block.layers {
@@ -630,7 +631,7 @@ impl Unet {
         if extent.head
             && let Some(head) = &self.head
         {
-            x = head.conv.forward(silu(head.norm.forward(x)));
+            x = conv2d_forward(&head.conv, head.norm.forward_silu(x));
             record(Point::Output, &x);
         }
         Ok(Some(temb))
