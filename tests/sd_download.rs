@@ -7,6 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use common::fake_hub::{self, COMMIT, Files, blob_name, is_lfs, leftovers, sha256};
 use common::http::Server;
 use common::sd_folder::{Kind, sd_files};
 use dinoscope::model::download::DownloadError;
@@ -16,86 +17,20 @@ use dinoscope::model::download::hub::{
     repo_folder_name,
 };
 use dinoscope::model::sd::catalog::SD_FILES;
-use dinoscope::model::sd::{SdFolder, SdVersion, resolve_sd_model};
-use sha1::Digest as _;
+use dinoscope::model::sd::{
+    SdDownloadError, SdFolder, SdVersion, resolve_sd_model, sd_catalog_entry,
+};
 
 const SD15: &str = "stable-diffusion-v1-5/stable-diffusion-v1-5";
-const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 /// Weights files span several 64 KiB download chunks.
 const WEIGHTS: usize = 200_000;
 
-type Files = Vec<(String, Vec<u8>)>;
-
-fn sha256(bytes: &[u8]) -> String {
-    hex(&sha2::Sha256::digest(bytes))
-}
-
-fn git_sha1(bytes: &[u8]) -> String {
-    let mut h = sha1::Sha1::new();
-    h.update(format!("blob {}\0", bytes.len()).as_bytes());
-    h.update(bytes);
-    hex(&h.finalize())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn is_lfs(path: &str) -> bool {
-    path.ends_with(".safetensors")
-}
-
-/// The blob name huggingface_hub gives a file: LFS SHA-256, else git SHA-1.
-fn blob_name(path: &str, bytes: &[u8]) -> String {
-    if is_lfs(path) {
-        sha256(bytes)
-    } else {
-        git_sha1(bytes)
-    }
-}
-
-/// The API's answer for `files` (`model_info(files_metadata=True)`'s JSON, the parts we read).
 fn manifest(files: &Files, commit: &str) -> Vec<u8> {
-    let siblings: Vec<serde_json::Value> = files
-        .iter()
-        .map(|(path, bytes)| {
-            let mut s = serde_json::json!({
-                "rfilename": path,
-                "size": bytes.len(),
-                "blobId": git_sha1(path.as_bytes()),
-            });
-            if is_lfs(path) {
-                s["lfs"] = serde_json::json!({
-                    "sha256": sha256(bytes),
-                    "size": bytes.len(),
-                    "pointerSize": 134,
-                });
-            } else {
-                s["blobId"] = git_sha1(bytes).into();
-            }
-            s
-        })
-        .collect();
-    serde_json::to_vec(&serde_json::json!({
-        "id": SD15,
-        "sha": commit,
-        "siblings": siblings,
-    }))
-    .unwrap()
+    fake_hub::manifest(SD15, files, commit)
 }
 
-/// A hub serving `served` while its API describes `listed`.
 fn hub(listed: &Files, served: &Files) -> Server {
-    let mut routes = vec![(
-        format!("api/models/{SD15}/revision/main?blobs=True"),
-        manifest(listed, COMMIT),
-    )];
-    routes.extend(
-        served
-            .iter()
-            .map(|(path, bytes)| (format!("{SD15}/resolve/{COMMIT}/{path}"), bytes.clone())),
-    );
-    Server::start_many(routes, true)
+    fake_hub::hub(SD15, listed, served)
 }
 
 fn repo() -> Files {
@@ -133,15 +68,6 @@ fn resolve_requests(server: &Server) -> Vec<String> {
         .into_iter()
         .map(|s| s.path)
         .filter(|p| p.contains("/resolve/"))
-        .collect()
-}
-
-fn leftovers(cache: &Path) -> Vec<String> {
-    walkdir::WalkDir::new(cache)
-        .into_iter()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".incomplete") || n.ends_with(".sha256") || n.ends_with(".part"))
         .collect()
 }
 
@@ -477,5 +403,63 @@ fn the_cli_downloads_sd15_lists_it_and_finds_it() {
     assert!(
         stdout.contains("* sd15") && stdout.contains("  sd21 ") && stdout.contains(SD15),
         "{stdout}"
+    );
+}
+
+#[test]
+fn a_catalogue_download_opens_the_snapshot_and_its_errors_name_the_repository() {
+    let entry = sd_catalog_entry("sd15").unwrap();
+    let files = repo();
+    let server = hub(&files, &files);
+    let dir = tempfile::tempdir().unwrap();
+    let settings = DownloadSettings::default();
+    let (done, folder) = entry
+        .download(server.base(), dir.path(), &settings, &mut |_| true)
+        .unwrap();
+    assert_eq!(
+        done.snapshot,
+        repo_dir(dir.path()).join("snapshots").join(COMMIT)
+    );
+    assert_eq!(
+        (folder.root, folder.version),
+        (done.snapshot, SdVersion::V1)
+    );
+
+    // A cancel is told apart from a failure.
+    let other = tempfile::tempdir().unwrap();
+    let err = entry
+        .download(server.base(), other.path(), &settings, &mut |_| false)
+        .unwrap_err();
+    assert!(err.is_cancelled(), "{err}");
+
+    let empty = Server::start_many(Vec::new(), true);
+    let err = entry
+        .download(empty.base(), other.path(), &settings, &mut |_| true)
+        .unwrap_err();
+    assert!(!err.is_cancelled());
+    assert!(matches!(err, SdDownloadError::Hub { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.starts_with(SD15) && text.contains("HTTP 404"),
+        "{text}"
+    );
+
+    // Downloaded as listed, but the UNet config is no SD's: the error says it does not open.
+    let mut broken = files.clone();
+    broken
+        .iter_mut()
+        .find(|(p, _)| p == "unet/config.json")
+        .unwrap()
+        .1 = b"{}".to_vec();
+    let server = hub(&broken, &broken);
+    let third = tempfile::tempdir().unwrap();
+    let err = entry
+        .download(server.base(), third.path(), &settings, &mut |_| true)
+        .unwrap_err();
+    assert!(matches!(err, SdDownloadError::NotSd { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.starts_with(SD15) && text.contains("does not open"),
+        "{text}"
     );
 }

@@ -56,6 +56,12 @@ impl App {
         &self.downloads
     }
 
+    /// The Hugging Face cache SD models are listed from and downloaded into, and the hub they come
+    /// from (as `HF_HUB_CACHE` and `HF_ENDPOINT` set them, but for this app alone).
+    pub fn set_sd_hub(&mut self, cache: Option<PathBuf>, endpoint: String) {
+        self.sd_hub.set(cache, endpoint);
+    }
+
     /// The view shown in the central area.
     pub fn tab(&self) -> ViewTab {
         self.settings.tab.clone()

@@ -34,6 +34,7 @@ pub mod notifications;
 pub mod paper_figure;
 pub mod pca;
 pub mod pixels;
+pub mod sd_download;
 pub mod sd_images;
 pub mod sd_jobs;
 pub mod sd_model;
@@ -65,6 +66,7 @@ use gallery::{DecodedImage, Gallery, GalleryAction, Source};
 use input::Input;
 use menu::{MenuAction, MenuContent};
 use notifications::{AppError, Notifications};
+use sd_download::{SdDownloadTask, SdDownloaded, SdHub};
 use state::{Settings, ViewTab};
 use tasks::{Event, Output, TaskId, Tasks};
 use view::{AppRequest, Shared, View, ViewContext};
@@ -96,6 +98,8 @@ pub struct App {
     backend: Option<String>,
     views: Views,
     downloads: Downloads,
+    /// Where SD models are listed from and downloaded into, and their downloads.
+    sd_hub: SdHub,
     exports: Exports,
     dialog: Dialog<Purpose>,
     default_weights: Option<PathBuf>,
@@ -157,6 +161,7 @@ impl App {
             backend: None,
             views: views::all(),
             downloads: Downloads::new(checkpoint_dir),
+            sd_hub: SdHub::from_env(),
             exports: Exports::default(),
             dialog: Dialog::default(),
             default_weights: options.default_weights.clone(),
@@ -220,6 +225,7 @@ impl App {
             notifications: &mut self.notifications,
             requests: &mut self.requests,
             checkpoint_dir: self.downloads.dir.as_deref(),
+            sd_hub: &mut self.sd_hub,
         };
         (&mut self.views, cx)
     }
@@ -309,6 +315,9 @@ impl App {
         if key.is::<DownloadTask>() {
             self.downloads.ended(task, None);
         }
+        if let Some(SdDownloadTask(entry)) = key.downcast_ref() {
+            self.sd_hub.dropped(entry.id);
+        }
         for view in self.views.iter_mut() {
             view.task_dropped(key);
         }
@@ -373,6 +382,9 @@ impl App {
             if key.is::<DownloadTask>() {
                 self.downloads.ended(task, Some(Err(error.to_string())));
             }
+            if let Some(SdDownloadTask(entry)) = key.downcast_ref() {
+                self.sd_hub.dropped(entry.id);
+            }
             for view in self.views.iter_mut() {
                 view.task_dropped(key);
             }
@@ -407,8 +419,21 @@ impl App {
             }
             Err(other) => other,
         };
-        let mut output = match output.downcast::<Downloaded>() {
+        let output = match output.downcast::<Downloaded>() {
             Ok(done) => return self.downloaded(*done),
+            Err(other) => other,
+        };
+        let mut output = match output.downcast::<SdDownloaded>() {
+            Ok(done) => {
+                self.sd_hub.finished(done.entry, &done.snapshot);
+                self.notifications.info(format!(
+                    "Downloaded {} ({}) into {}",
+                    done.entry.title,
+                    done.entry.repo_id,
+                    done.snapshot.display()
+                ));
+                return;
+            }
             Err(other) => other,
         };
         for view in self.views.iter_mut() {
@@ -734,6 +759,18 @@ impl App {
                     let entry = crate::model::download::official(id);
                     if let (Some(entry), Some(dir)) = (entry, self.downloads.dir.clone()) {
                         self.download_second_model(DownloadRequest::official(entry, &dir, None));
+                    }
+                }
+                AppRequest::DownloadSd { id, owner } => {
+                    if let Some(entry) = crate::model::sd::sd_catalog_entry(id)
+                        && let Err(e) = self.sd_hub.start(entry, owner, &mut self.tasks)
+                    {
+                        self.notifications.error(&e);
+                    }
+                }
+                AppRequest::CancelSdDownload(id) => {
+                    if let Some(task) = sd_download::downloading(&self.tasks, id) {
+                        self.cancel_task(task);
                     }
                 }
                 AppRequest::OpenImage { path, tab } => {

@@ -11,6 +11,7 @@ use crate::image_files::{FolderError, SkippedEntry};
 use crate::model::CheckpointError;
 use crate::model::download::DownloadError;
 use crate::model::preprocess::ImageLoadError;
+use crate::model::sd::SdDownloadError;
 
 /// Everything that can go wrong in the app; each message names the file and the problem.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +47,8 @@ pub enum AppError {
     },
     #[error(transparent)]
     Download(#[from] DownloadError),
+    #[error(transparent)]
+    SdDownload(#[from] SdDownloadError),
     #[error("no GPU for the shared renderer: {0}")]
     Device(String),
 }

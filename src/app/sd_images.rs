@@ -9,11 +9,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::cache::BoundedCache;
-use super::notifications::Notifications;
 use super::sd_jobs::{
     DinoPlacedJob, DinoPlacedKey, DinoPlacedOutput, SdImageJob, SdImageKey, SdImageOutput,
 };
-use super::sd_model::{SdInfoJob, SdInfoKey, SdInfoOutput, SdModelInfo, SdPicker};
+use super::sd_model::{PickerContext, SdInfoJob, SdInfoKey, SdInfoOutput, SdModelInfo, SdPicker};
 use super::state::{SdChoice, SdSettings, ViewTab};
 use super::tasks::{ImageId, Output, Tasks};
 use super::view::ViewContext;
@@ -62,8 +61,8 @@ impl SdImages {
     /// The SD features of the view `owner`.
     pub fn new(owner: ViewTab) -> Self {
         SdImages {
+            picker: SdPicker::new(owner.clone()),
             owner,
-            picker: SdPicker::default(),
             cache_dir: sd_cache_dir(),
             info: HashMap::new(),
             unreadable: HashSet::new(),
@@ -266,14 +265,14 @@ impl SdImages {
         tasks.any::<SdInfoKey>() || tasks.any::<SdImageKey>() || tasks.any::<DinoPlacedKey>()
     }
 
-    /// Takes the picker's listing and a picked folder when ready.
-    pub fn poll(&mut self, ctx: &egui::Context, sd: &mut SdSettings, notes: &mut Notifications) {
-        self.picker.poll(ctx, sd, notes);
+    /// Takes the picker's listing, a downloaded model and a picked folder when ready.
+    pub fn poll(&mut self, ctx: &egui::Context, sd: &mut SdSettings, cx: PickerContext<'_>) {
+        self.picker.poll(ctx, sd, cx);
     }
 
-    /// The model picker, the recipe and the input size.
-    pub fn picker_ui(&mut self, ui: &mut egui::Ui, sd: &mut SdSettings, notes: &mut Notifications) {
-        self.picker.ui(ui, sd, notes);
+    /// The model picker (with downloads), the recipe and the input size.
+    pub fn picker_ui(&mut self, ui: &mut egui::Ui, sd: &mut SdSettings, cx: PickerContext<'_>) {
+        self.picker.ui(ui, sd, cx);
     }
 
     /// The chosen model's version and recipe, the estimate of what is missing, Run, and a cache

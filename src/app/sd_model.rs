@@ -1,22 +1,27 @@
 //! The Stable Diffusion model a view computes features with: the choice (kept with the view's
-//! settings), the picker (SD models in the Hugging Face cache, or a folder), and what the worker
-//! reads of the model before any run (its configs, the device's speed) for the cost estimate.
+//! settings), the picker (SD models in the Hugging Face cache, downloads of the catalogue's into
+//! it, or a folder), and what the worker reads of the model before any run (its configs, the
+//! device's speed) for the cost estimate.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use eframe::egui;
 use poll_promise::Promise;
 
 use super::dialogs::{Dialog, Pick};
 use super::notifications::{AppError, Notifications, file_label};
+use super::sd_download::{SdDownloadTask, SdHub, download_size, downloading};
 use super::state::{SdChoice, SdSettings, ViewTab, preset_name};
-use super::tasks::{Output, TaskContext, spawn_promise, take_ready};
+use super::tasks::{Output, TaskContext, Tasks, spawn_promise, take_ready};
+use super::view::AppRequest;
 use super::worker::{ModelJob, WorkerState};
 use crate::analysis::sd_features::settings::MAX_SIZE;
 use crate::analysis::sd_features::{SdCost, SdFeatureSettings, SdPreset, estimate, matmul_gflops};
-use crate::model::download::hub::hub_cache_dir;
-use crate::model::sd::{SdFolder, UnetConfig, VaeConfig, find_in_hub_cache};
+use crate::model::sd::{
+    SD_CATALOG, SdCatalogEntry, SdFolder, UnetConfig, VaeConfig, find_in_hub_cache,
+};
 
 /// What the worker read of an SD folder: enough to estimate a run before it starts.
 #[derive(Clone, Debug)]
@@ -148,24 +153,50 @@ pub struct CachedSd {
 
 type Listing = Result<Vec<CachedSd>, AppError>;
 
-/// The SD model picker: the models of the Hugging Face cache (listed once, off the UI thread)
-/// and "Choose folder...".
-#[derive(Default)]
+/// What the SD model picker uses of the app besides the view's SD settings.
+pub struct PickerContext<'a> {
+    pub hub: &'a mut SdHub,
+    pub tasks: &'a Tasks,
+    pub notifications: &'a mut Notifications,
+    pub requests: &'a mut Vec<AppRequest>,
+}
+
+/// The SD model picker of the view `owner`: the models of the Hugging Face cache (listed off the
+/// UI thread, again whenever the cache changes), a download entry for each catalogue model not
+/// there, and "Choose folder...".
 pub struct SdPicker {
+    owner: ViewTab,
     listing: Option<Promise<Listing>>,
+    /// The cache generation ([`SdHub::generation`]) last listed.
+    listed: Option<u64>,
     found: Option<Vec<CachedSd>>,
     dialog: Dialog<()>,
 }
 
 impl SdPicker {
-    /// Lists the cache on first use; takes the listing and a picked folder when ready.
-    pub fn poll(&mut self, ctx: &egui::Context, sd: &mut SdSettings, notes: &mut Notifications) {
-        if self.found.is_none() && self.listing.is_none() {
-            match spawn_promise("dinoscope-sd-list", "listing SD models", ctx, list_cached) {
+    pub fn new(owner: ViewTab) -> Self {
+        SdPicker {
+            owner,
+            listing: None,
+            listed: None,
+            found: None,
+            dialog: Dialog::default(),
+        }
+    }
+
+    /// Lists the cache on first use and after it changed; takes the listing, a downloaded model
+    /// (it becomes the view's) and a picked folder when ready.
+    pub fn poll(&mut self, ctx: &egui::Context, sd: &mut SdSettings, cx: PickerContext<'_>) {
+        let generation = cx.hub.generation();
+        if self.listed != Some(generation) {
+            self.listed = Some(generation);
+            let cache = cx.hub.cache().map(Path::to_path_buf);
+            let list = move || list_cached(cache.as_deref());
+            match spawn_promise("dinoscope-sd-list", "listing SD models", ctx, list) {
                 Ok(p) => self.listing = Some(p),
                 Err(e) => {
                     self.found = Some(Vec::new());
-                    notes.error(&e);
+                    cx.notifications.error(&e);
                 }
             }
         }
@@ -173,9 +204,12 @@ impl SdPicker {
             Some(Ok(found)) => self.found = Some(found),
             Some(Err(e)) => {
                 self.found = Some(Vec::new());
-                notes.error(&e);
+                cx.notifications.error(&e);
             }
             None => {}
+        }
+        if let Some(snapshot) = cx.hub.take_chosen(&self.owner) {
+            sd.folder = Some(snapshot);
         }
         match self.dialog.poll() {
             Some(((), Ok(paths))) => {
@@ -183,13 +217,14 @@ impl SdPicker {
                     sd.folder = Some(path);
                 }
             }
-            Some(((), Err(e))) => notes.error(&e),
+            Some(((), Err(e))) => cx.notifications.error(&e),
             None => {}
         }
     }
 
-    /// The model combo box, the preset and the input size.
-    pub fn ui(&mut self, ui: &mut egui::Ui, sd: &mut SdSettings, notes: &mut Notifications) {
+    /// The model combo box (with the downloads), the downloads under way, the preset and the
+    /// input size.
+    pub fn ui(&mut self, ui: &mut egui::Ui, sd: &mut SdSettings, cx: PickerContext<'_>) {
         let current = sd
             .folder
             .as_ref()
@@ -214,6 +249,7 @@ impl SdPicker {
                         }
                     }
                 }
+                self.download_entries(ui, cx.hub, cx.tasks, cx.requests);
                 choose_folder = ui.button("Choose folder...").clicked();
             });
         if choose_folder {
@@ -221,9 +257,10 @@ impl SdPicker {
                 title: "A Stable Diffusion diffusers folder (unet/, vae/, text_encoder/)".into(),
             };
             if let Err(e) = self.dialog.open(ui.ctx(), pick, ()) {
-                notes.error(&e);
+                cx.notifications.error(&e);
             }
         }
+        downloads_under_way(ui, cx.tasks, cx.requests);
         ui.horizontal(|ui| {
             ui.label("Recipe:");
             for preset in [SdPreset::SdDino, SdPreset::Dift] {
@@ -247,6 +284,63 @@ impl SdPicker {
         sd.size = (size != default).then_some(size);
     }
 
+    /// "Download <title> (about N GB)" for each catalogue model the cache does not hold (once it
+    /// has been listed).
+    fn download_entries(
+        &self,
+        ui: &mut egui::Ui,
+        hub: &SdHub,
+        tasks: &Tasks,
+        requests: &mut Vec<AppRequest>,
+    ) {
+        let Some(found) = &self.found else {
+            return;
+        };
+        let missing: Vec<&'static SdCatalogEntry> = SD_CATALOG
+            .iter()
+            .filter(|e| !found.iter().any(|m| m.id.eq_ignore_ascii_case(e.repo_id)))
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        ui.separator();
+        for entry in missing {
+            let (text, enabled) = if downloading(tasks, entry.id).is_some() {
+                (format!("Downloading {}...", entry.title), false)
+            } else if hub.stopping(entry.id, tasks) {
+                // No event comes when the thread ends: look again shortly.
+                ui.ctx().request_repaint_after(Duration::from_millis(100));
+                (
+                    format!("Stopping the download of {}...", entry.title),
+                    false,
+                )
+            } else {
+                let size = download_size(entry);
+                (format!("Download {} ({size})", entry.title), true)
+            };
+            let hover = match hub.cache() {
+                Some(cache) => format!(
+                    "{} ({}) into {}; resumes where an earlier attempt stopped",
+                    entry.repo_id,
+                    entry.note,
+                    cache.display()
+                ),
+                None => "No Hugging Face cache folder: set HF_HUB_CACHE, HF_HOME or HOME".into(),
+            };
+            if ui
+                .add_enabled(enabled && hub.cache().is_some(), egui::Button::new(text))
+                .on_hover_text(&hover)
+                .on_disabled_hover_text(&hover)
+                .clicked()
+            {
+                requests.push(AppRequest::DownloadSd {
+                    id: entry.id,
+                    owner: self.owner.clone(),
+                });
+            }
+        }
+    }
+
     fn name_of(&self, folder: &Path) -> String {
         self.found
             .iter()
@@ -256,11 +350,38 @@ impl SdPicker {
     }
 }
 
-fn list_cached() -> Listing {
-    let Some(cache) = hub_cache_dir() else {
+/// Each SD download under way: what it is doing, its progress and Cancel.
+fn downloads_under_way(ui: &mut egui::Ui, tasks: &Tasks, requests: &mut Vec<AppRequest>) {
+    for (task, SdDownloadTask(entry)) in tasks.running::<SdDownloadTask>() {
+        let Some(task) = tasks.get(task) else {
+            continue;
+        };
+        ui.label(egui::RichText::new(&task.label).weak());
+        ui.horizontal(|ui| {
+            match task.fraction {
+                Some(f) => ui.add(
+                    egui::ProgressBar::new(f)
+                        .desired_width(140.0)
+                        .show_percentage(),
+                ),
+                None => ui.spinner(),
+            };
+            if ui
+                .button("Cancel download")
+                .on_hover_text("Stop it; what has arrived is kept, and the next try resumes")
+                .clicked()
+            {
+                requests.push(AppRequest::CancelSdDownload(entry.id));
+            }
+        });
+    }
+}
+
+fn list_cached(cache: Option<&Path>) -> Listing {
+    let Some(cache) = cache else {
         return Ok(Vec::new());
     };
-    Ok(find_in_hub_cache(&cache)
+    Ok(find_in_hub_cache(cache)
         .models
         .into_iter()
         .filter(|m| m.current)

@@ -201,6 +201,11 @@ impl Tasks {
         Some(t.key)
     }
 
+    /// A task under way.
+    pub fn get(&self, task: TaskId) -> Option<&Task> {
+        self.tasks.get(&task)
+    }
+
     /// What a task is.
     pub fn key(&self, task: TaskId) -> Option<&dyn Any> {
         self.tasks.get(&task).map(|t| t.key.as_ref())

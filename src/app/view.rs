@@ -10,6 +10,8 @@ use eframe::egui;
 use super::dialogs::Pick;
 use super::gallery::{Gallery, ImageEntry};
 use super::notifications::{AppError, Notifications};
+use super::sd_download::SdHub;
+use super::sd_model::PickerContext;
 use super::state::{Settings, ViewTab};
 use super::tasks::{Output, Tasks};
 use super::worker::{ImageInput, ModelInfo, Worker};
@@ -66,6 +68,11 @@ pub enum AppRequest {
     Export { tab: ViewTab, id: &'static str },
     /// Downloads the official checkpoint `id` and makes it the side-by-side view's second model.
     DownloadSecond(&'static str),
+    /// Downloads the SD catalogue model `id` into the Hugging Face cache; it then becomes the SD
+    /// model of the view `owner`.
+    DownloadSd { id: &'static str, owner: ViewTab },
+    /// Stops the download of the SD catalogue model `id` (its parts are kept for a retry).
+    CancelSdDownload(&'static str),
 }
 
 /// What the app lends a view for one call.
@@ -79,6 +86,8 @@ pub struct ViewContext<'a> {
     pub requests: &'a mut Vec<AppRequest>,
     /// Where official checkpoints are downloaded to (`None`: no folder could be found).
     pub checkpoint_dir: Option<&'a Path>,
+    /// Where SD models are listed from and downloaded into.
+    pub sd_hub: &'a mut SdHub,
 }
 
 impl ViewContext<'_> {
@@ -88,6 +97,18 @@ impl ViewContext<'_> {
             gallery: self.gallery,
             settings: self.settings,
         }
+    }
+
+    /// The settings, and what an SD model picker uses besides them (a view passes its own
+    /// [`super::state::SdSettings`] with it).
+    pub fn sd_picker(&mut self) -> (&mut Settings, PickerContext<'_>) {
+        let picker = PickerContext {
+            hub: self.sd_hub,
+            tasks: self.tasks,
+            notifications: self.notifications,
+            requests: self.requests,
+        };
+        (self.settings, picker)
     }
 
     /// Nothing to show yet and nothing under way: the view says how to add images.

@@ -7,14 +7,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use crate::model::download::hub::{
-    RepoProgress, Verification, download_repo, endpoint_from, hub_cache_dir,
-};
+use crate::model::download::hub::{RepoProgress, Verification, endpoint_from, hub_cache_dir};
 use crate::model::download::{
     DownloadProgress, DownloadSettings, OFFICIAL, checkpoint_dir, download, file_name_from_url,
     official, recorded_hash,
 };
-use crate::model::sd::{SD_CATALOG, SdCatalogEntry, SdFolder, resolve_sd_model, sd_catalog_entry};
+use crate::model::sd::{SD_CATALOG, SdCatalogEntry, resolve_sd_model, sd_catalog_entry};
 
 #[derive(Args, Debug)]
 pub struct DownloadArgs {
@@ -141,17 +139,9 @@ fn fetch_sd(entry: &SdCatalogEntry, cache: &Path) -> Result<()> {
         ));
         true
     };
-    let result = download_repo(
-        &endpoint,
-        cache,
-        entry.repo_id,
-        "main",
-        entry.files,
-        &DownloadSettings::default(),
-        &mut report,
-    );
+    let result = entry.download(&endpoint, cache, &DownloadSettings::default(), &mut report);
     bar.finish_and_clear();
-    let done = result.with_context(|| format!("{}: download failed", entry.repo_id))?;
+    let (done, folder) = result?;
     for file in &done.files {
         let how = match file.verification {
             Verification::PinnedSha256 => "SHA-256 pinned in the catalogue",
@@ -174,8 +164,6 @@ fn fetch_sd(entry: &SdCatalogEntry, cache: &Path) -> Result<()> {
     if done.copied {
         println!("  (the file system refused links: the snapshot holds copies of the blobs)");
     }
-    let folder = SdFolder::open(&done.snapshot)
-        .with_context(|| format!("{}: downloaded, but it does not open", entry.repo_id))?;
     if folder.version != entry.version {
         eprintln!(
             "warning: {} is {}, the catalogue expected {}",

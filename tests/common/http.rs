@@ -1,10 +1,11 @@
 //! A tiny HTTP/1.1 file server on 127.0.0.1 for the download tests (one thread per connection,
-//! `Range: bytes=N-` support, 404 for unknown paths).
+//! `Range: bytes=N-` support, 404 for unknown paths, optionally slow).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// What one request asked for.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,6 +28,20 @@ impl Server {
 
     /// Serves each `(name, body)` at `/<name>` (a name may hold `/` and `?`).
     pub fn start_many(files: Vec<(String, Vec<u8>)>, honor_range: bool) -> Server {
+        Server::start_with(files, honor_range, None)
+    }
+
+    /// [`Server::start_many`] (ranges honoured), each body sent `chunk` bytes at a time with
+    /// `pause` between.
+    pub fn start_throttled(files: Vec<(String, Vec<u8>)>, chunk: usize, pause: Duration) -> Server {
+        Server::start_with(files, true, Some((chunk, pause)))
+    }
+
+    fn start_with(
+        files: Vec<(String, Vec<u8>)>,
+        honor_range: bool,
+        throttle: Option<(usize, Duration)>,
+    ) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
         let base = format!("http://{}", listener.local_addr().unwrap());
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -39,7 +54,7 @@ impl Server {
             for stream in listener.incoming().flatten() {
                 let (log, routes) = (log.clone(), routes.clone());
                 std::thread::spawn(move || {
-                    let _ = handle(stream, &routes, honor_range, &log);
+                    let _ = handle(stream, &routes, honor_range, throttle, &log);
                 });
             }
         });
@@ -64,6 +79,7 @@ fn handle(
     stream: TcpStream,
     routes: &HashMap<String, Vec<u8>>,
     honor_range: bool,
+    throttle: Option<(usize, Duration)>,
     log: &Mutex<Vec<Seen>>,
 ) -> std::io::Result<()> {
     let Request { path, range } = read_request(&stream)?;
@@ -100,16 +116,32 @@ fn handle(
                 len - 1,
                 len - s
             )?;
-            out.write_all(&body[s..])
+            send(&mut out, &body[s..], throttle)
         }
         None => {
             write!(
                 out,
                 "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
             )?;
-            out.write_all(body)
+            send(&mut out, body, throttle)
         }
     }
+}
+
+fn send(
+    out: &mut TcpStream,
+    body: &[u8],
+    throttle: Option<(usize, Duration)>,
+) -> std::io::Result<()> {
+    let Some((chunk, pause)) = throttle else {
+        return out.write_all(body);
+    };
+    for piece in body.chunks(chunk.max(1)) {
+        out.write_all(piece)?;
+        out.flush()?;
+        std::thread::sleep(pause);
+    }
+    Ok(())
 }
 
 /// A request as a scripted server sees it.

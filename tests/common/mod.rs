@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod fake_hub;
 pub mod ffmpeg;
 pub mod http;
 pub mod sd_folder;

@@ -91,6 +91,25 @@ pub fn sd_files(kind: Kind, fp32: bool, fp16: bool, weights_len: usize) -> Vec<(
     files
 }
 
+/// Every file below `root` as `(path relative to root with `/`, bytes)`, sorted by path.
+pub fn read_files(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = walkdir::WalkDir::new(root)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| {
+            let relative = e.path().strip_prefix(root).unwrap();
+            let parts: Vec<String> = relative
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            (parts.join("/"), std::fs::read(e.path()).unwrap())
+        })
+        .collect();
+    files.sort();
+    files
+}
+
 pub fn write_files(root: &Path, files: &[(String, Vec<u8>)]) {
     for (path, bytes) in files {
         let path = root.join(path);

@@ -180,17 +180,19 @@ impl CorrespondenceTab {
 
     pub(super) fn poll_sd(&mut self, ctx: &egui::Context, cx: &mut ViewContext<'_>) {
         if cx.settings.correspondence.features != FeatureSource::Dino {
+            let (settings, picker) = cx.sd_picker();
             self.sd
                 .images
-                .poll(ctx, &mut cx.settings.correspondence.sd, cx.notifications);
+                .poll(ctx, &mut settings.correspondence.sd, picker);
         }
     }
 
     /// The SD model picker, the estimate and Run, and the weight for SD+DINO.
     pub(super) fn sd_controls(&mut self, ui: &mut egui::Ui, cx: &mut ViewContext<'_>) {
+        let (settings, picker) = cx.sd_picker();
         self.sd
             .images
-            .picker_ui(ui, &mut cx.settings.correspondence.sd, cx.notifications);
+            .picker_ui(ui, &mut settings.correspondence.sd, picker);
         let wanted = self.sd_wanted(cx.shared());
         self.sd.images.status_ui(ui, wanted.as_ref());
         let Some(wanted) = wanted else {

@@ -283,8 +283,8 @@ impl PcaTab {
         if cx.settings.pca.features == FeatureSource::Dino {
             return;
         }
-        self.sd
-            .picker_ui(ui, &mut cx.settings.pca.sd, cx.notifications);
+        let (settings, picker) = cx.sd_picker();
+        self.sd.picker_ui(ui, &mut settings.pca.sd, picker);
         let wanted = self.sd_wanted(cx.shared());
         self.sd.status_ui(ui, wanted.as_ref());
         ui.separator();
@@ -435,7 +435,8 @@ impl View for PcaTab {
 
     fn poll(&mut self, ctx: &egui::Context, cx: &mut ViewContext<'_>) {
         if cx.settings.pca.features != FeatureSource::Dino {
-            self.sd.poll(ctx, &mut cx.settings.pca.sd, cx.notifications);
+            let (settings, picker) = cx.sd_picker();
+            self.sd.poll(ctx, &mut settings.pca.sd, picker);
         }
     }
 

