@@ -281,8 +281,8 @@ impl SdImages {
         let Some(wanted) = wanted else {
             ui.label(
                 egui::RichText::new(
-                    "Choose a Stable Diffusion model (diffusers folder, e.g. from \
-                     `dinoscope download sd15`)",
+                    "Choose a Stable Diffusion model above: one in the Hugging Face cache, a \
+                     diffusers folder, or a download",
                 )
                 .weak(),
             );
