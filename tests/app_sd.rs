@@ -13,11 +13,15 @@ use app_common::{TestApp, bare_options, build_harness, wait_for};
 use burn::tensor::Device;
 use common::fixture;
 use common::sd_folder::tiny_sd_folder;
-use dinoscope::analysis::correspond::{ImageDescriptors, PointQuery, query_point};
+use dinoscope::analysis::correspond::{
+    BuddySide, ImageDescriptors, PointQuery, find_best_buddies, query_point,
+};
+use dinoscope::analysis::features::{default_saliency_heads, resize_nearest, saliency};
 use dinoscope::analysis::pca_rgb::{PcaColoring, pca_colors, render_on_original};
 use dinoscope::analysis::sd_features::{
     FeatureSource, Placed, Placement, SD_DINO_DINO_SIZE, SD_DINO_PCA_DIMS, SdCaches,
-    SdFeatureSettings, SdPreset, SdSession, dino_placed, fuse_placed, sd_descriptors,
+    SdFeatureSettings, SdPreset, SdSession, dino_placed, fuse_placed, saliency_input,
+    sd_descriptors,
 };
 use dinoscope::analysis::similarity::Score;
 use dinoscope::app::App;
@@ -469,4 +473,58 @@ fn pca_view_colours_sd_and_fused_features_as_the_library() {
     let app = s.h.state().app();
     assert_eq!(app.current_pca_key().unwrap().layer, depth - 2);
     assert_eq!(app.pca_sd_computed(), 2);
+}
+
+#[test]
+fn best_buddies_under_sd_dino_use_the_fused_descriptors_as_the_library() {
+    let mut s = setup(FeatureSource::Fused, 128);
+    let point = (40.0, 30.0);
+    {
+        let app = s.h.state_mut().app_mut();
+        app.set_corr_point(point);
+        let c = &mut app.settings_mut().correspondence;
+        c.saliency_threshold = 0.0;
+        c.num_pairs = 4;
+        app.run_corr_sd();
+    }
+    wait_for(&mut s.h, "the SD+DINO descriptors", sd_shown);
+    s.h.state_mut().app_mut().find_best_buddies();
+    wait_for(&mut s.h, "the best buddies", |app| {
+        app.is_idle() && !app.current_buddies().is_empty()
+    });
+    let app = s.h.state().app();
+    let order = shown_names(app);
+    let placed = library_placed(&s, &order, 128, Some(0.5));
+    // The ViT's saliency of each image letterboxed at 224 px, on the descriptors' grid.
+    let saliencies: Vec<Vec<f32>> = order
+        .iter()
+        .zip(&placed)
+        .map(|(name, p)| {
+            let rgb = image::open(s.dir.path().join(name)).unwrap().to_rgb8();
+            let input =
+                saliency_input(&rgb, Placement::Letterbox, s.vit.config().patch_size).unwrap();
+            let heads = default_saliency_heads(&s.vit);
+            let (values, grid) = saliency(&s.vit, &input, None, &heads).unwrap();
+            resize_nearest(
+                &values,
+                (grid.rows, grid.cols),
+                (p.map.grid.rows, p.map.grid.cols),
+            )
+        })
+        .collect();
+    let side = |i: usize| BuddySide {
+        features: &placed[i].map,
+        saliency: &saliencies[i],
+        pixels: placed[i].pixels,
+    };
+    let expected = find_best_buddies(side(0), side(1), 0.0, 4, Score::Cosine);
+    let shown = &app.current_buddies()[0].1;
+    assert!(!expected.pairs.is_empty());
+    assert_eq!(shown.mutual, expected.mutual);
+    assert_eq!(shown.pairs.len(), expected.pairs.len());
+    for (a, b) in shown.pairs.iter().zip(&expected.pairs) {
+        assert_eq!((a.patch_a, a.patch_b), (b.patch_a, b.patch_b));
+        assert_eq!((a.model_a, a.model_b), (b.model_a, b.model_b));
+        assert!((a.score - b.score).abs() < 1e-5);
+    }
 }

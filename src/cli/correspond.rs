@@ -21,11 +21,11 @@ use crate::analysis::features::{
 use crate::analysis::figure::{RED, dot, overlay_heatmap, pair_color, pair_marker, side_by_side};
 use crate::analysis::fusion::{ExternalMap, FusionConfig, SecondSource, fuse_pair, load_external};
 use crate::analysis::pck::summarize;
-use crate::analysis::sd_features::{FeatureSource, Placed, Placement, SdSession};
+use crate::analysis::sd_features::{FeatureSource, Placed, Placement, SdSession, saliency_input};
 use crate::analysis::similarity::Score;
 use crate::analysis::{spair, stereo};
 use crate::arrays::write_npy;
-use crate::model::preprocess::{load_rgb, prepare};
+use crate::model::preprocess::load_rgb;
 use crate::model::{Facet, LoadedModel, PreparedImage, Resize};
 
 /// Which descriptor is matched (defaults of dino-vit-features' `correspondences.py`).
@@ -224,8 +224,6 @@ struct Pipeline {
     sd: Option<SdSource>,
 }
 
-const SALIENCY_SIDE: u32 = 224;
-
 /// Stable Diffusion's side of the pipeline.
 struct SdSource {
     session: std::cell::RefCell<SdSession>,
@@ -380,14 +378,10 @@ impl Pipeline {
         let mut described = Vec::with_capacity(2);
         for (image, Placed { map, pixels }) in originals.iter().zip(placed) {
             let side = map.image_size.0 as u32;
-            // Saliency is a coarse foreground mask: dino-vit-features' 224 px load size is enough,
-            // where the full SD side would form attention matrices of gigabytes.
-            let saliency_side = SALIENCY_SIDE - SALIENCY_SIDE % patch as u32;
-            let (dino_canvas, _, _) = placement.canvas(image, saliency_side);
             described.push(Described {
                 model_image: placement.canvas(image, side).0,
                 original_size: image.dimensions(),
-                saliency_input: prepare(&dino_canvas, Resize::None, patch, usize::MAX)?,
+                saliency_input: saliency_input(image, placement, patch)?,
                 saliency_stride: None,
                 features: map,
                 pixels,

@@ -14,11 +14,16 @@ use super::settings::SdPreset;
 use crate::analysis::coords::PixelMap;
 use crate::analysis::features::{DescriptorSpec, FeatureError, FeatureMap, extract};
 use crate::analysis::fusion::{FusionError, fuse_maps};
-use crate::model::preprocess::{ImageLoadError, Resize, prepare};
+use crate::model::preprocess::{ImageLoadError, PreparedImage, Resize, prepare};
 use crate::model::{Facet, Vit};
 
 /// sd-dino's DINOv2 input side: 840 px, 60 x 60 tokens of a /14 model, the s3 grid's size.
 pub const SD_DINO_DINO_SIZE: u32 = 840;
+
+/// Side of the square best buddies' saliency is computed on for SD descriptors: dino-vit-features'
+/// 224 px load size. Saliency is a coarse foreground mask, and at SD's side the ViT would form
+/// attention matrices of gigabytes.
+pub const SD_SALIENCY_SIDE: u32 = 224;
 
 /// Which descriptors a correspondence matches.
 #[derive(
@@ -187,6 +192,20 @@ pub fn dino_placed(
         pixels: PixelMap::placed(map.grid, scale, offset),
         map,
     })
+}
+
+/// The ViT's saliency input for an image's SD descriptors: the image placed as SD placed it, on a
+/// square of [`SD_SALIENCY_SIDE`] rounded down to the patch, so its tokens cover the same area as
+/// the descriptors' cells.
+pub fn saliency_input(
+    image: &RgbImage,
+    placement: Placement,
+    patch: usize,
+) -> Result<PreparedImage, ImageLoadError> {
+    let patch = patch.max(1);
+    let side = SD_SALIENCY_SIDE - SD_SALIENCY_SIDE % patch as u32;
+    let (canvas, _, _) = placement.canvas(image, side);
+    prepare(&canvas, Resize::None, patch, usize::MAX)
 }
 
 /// One image's fused descriptors `[w_sd * sd / |sd|, w_dino * dino / |dino|]` on the finer grid.

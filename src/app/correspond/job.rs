@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 
 use crate::analysis::coords::PixelMap;
 use crate::analysis::correspond::{BestBuddies, BuddySide, ImageDescriptors, find_best_buddies};
-use crate::analysis::features::{FeatureMap, default_saliency_heads, saliency};
+use crate::analysis::features::{FeatureMap, default_saliency_heads, resize_nearest, saliency};
+use crate::analysis::sd_features::{Placement, saliency_input};
 use crate::analysis::similarity::Score;
 use crate::app::notifications::AppError;
-use crate::app::state::InputSize;
+use crate::app::state::{InputSize, SdChoice};
 use crate::app::tasks::{ImageId, Output, TaskContext};
 use crate::app::worker::{FeatureKey, ImageInput, ModelJob, WorkerState};
 use crate::model::{Facet, PreparedImage};
@@ -55,7 +56,7 @@ pub struct CorrImage {
 }
 
 /// Best buddies between a source and a target under a spec.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct BuddiesKey {
     pub source: ImageId,
     pub target: ImageId,
@@ -63,6 +64,35 @@ pub struct BuddiesKey {
     pub num_pairs: usize,
     /// Saliency threshold in thousandths.
     pub threshold_milli: u16,
+    pub of: BuddiesOf,
+}
+
+/// The descriptors of a source and its targets (in this order) under SD or SD+DINO.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SdSetKey {
+    pub images: Vec<ImageId>,
+    pub choice: SdChoice,
+    pub fused: bool,
+    /// SD's weight in thousandths (DINO gets the rest); 0 without fusion.
+    pub weight_milli: u16,
+    pub generation: u64,
+}
+
+impl SdSetKey {
+    /// (SD, DINO) weights after per-source normalisation.
+    pub fn weights(&self) -> [f32; 2] {
+        let w = f32::from(self.weight_milli.min(1000)) / 1000.0;
+        [w, 1.0 - w]
+    }
+}
+
+/// Which descriptors best buddies are found with.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum BuddiesOf {
+    /// The model's, under the key's spec.
+    Model,
+    /// Stable Diffusion's or SD+DINO's: those of this set.
+    Sd(SdSetKey),
 }
 
 impl BuddiesKey {
@@ -132,6 +162,8 @@ pub struct BuddiesJob {
     pub key: BuddiesKey,
     pub source: ImageInput,
     pub target: ImageInput,
+    /// The source's and target's descriptors under [`BuddiesOf::Sd`].
+    pub described: Option<[Arc<CorrImage>; 2]>,
 }
 
 impl ModelJob for BuddiesJob {
@@ -144,8 +176,20 @@ impl ModelJob for BuddiesJob {
         state: &mut WorkerState,
         task: &TaskContext,
     ) -> Result<Option<Output>, AppError> {
-        let key = self.key;
-        let result = best_buddies(state, key, [&self.source, &self.target], task)?;
+        let BuddiesJob {
+            key,
+            source,
+            target,
+            described,
+        } = *self;
+        let inputs = [&source, &target];
+        let result = match (&key.of, &described) {
+            (BuddiesOf::Sd(set), Some(described)) => {
+                let placement = Placement::of(set.choice.preset);
+                placed_best_buddies(state, &key, inputs, described, placement, task)?
+            }
+            _ => best_buddies(state, &key, inputs, task)?,
+        };
         Ok(result.map(|result| {
             Box::new(BuddiesOutput {
                 key,
@@ -160,7 +204,7 @@ impl ModelJob for BuddiesJob {
 /// `Ok(None)` when cancelled.
 fn best_buddies(
     state: &mut WorkerState,
-    key: BuddiesKey,
+    key: &BuddiesKey,
     images: [&ImageInput; 2],
     task: &TaskContext,
 ) -> Result<Option<BestBuddies>, AppError> {
@@ -211,6 +255,63 @@ fn best_buddies(
     Ok(Some(find_best_buddies(
         side(&sides[0]),
         side(&sides[1]),
+        key.threshold(),
+        key.num_pairs,
+        Score::Cosine,
+    )))
+}
+
+/// Best-buddy pairs between two images' SD or SD+DINO descriptors (as `dinoscope correspond
+/// --features sd|fused` finds them): the ViT's saliency of each image placed the same way at
+/// [`SD_SALIENCY_SIDE`](crate::analysis::sd_features::SD_SALIENCY_SIDE), resized to the
+/// descriptors' grid. `Ok(None)` when cancelled.
+fn placed_best_buddies(
+    state: &mut WorkerState,
+    key: &BuddiesKey,
+    inputs: [&ImageInput; 2],
+    described: &[Arc<CorrImage>; 2],
+    placement: Placement,
+    task: &TaskContext,
+) -> Result<Option<BestBuddies>, AppError> {
+    let Some(vit) = state.vit() else {
+        return Ok(None);
+    };
+    let heads = default_saliency_heads(vit);
+    let mut saliencies = Vec::with_capacity(2);
+    for (i, (input, image)) in inputs.into_iter().zip(described).enumerate() {
+        if task.is_cancelled() {
+            return Ok(None);
+        }
+        task.report(format!("Saliency of {}", input.name), Some(i as f32 / 3.0));
+        let rgb = input.rgb()?;
+        let prepared =
+            saliency_input(&rgb, placement, vit.config().patch_size).map_err(|source| {
+                AppError::Prepare {
+                    path: input.name.clone(),
+                    source,
+                }
+            })?;
+        let (values, grid) =
+            saliency(vit, &prepared, None, &heads).map_err(|source| AppError::Features {
+                what: input.name.clone(),
+                source,
+            })?;
+        let cells = image.features.grid;
+        saliencies.push(resize_nearest(
+            &values,
+            (grid.rows, grid.cols),
+            (cells.rows, cells.cols),
+        ));
+    }
+    task.report("Best buddies".into(), Some(2.0 / 3.0));
+    let side = |i: usize| BuddySide {
+        features: &described[i].features,
+        saliency: &saliencies[i],
+        pixels: described[i].descriptors.pixels,
+    };
+    Ok(Some(find_best_buddies(
+        side(0),
+        side(1),
         key.threshold(),
         key.num_pairs,
         Score::Cosine,

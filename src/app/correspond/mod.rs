@@ -30,8 +30,8 @@ use crate::analysis::correspond::{BestBuddies, patch_at_pixel};
 use export::{CorrExport, ShownQuery};
 use fusion_job::{FuseKey, FusedOutput, SecondChoice};
 use job::{
-    BuddiesJob, BuddiesKey, BuddiesOutput, CorrImage, CorrSpec, DescriptorsJob, DescriptorsKey,
-    DescriptorsOutput,
+    BuddiesJob, BuddiesKey, BuddiesOf, BuddiesOutput, CorrImage, CorrSpec, DescriptorsJob,
+    DescriptorsKey, DescriptorsOutput,
 };
 use panel::{CorrPanel, Shown};
 use point_query::{PointQueries, QueryAnswer, QueryRequest};
@@ -289,6 +289,9 @@ impl CorrespondenceTab {
             return Vec::new();
         };
         let c = &shared.settings.correspondence;
+        let of = self
+            .sd_set_key(shared)
+            .map_or(BuddiesOf::Model, BuddiesOf::Sd);
         self.targets(shared)
             .into_iter()
             .map(|target| BuddiesKey {
@@ -297,6 +300,7 @@ impl CorrespondenceTab {
                 spec,
                 num_pairs: c.num_pairs,
                 threshold_milli: (c.saliency_threshold.clamp(0.0, 1.0) * 1000.0).round() as u16,
+                of: of.clone(),
             })
             .collect()
     }
@@ -353,15 +357,30 @@ impl CorrespondenceTab {
                 && !self.buddies.contains_key(k)
                 && !self.buddies_skipped.contains(k)
         });
-        if let Some(key) = wanted
-            && let (Some(source), Some(target)) =
-                (shared.input(key.source), shared.input(key.target))
-        {
+        let Some(key) = wanted else {
+            return;
+        };
+        // Under SD sources the pairs are found with the set's descriptors, once computed.
+        let described = match &key.of {
+            BuddiesOf::Model => None,
+            BuddiesOf::Sd(set) => {
+                let Some(images) = self.sd.set(set) else {
+                    return;
+                };
+                let find = |id: ImageId| images.iter().find(|i| i.id == id).cloned();
+                let (Some(source), Some(target)) = (find(key.source), find(key.target)) else {
+                    return;
+                };
+                Some([source, target])
+            }
+        };
+        if let (Some(source), Some(target)) = (shared.input(key.source), shared.input(key.target)) {
             let label = format!("Best buddies of {} and {}", source.name, target.name);
             let job = BuddiesJob {
-                key,
+                key: key.clone(),
                 source,
                 target,
+                described,
             };
             cx.worker.submit(cx.tasks, key, label, job);
         }
@@ -616,7 +635,7 @@ impl View for CorrespondenceTab {
         if let Some(key) = key.downcast_ref::<DescriptorsKey>() {
             self.skipped.insert(*key);
         } else if let Some(key) = key.downcast_ref::<BuddiesKey>() {
-            self.buddies_skipped.insert(*key);
+            self.buddies_skipped.insert(key.clone());
         } else if let Some(key) = key.downcast_ref::<FuseKey>() {
             self.fuse_skipped.insert(key.clone());
         } else {

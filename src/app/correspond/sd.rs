@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::CorrespondenceTab;
-use super::job::CorrImage;
-use super::sd_job::{SdSetJob, SdSetKey, SdSetOutput};
+use super::job::{CorrImage, SdSetKey};
+use super::sd_job::{SdSetJob, SdSetOutput};
 use crate::analysis::sd_features::FeatureSource;
 use crate::app::cache::BoundedCache;
 use crate::app::sd_images::{SdImages, SdWanted};
@@ -65,6 +65,11 @@ impl SdSources {
         }
     }
 
+    /// The descriptors of a set (source first), once computed.
+    pub fn set(&self, key: &SdSetKey) -> Option<&Vec<Arc<CorrImage>>> {
+        self.sets.get(key)
+    }
+
     /// Takes a worker result of an SD job (`Err`: not one).
     pub fn take_output(&mut self, output: Output) -> Result<(), Output> {
         let output = match self.images.take_output(output) {
@@ -113,6 +118,12 @@ impl CorrespondenceTab {
             images,
             generation: model.generation,
         })
+    }
+
+    /// The key of the SD or SD+DINO descriptors shown (`None` under DINO).
+    pub(super) fn sd_set_key(&self, shared: Shared<'_>) -> Option<SdSetKey> {
+        let wanted = self.sd_wanted(shared)?;
+        Some(self.sd.set_key(&wanted, shared))
     }
 
     /// The SD or SD+DINO descriptors of the source and its targets, once computed (`None` when

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::job::CorrImage;
+use super::job::{CorrImage, SdSetKey};
 use crate::analysis::correspond::ImageDescriptors;
 use crate::analysis::sd_features::{
     Placed, Placement, SD_DINO_PCA_DIMS, SdImageFeatures, fuse_placed, sd_descriptors,
@@ -21,25 +21,6 @@ use crate::app::tasks::{ImageId, Output, TaskContext};
 use crate::app::worker::{ImageInput, ModelJob, WorkerState};
 use crate::model::Resize;
 use crate::model::preprocess::prepare;
-
-/// The descriptors of a source and its targets (in this order) under SD or SD+DINO.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct SdSetKey {
-    pub images: Vec<ImageId>,
-    pub choice: SdChoice,
-    pub fused: bool,
-    /// SD's weight in thousandths (DINO gets the rest); 0 without fusion.
-    pub weight_milli: u16,
-    pub generation: u64,
-}
-
-impl SdSetKey {
-    /// (SD, DINO) weights after per-source normalisation.
-    pub fn weights(&self) -> [f32; 2] {
-        let w = f32::from(self.weight_milli.min(1000)) / 1000.0;
-        [w, 1.0 - w]
-    }
-}
 
 pub struct SdSetOutput {
     pub key: SdSetKey,
