@@ -13,9 +13,9 @@ use poll_promise::Promise;
 use super::dialogs::{Dialog, Pick};
 use super::notifications::{AppError, Notifications, file_label};
 use super::sd_download::{SdDownloadTask, SdHub, download_size, downloading};
-use super::state::{SdChoice, SdSettings, ViewTab, preset_name};
+use super::state::{SdChoice, SdSettings, Settings, ViewTab, preset_name};
 use super::tasks::{Output, TaskContext, Tasks, spawn_promise, take_ready};
-use super::view::AppRequest;
+use super::view::{AppRequest, ViewContext};
 use super::worker::{ModelJob, WorkerState};
 use crate::analysis::sd_features::settings::MAX_SIZE;
 use crate::analysis::sd_features::{SdCost, SdFeatureSettings, SdPreset, estimate, matmul_gflops};
@@ -159,6 +159,20 @@ pub struct PickerContext<'a> {
     pub tasks: &'a Tasks,
     pub notifications: &'a mut Notifications,
     pub requests: &'a mut Vec<AppRequest>,
+}
+
+impl<'a> PickerContext<'a> {
+    /// The settings, and what an SD model picker uses besides them (a view passes its own
+    /// [`SdSettings`] with it).
+    pub fn split(cx: &'a mut ViewContext<'_>) -> (&'a mut Settings, PickerContext<'a>) {
+        let picker = PickerContext {
+            hub: cx.sd_hub,
+            tasks: cx.tasks,
+            notifications: cx.notifications,
+            requests: cx.requests,
+        };
+        (cx.settings, picker)
+    }
 }
 
 /// The SD model picker of the view `owner`: the models of the Hugging Face cache (listed off the

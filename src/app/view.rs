@@ -11,7 +11,6 @@ use super::dialogs::Pick;
 use super::gallery::{Gallery, ImageEntry};
 use super::notifications::{AppError, Notifications};
 use super::sd_download::SdHub;
-use super::sd_model::PickerContext;
 use super::state::{Settings, ViewTab};
 use super::tasks::{Output, Tasks};
 use super::worker::{ImageInput, ModelInfo, Worker};
@@ -97,18 +96,6 @@ impl ViewContext<'_> {
             gallery: self.gallery,
             settings: self.settings,
         }
-    }
-
-    /// The settings, and what an SD model picker uses besides them (a view passes its own
-    /// [`super::state::SdSettings`] with it).
-    pub fn sd_picker(&mut self) -> (&mut Settings, PickerContext<'_>) {
-        let picker = PickerContext {
-            hub: self.sd_hub,
-            tasks: self.tasks,
-            notifications: self.notifications,
-            requests: self.requests,
-        };
-        (self.settings, picker)
     }
 
     /// Nothing to show yet and nothing under way: the view says how to add images.

@@ -14,6 +14,7 @@ use super::sd_job::{SdSetJob, SdSetOutput};
 use crate::analysis::sd_features::FeatureSource;
 use crate::app::cache::BoundedCache;
 use crate::app::sd_images::{SdImages, SdWanted};
+use crate::app::sd_model::PickerContext;
 use crate::app::state::ViewTab;
 use crate::app::tasks::{Output, Tasks};
 use crate::app::view::{Shared, ViewContext};
@@ -191,7 +192,7 @@ impl CorrespondenceTab {
 
     pub(super) fn poll_sd(&mut self, ctx: &egui::Context, cx: &mut ViewContext<'_>) {
         if cx.settings.correspondence.features != FeatureSource::Dino {
-            let (settings, picker) = cx.sd_picker();
+            let (settings, picker) = PickerContext::split(cx);
             self.sd
                 .images
                 .poll(ctx, &mut settings.correspondence.sd, picker);
@@ -200,7 +201,7 @@ impl CorrespondenceTab {
 
     /// The SD model picker, the estimate and Run, and the weight for SD+DINO.
     pub(super) fn sd_controls(&mut self, ui: &mut egui::Ui, cx: &mut ViewContext<'_>) {
-        let (settings, picker) = cx.sd_picker();
+        let (settings, picker) = PickerContext::split(cx);
         self.sd
             .images
             .picker_ui(ui, &mut settings.correspondence.sd, picker);

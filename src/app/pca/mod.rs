@@ -20,6 +20,7 @@ use super::dialogs::Pick;
 use super::gallery::ImageEntry;
 use super::paper_figure::FigurePreview;
 use super::sd_images::{SdImages, SdWanted, source_row};
+use super::sd_model::PickerContext;
 use super::state::{Settings, ViewTab};
 use super::tasks::Output;
 use super::view::{AppRequest, ExportItem, ExportJob, Shared, View, ViewContext};
@@ -283,7 +284,7 @@ impl PcaTab {
         if cx.settings.pca.features == FeatureSource::Dino {
             return;
         }
-        let (settings, picker) = cx.sd_picker();
+        let (settings, picker) = PickerContext::split(cx);
         self.sd.picker_ui(ui, &mut settings.pca.sd, picker);
         let wanted = self.sd_wanted(cx.shared());
         self.sd.status_ui(ui, wanted.as_ref());
@@ -435,7 +436,7 @@ impl View for PcaTab {
 
     fn poll(&mut self, ctx: &egui::Context, cx: &mut ViewContext<'_>) {
         if cx.settings.pca.features != FeatureSource::Dino {
-            let (settings, picker) = cx.sd_picker();
+            let (settings, picker) = PickerContext::split(cx);
             self.sd.poll(ctx, &mut settings.pca.sd, picker);
         }
     }
