@@ -53,6 +53,16 @@ pub enum AppError {
     Device(String),
 }
 
+impl AppError {
+    /// `what` failed with `detail` (a library error or a message).
+    pub fn compute(what: impl Into<String>, detail: impl std::fmt::Display) -> AppError {
+        AppError::Compute {
+            what: what.into(),
+            detail: detail.to_string(),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Level {
     Info,

@@ -56,13 +56,6 @@ pub struct DinoPlacedOutput {
 #[derive(Default)]
 struct SdWorkerSession(Option<((SdChoice, Option<PathBuf>), SdSession)>);
 
-pub fn compute_error(what: String, e: impl std::fmt::Display) -> AppError {
-    AppError::Compute {
-        what,
-        detail: e.to_string(),
-    }
-}
-
 pub struct SdImageJob {
     pub key: SdImageKey,
     pub input: ImageInput,
@@ -100,7 +93,8 @@ impl ModelJob for SdImageJob {
         if task.is_cancelled() {
             return Ok(None);
         }
-        let features = result.map_err(|e| compute_error(format!("SD features of {name}"), e))?;
+        let features =
+            result.map_err(|e| AppError::compute(format!("SD features of {name}"), e))?;
         Ok(Some(Box::new(SdImageOutput {
             key,
             features: Arc::new(features),
@@ -114,13 +108,13 @@ impl ModelJob for SdImageJob {
 fn open_session(key: &SdImageKey, device: &burn::tensor::Device) -> Result<SdSession, AppError> {
     let folder = &key.choice.folder;
     let what = || format!("opening the SD model {}", folder.display());
-    let opened = SdFolder::open(folder).map_err(|e| compute_error(what(), e))?;
+    let opened = SdFolder::open(folder).map_err(|e| AppError::compute(what(), e))?;
     let caches = key
         .cache
         .as_deref()
         .map_or_else(SdCaches::in_memory, SdCaches::on_disk);
     SdSession::new(opened, key.choice.settings(), caches, device)
-        .map_err(|e| compute_error(what(), e))
+        .map_err(|e| AppError::compute(what(), e))
 }
 
 pub struct DinoPlacedJob {
@@ -147,7 +141,7 @@ impl ModelJob for DinoPlacedJob {
         };
         let placement = Placement::of(self.key.preset);
         let placed = dino_placed(vit, &rgb, placement, SD_DINO_DINO_SIZE, self.key.layer)
-            .map_err(|e| compute_error(format!("DINO tokens of {name}"), e))?;
+            .map_err(|e| AppError::compute(format!("DINO tokens of {name}"), e))?;
         Ok(Some(Box::new(DinoPlacedOutput {
             key: self.key,
             placed: Arc::new(placed),

@@ -128,13 +128,12 @@ impl ModelJob for SdInfoJob {
 }
 
 fn read_info(dir: &Path) -> Result<SdModelInfo, AppError> {
-    let error = |detail: String| AppError::Compute {
-        what: format!("opening the SD model {}", dir.display()),
-        detail,
+    let error = |e: &dyn std::fmt::Display| {
+        AppError::compute(format!("opening the SD model {}", dir.display()), e)
     };
-    let folder = SdFolder::open(dir).map_err(|e| error(e.to_string()))?;
-    let unet = UnetConfig::read(&folder.unet.config).map_err(|e| error(e.to_string()))?;
-    let vae = VaeConfig::read(&folder.vae.config).map_err(|e| error(e.to_string()))?;
+    let folder = SdFolder::open(dir).map_err(|e| error(&e))?;
+    let unet = UnetConfig::read(&folder.unet.config).map_err(|e| error(&e))?;
+    let vae = VaeConfig::read(&folder.vae.config).map_err(|e| error(&e))?;
     Ok(SdModelInfo {
         folder: dir.to_path_buf(),
         version: folder.version.description().to_string(),

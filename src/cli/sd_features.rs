@@ -10,7 +10,7 @@ use clap::Args;
 use crate::analysis::features::FeatureMap;
 use crate::analysis::sd_features::{
     FeatureSource, Placed, Placement, PosteriorChoice, SD_DINO_DINO_SIZE, SD_DINO_PCA_DIMS,
-    SdCaches, SdFeatureSettings, SdImageFeatures, SdPreset, SdSession, dino_placed, fuse_placed,
+    SdCaches, SdFeatureSettings, SdImageFeatures, SdPreset, SdSession, dino_placed, fuse_set,
     sd_descriptors,
 };
 use crate::arrays::{read_npy, transpose, write_npy};
@@ -192,13 +192,14 @@ pub fn placed_descriptors(
     let Some(dino) = dino else {
         return Ok(sd);
     };
-    let mut fused = Vec::with_capacity(sd.len());
-    for ((placed, image), path) in sd.iter().zip(images).zip(paths) {
-        let tokens = dino_placed(dino.vit, image, placement, dino.size, dino.layer)
-            .with_context(|| format!("{}: DINO tokens", path.display()))?;
-        fused.push(fuse_placed(placed, &tokens, dino.weights)?);
+    let mut tokens = Vec::with_capacity(sd.len());
+    for (image, path) in images.iter().zip(paths) {
+        tokens.push(
+            dino_placed(dino.vit, image, placement, dino.size, dino.layer)
+                .with_context(|| format!("{}: DINO tokens", path.display()))?,
+        );
     }
-    Ok(fused)
+    Ok(fuse_set(&sd, &tokens, dino.weights)?)
 }
 
 /// Prints each new stage on stderr; never cancels.

@@ -5,6 +5,8 @@
 //! per cell and concatenated with equal weights. DIFT (Tang et al., NeurIPS 2023): the up-block
 //! output of the squashed image as it is.
 
+use std::borrow::Borrow;
+
 use image::RgbImage;
 
 use super::co_pca::{CoPcaError, co_pca};
@@ -108,6 +110,8 @@ fn letterbox_geometry(letterbox: &Letterbox) -> ((f64, f64), (f64, f64)) {
 pub enum DescriptorError {
     #[error("the images' SD features come from different presets")]
     MixedPresets,
+    #[error("{dino} images' DINO tokens for {sd} images' SD descriptors")]
+    Counts { sd: usize, dino: usize },
     #[error(transparent)]
     CoPca(#[from] CoPcaError),
     #[error(transparent)]
@@ -120,14 +124,14 @@ pub enum DescriptorError {
 
 /// The set's SD descriptors: DIFT maps as they are; SD-DINO taps co-PCA'd over the whole set to
 /// `pca_dims` (s5, s4, s3) components.
-pub fn sd_descriptors(
-    images: &[SdImageFeatures],
+pub fn sd_descriptors<F: Borrow<SdImageFeatures>>(
+    images: &[F],
     pca_dims: [usize; 3],
 ) -> Result<Vec<Placed>, DescriptorError> {
     let mut dift = Vec::new();
     let mut taps = Vec::new();
     for image in images {
-        match image {
+        match image.borrow() {
             SdImageFeatures::Dift { map, original } => dift.push((map, *original)),
             SdImageFeatures::SdDino(t) => taps.push(t),
         }
@@ -208,6 +212,24 @@ pub fn saliency_input(
     prepare(&canvas, Resize::None, patch, usize::MAX)
 }
 
+/// Each image's fused descriptors ([`fuse_placed`]) of a set: `sd[i]` with `dino[i]`.
+pub fn fuse_set<D: Borrow<Placed>>(
+    sd: &[Placed],
+    dino: &[D],
+    weights: [f32; 2],
+) -> Result<Vec<Placed>, DescriptorError> {
+    if sd.len() != dino.len() {
+        return Err(DescriptorError::Counts {
+            sd: sd.len(),
+            dino: dino.len(),
+        });
+    }
+    sd.iter()
+        .zip(dino)
+        .map(|(s, d)| fuse_placed(s, d.borrow(), weights))
+        .collect()
+}
+
 /// One image's fused descriptors `[w_sd * sd / |sd|, w_dino * dino / |dino|]` on the finer grid.
 pub fn fuse_placed(
     sd: &Placed,
@@ -221,4 +243,41 @@ pub fn fuse_placed(
         sd.pixels
     };
     Ok(Placed { map, pixels })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Grid;
+
+    fn placed(value: f32) -> Placed {
+        let grid = Grid {
+            rows: 1,
+            cols: 2,
+            patch: 1,
+            stride: 1,
+        };
+        Placed {
+            map: FeatureMap {
+                grid,
+                dim: 2,
+                data: vec![value, 0.0, 0.0, value],
+                image_size: (2, 1),
+            },
+            pixels: PixelMap::identity(grid),
+        }
+    }
+
+    #[test]
+    fn a_set_fuses_image_by_image_and_refuses_unequal_counts() {
+        let sd = [placed(3.0), placed(-2.0)];
+        let dino = [placed(1.0), placed(5.0)];
+        let fused = fuse_set(&sd, &dino, [1.0, 2.0]).unwrap();
+        for ((f, s), d) in fused.iter().zip(&sd).zip(&dino) {
+            let one = fuse_placed(s, d, [1.0, 2.0]).unwrap();
+            assert_eq!(f.map.data, one.map.data);
+        }
+        let err = fuse_set(&sd, &dino[..1], [1.0, 1.0]).unwrap_err();
+        assert!(matches!(err, DescriptorError::Counts { sd: 2, dino: 1 }));
+    }
 }

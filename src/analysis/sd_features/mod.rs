@@ -14,7 +14,7 @@ pub mod windows;
 pub use co_pca::{CoPcaError, SD_DINO_PCA_DIMS, SdTaps, co_pca};
 pub use descriptors::{
     DescriptorError, FeatureSource, Placed, Placement, SD_DINO_DINO_SIZE, SD_SALIENCY_SIDE,
-    dino_placed, fuse_placed, saliency_input, sd_descriptors,
+    dino_placed, fuse_placed, fuse_set, saliency_input, sd_descriptors,
 };
 pub use estimate::{SdCost, estimate, matmul_gflops};
 pub use extract::SdImageFeatures;

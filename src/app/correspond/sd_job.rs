@@ -10,12 +10,11 @@ use std::time::Instant;
 use super::job::{CorrImage, SdSetKey};
 use crate::analysis::correspond::ImageDescriptors;
 use crate::analysis::sd_features::{
-    Placed, Placement, SD_DINO_PCA_DIMS, SdImageFeatures, fuse_placed, sd_descriptors,
+    Placed, Placement, SD_DINO_PCA_DIMS, SdImageFeatures, fuse_set, sd_descriptors,
 };
 use crate::analysis::similarity::Score;
 use crate::app::cache::BoundedCache;
 use crate::app::notifications::AppError;
-use crate::app::sd_jobs::compute_error;
 use crate::app::state::SdChoice;
 use crate::app::tasks::{ImageId, Output, TaskContext};
 use crate::app::worker::{ImageInput, ModelJob, WorkerState};
@@ -66,11 +65,9 @@ impl ModelJob for SdSetJob {
             Some(found) => found.clone(),
             None => {
                 task.report("Co-PCA of the SD features".into(), Some(0.0));
-                let features: Vec<SdImageFeatures> =
-                    self.sd.iter().map(|f| (**f).clone()).collect();
                 let maps = Arc::new(
-                    sd_descriptors(&features, SD_DINO_PCA_DIMS)
-                        .map_err(|e| compute_error("co-PCA of the SD features".into(), e))?,
+                    sd_descriptors(&self.sd, SD_DINO_PCA_DIMS)
+                        .map_err(|e| AppError::compute("co-PCA of the SD features", e))?,
                 );
                 sets.insert(set_key, maps.clone());
                 maps
@@ -80,17 +77,18 @@ impl ModelJob for SdSetJob {
             return Ok(None);
         }
         task.report("Fusing SD and DINO".into(), Some(0.5));
+        let placed = if key.fused {
+            fuse_set(&maps, &self.dino, key.weights())
+                .map_err(|e| AppError::compute("fusing SD and DINO", e))?
+        } else {
+            maps.to_vec()
+        };
         let placement = Placement::of(key.choice.preset);
-        let mut images = Vec::with_capacity(maps.len());
-        for (i, (sd, input)) in maps.iter().zip(&self.inputs).enumerate() {
-            let placed = match self.dino.get(i).filter(|_| key.fused) {
-                Some(dino) => fuse_placed(sd, dino, key.weights()).map_err(|e| {
-                    compute_error(format!("fusing SD and DINO of {}", input.name), e)
-                })?,
-                None => sd.clone(),
-            };
-            images.push(Arc::new(corr_image(input, placed, placement, start)?));
-        }
+        let images = placed
+            .into_iter()
+            .zip(&self.inputs)
+            .map(|(placed, input)| corr_image(input, placed, placement, start).map(Arc::new))
+            .collect::<Result<_, _>>()?;
         Ok(Some(Box::new(SdSetOutput { key, images })))
     }
 }

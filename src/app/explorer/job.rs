@@ -109,11 +109,8 @@ impl ModelJob for EmbedJob {
     }
 }
 
-fn embedding_failed(folder: &std::path::Path, detail: impl ToString) -> AppError {
-    AppError::Compute {
-        what: format!("embedding {}", folder.display()),
-        detail: detail.to_string(),
-    }
+fn embedding_failed(folder: &std::path::Path, detail: impl std::fmt::Display) -> AppError {
+    AppError::compute(format!("embedding {}", folder.display()), detail)
 }
 
 fn embed(

@@ -13,10 +13,9 @@ use super::job::{PcaFeatures, PcaImage, PcaKey, PcaOutput, PcaResult};
 use crate::analysis::coords::PixelMap;
 use crate::analysis::pca_rgb::{pca_colors_split, render_on_original};
 use crate::analysis::sd_features::{
-    Placed, SD_DINO_PCA_DIMS, SdImageFeatures, fuse_placed, sd_descriptors,
+    Placed, SD_DINO_PCA_DIMS, SdImageFeatures, fuse_set, sd_descriptors,
 };
 use crate::app::notifications::AppError;
-use crate::app::sd_jobs::compute_error;
 use crate::app::tasks::{Output, TaskContext};
 use crate::app::worker::{ImageInput, ModelJob, WorkerState};
 
@@ -53,21 +52,11 @@ impl ModelJob for PcaSdJob {
         } = *self;
         let fused = matches!(key.features, PcaFeatures::Sd { fused: true, .. });
         task.report("Co-PCA of the SD features".into(), Some(0.0));
-        let features: Vec<SdImageFeatures> = sd.iter().map(|f| (**f).clone()).collect();
-        let mut placed = sd_descriptors(&features, SD_DINO_PCA_DIMS)
-            .map_err(|e| compute_error("co-PCA of the SD features".into(), e))?;
+        let mut placed = sd_descriptors(&sd, SD_DINO_PCA_DIMS)
+            .map_err(|e| AppError::compute("co-PCA of the SD features", e))?;
         if fused {
-            if dino.len() != placed.len() {
-                return Err(compute_error(
-                    "fusing SD and DINO".into(),
-                    format!("{} DINO maps for {} images", dino.len(), placed.len()),
-                ));
-            }
-            for ((p, d), input) in placed.iter_mut().zip(&dino).zip(&inputs) {
-                *p = fuse_placed(p, d, FUSION_WEIGHTS).map_err(|e| {
-                    compute_error(format!("fusing SD and DINO of {}", input.name), e)
-                })?;
-            }
+            placed = fuse_set(&placed, &dino, FUSION_WEIGHTS)
+                .map_err(|e| AppError::compute("fusing SD and DINO", e))?;
         }
         if task.is_cancelled() {
             return Ok(None);
@@ -77,8 +66,8 @@ impl ModelJob for PcaSdJob {
         let maps: Vec<_> = placed.iter().map(|p| p.map.clone()).collect();
         let views = pca_colors_split(&maps, key.joint, key.foreground_split());
         if views.len() != inputs.len() {
-            return Err(compute_error(
-                "PCA".into(),
+            return Err(AppError::compute(
+                "PCA",
                 format!("{} colourings for {} images", views.len(), inputs.len()),
             ));
         }

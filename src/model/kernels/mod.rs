@@ -73,10 +73,7 @@ pub trait FusedOps: Backend {
         stride: usize,
         padding: [usize; 4],
     ) -> FloatTensor<Self> {
-        let [top, left, bottom, right] = padding;
-        let options =
-            ConvOptions::new_with_padding([stride; 2], [(top, bottom), (left, right)], [1, 1], 1);
-        Self::conv2d(x, weight, Some(bias), options)
+        Self::conv2d(x, weight, Some(bias), conv_options(stride, padding))
     }
 
     /// GroupNorm of `[B, C, H, W]` over `groups` groups with per-channel `gamma` and `beta`,
@@ -112,6 +109,12 @@ pub trait FusedOps: Backend {
         }
         Self::float_reshape(total, Shape::new([n]))
     }
+}
+
+/// burn's options for [`FusedOps::conv2d_nchw`]: one group, no dilation, padding as (top, left,
+/// bottom, right).
+fn conv_options(stride: usize, [top, left, bottom, right]: [usize; 4]) -> ConvOptions<2> {
+    ConvOptions::new_with_padding([stride; 2], [(top, bottom), (left, right)], [1, 1], 1)
 }
 
 /// [`FusedOps::group_norm`] in burn's operations. The statistics are reduced along each row, then
@@ -239,10 +242,7 @@ impl FusedOps for Flex {
         if let Some(out) = conv_kernel(&x, &weight, &bias, stride, padding) {
             return out;
         }
-        let [top, left, bottom, right] = padding;
-        let options =
-            ConvOptions::new_with_padding([stride; 2], [(top, bottom), (left, right)], [1, 1], 1);
-        Flex::conv2d(x, weight, Some(bias), options)
+        Flex::conv2d(x, weight, Some(bias), conv_options(stride, padding))
     }
 
     fn group_norm(
