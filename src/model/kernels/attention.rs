@@ -213,10 +213,11 @@ pub fn forward(shape: Packed, qkv: &[f32]) -> Vec<f32> {
     }
     // Every (sequence, head, query block) is independent, so a single image keeps all cores busy;
     // each task runs its products single-threaded, so results do not depend on the thread count.
+    // Ordered by sequence, query block, then head: the heads of one block are adjacent.
     let tasks: Vec<Task> = (0..shape.batch)
         .flat_map(|sequence| {
-            (0..shape.heads).flat_map(move |head| {
-                shape.query_blocks().map(move |(start, count)| Task {
+            shape.query_blocks().flat_map(move |(start, count)| {
+                (0..shape.heads).map(move |head| Task {
                     sequence,
                     head,
                     start,
@@ -235,13 +236,26 @@ pub fn forward(shape: Packed, qkv: &[f32]) -> Vec<f32> {
             },
         )
         .collect();
-    let hd = shape.head_dim;
-    for (task, piece) in tasks.iter().zip(&pieces) {
-        let first = (task.sequence * t + task.start) * width + task.head * hd;
-        for (row, values) in piece.chunks_exact(hd).enumerate() {
-            out[first + row * width..][..hd].copy_from_slice(values);
-        }
+    // Each (sequence, query block) owns whole output rows, which its heads' pieces fill; the
+    // blocks are filled in parallel (copied serially, this was a serial section of the forward).
+    let mut blocks = Vec::with_capacity(tasks.len() / shape.heads);
+    let mut rest = out.as_mut_slice();
+    for task in tasks.iter().step_by(shape.heads) {
+        let (block, tail) = rest.split_at_mut(task.count * width);
+        blocks.push(block);
+        rest = tail;
     }
+    let hd = shape.head_dim;
+    blocks
+        .into_par_iter()
+        .zip(pieces.par_chunks(shape.heads))
+        .for_each(|(block, heads)| {
+            for (head, piece) in heads.iter().enumerate() {
+                for (row, values) in block.chunks_exact_mut(width).zip(piece.chunks_exact(hd)) {
+                    row[head * hd..][..hd].copy_from_slice(values);
+                }
+            }
+        });
     out
 }
 
@@ -391,19 +405,20 @@ mod tests {
 
     #[test]
     fn sequences_longer_than_a_query_block_match_the_definition() {
+        // Several sequences and heads, so every output row gathers pieces of several tasks.
         let shape = Packed {
-            batch: 1,
+            batch: 2,
             tokens: QUERY_BLOCK + 37,
-            heads: 1,
+            heads: 2,
             head_dim: 4,
         };
-        let qkv = values(shape.tokens * 3 * shape.width(), 4);
+        let qkv = values(shape.batch * shape.tokens * 3 * shape.width(), 4);
         let got = forward(shape, &qkv);
         for (g, w) in got.iter().zip(reference(&shape, &qkv)) {
             assert!((*g as f64 - w).abs() < 1e-5, "{g} vs {w}");
         }
         // Gradients accumulated over several query blocks, against finite differences on a sample.
-        let weights = values(shape.tokens * shape.width(), 5);
+        let weights = values(shape.batch * shape.tokens * shape.width(), 5);
         let grad = backward(shape, &qkv, &weights);
         let loss = |x: &[f32]| weighted_sum(&reference(&shape, x), &weights);
         assert_matches_finite_differences(&grad, &qkv, loss, 97);
