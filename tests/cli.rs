@@ -151,6 +151,54 @@ fn features_with_overlapping_patches() {
 }
 
 #[test]
+fn features_do_not_depend_on_the_thread_count() {
+    // 1,209 tokens at stride 4: several attention query blocks, LayerNorm and bias-fill tasks, and
+    // linear layers large enough for gemm's own parallel split.
+    let dir = tempfile::tempdir().unwrap();
+    let picture = dir.path().join("wide.png");
+    image::RgbImage::from_fn(160, 128, |x, y| {
+        image::Rgb([(x * 3) as u8, (y * 5) as u8, ((x * y) % 251) as u8])
+    })
+    .save(&picture)
+    .unwrap();
+    let features = |threads: &str| {
+        let out = dir.path().join(format!("f{threads}.npy"));
+        let run = dinoscope_with_env(
+            &[
+                "features",
+                "--weights",
+                fixture("v1_p8_hf.safetensors").to_str().unwrap(),
+                "--image",
+                picture.to_str().unwrap(),
+                "--heads",
+                "2",
+                "--device",
+                "cpu",
+                "--resize",
+                "none",
+                "--layer",
+                "2",
+                "--stride",
+                "4",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            &[("RAYON_NUM_THREADS", threads)],
+        );
+        assert!(run.status.success(), "{}", stderr(&run));
+        read_npy(&out).unwrap()
+    };
+    let (shape, one) = features("1");
+    assert_eq!(shape, vec![39 * 31, 32]);
+    for threads in ["2", "3"] {
+        assert!(
+            features(threads).1 == one,
+            "{threads} threads give other features than one"
+        );
+    }
+}
+
+#[test]
 fn bad_inputs_fail_with_a_message_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let (picture, _) = write_picture(dir.path());

@@ -9,12 +9,12 @@
 use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::activation::{silu, softmax};
-use burn::tensor::module::{attention, conv2d};
-use burn::tensor::ops::{AttentionModuleOptions, ConvOptions};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::config::{FfnKind, VitConfig};
-use super::kernels::{gelu, layer_norm_forward, linear_forward, self_attention};
+use super::kernels::{conv2d_with_bias, gelu, layer_norm_forward, linear_forward, self_attention};
 use super::pos_embed::{axis_matrix, keeps_stored_table};
 use crate::rng::Rng;
 
@@ -517,11 +517,12 @@ impl Vit {
             patch: p,
             stride,
         });
-        let patches = conv2d(
+        let patches = conv2d_with_bias(
             images,
             self.patch_embed.weight.val(),
-            Some(self.patch_embed.bias.val()),
-            ConvOptions::new([stride, stride], [0, 0], [1, 1], 1),
+            self.patch_embed.bias.val(),
+            stride,
+            [0; 4],
         )
         .reshape([b, d, grid.len()])
         .swap_dims(1, 2);

@@ -8,6 +8,8 @@
 //! recomputes the probabilities (as flash attention does) instead of keeping them. The forward pass
 //! runs (sequence, head, query block) tasks in parallel, the backward pass sequences.
 
+use std::cell::Cell;
+
 use rayon::prelude::*;
 
 use super::vector_math::{dispatched, exp, max, sum};
@@ -59,8 +61,12 @@ impl Packed {
             .map(move |start| (start, QUERY_BLOCK.min(tokens - start)))
     }
 
+    fn scratch_len(&self) -> usize {
+        QUERY_BLOCK.min(self.tokens) * self.tokens
+    }
+
     fn scratch(&self) -> Vec<f32> {
-        vec![0.0; QUERY_BLOCK.min(self.tokens) * self.tokens]
+        vec![0.0; self.scratch_len()]
     }
 
     /// A `rows x tokens` block of scores.
@@ -118,6 +124,29 @@ fn block_probs<'a>(
     gemm_block(probs, t, false, 1.0, shape.scale(), q, k.t());
     softmax_rows(probs, t);
     probs
+}
+
+/// Largest scores buffer (values) a thread keeps between forward passes: 16 MiB, a query block
+/// of sequences up to 16,384 tokens.
+const KEPT_SCRATCH: usize = 1 << 22;
+
+thread_local! {
+    static SCORES_SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's scores buffer of `len` values (contents unspecified: every use
+/// overwrites it). Reused rather than allocated per task: a fresh zeroed buffer per task cost
+/// its zeroing or page faults on every call.
+fn with_scores_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut scores = SCORES_SCRATCH.take();
+    if scores.len() < len {
+        scores.resize(len, 0.0);
+    }
+    let result = f(&mut scores[..len]);
+    if scores.len() <= KEPT_SCRATCH {
+        SCORES_SCRATCH.set(scores);
+    }
+    result
 }
 
 /// One piece of forward work: a block of query rows of one head of one sequence.
@@ -228,13 +257,12 @@ pub fn forward(shape: Packed, qkv: &[f32]) -> Vec<f32> {
         .collect();
     let pieces: Vec<Vec<f32>> = tasks
         .par_iter()
-        .map_init(
-            || shape.scratch(),
-            |probs, &task| {
+        .map(|&task| {
+            with_scores_scratch(shape.scratch_len(), |probs| {
                 let rows = &qkv[task.sequence * t * 3 * width..][..t * 3 * width];
                 forward_task(&shape, rows, task, probs)
-            },
-        )
+            })
+        })
         .collect();
     // Each (sequence, query block) owns whole output rows, which its heads' pieces fill; the
     // blocks are filled in parallel (copied serially, this was a serial section of the forward).

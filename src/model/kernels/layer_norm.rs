@@ -10,7 +10,11 @@ use rayon::prelude::*;
 
 use super::vector_math::{dispatched, dot, sum};
 
-/// Rows per parallel task (and per partial sum of the parameter gradients).
+/// Rows per parallel task of the forward pass: small enough that a few hundred tokens still
+/// split evenly over the threads.
+const FORWARD_ROWS_PER_TASK: usize = 32;
+
+/// Rows per parallel task of the backward pass (and per partial sum of the parameter gradients).
 const ROWS_PER_TASK: usize = 128;
 
 /// `(x - mean)` into `centered`; returns `sqrt(var + eps)` (biased variance, as burn computes it).
@@ -100,8 +104,8 @@ pub fn forward(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32) -> Vec<f32> {
         beta.len()
     );
     let mut out = vec![0.0; x.len()];
-    out.par_chunks_mut(ROWS_PER_TASK * width)
-        .zip(x.par_chunks(ROWS_PER_TASK * width))
+    out.par_chunks_mut(FORWARD_ROWS_PER_TASK * width)
+        .zip(x.par_chunks(FORWARD_ROWS_PER_TASK * width))
         .for_each(|(out, x)| forward_rows(x, out, gamma, beta, eps));
     out
 }

@@ -707,12 +707,31 @@ pub fn conv2d_forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     if conv.groups != 1 || conv.dilation != [1, 1] || stride_y != stride_x {
         return conv.forward(x);
     }
-    Tensor::from_dispatch(<Dispatch as FusedOps>::conv2d_nchw(
-        x.into_dispatch(),
-        conv.weight.val().into_dispatch(),
-        bias.val().into_dispatch(),
+    conv2d_with_bias(
+        x,
+        conv.weight.val(),
+        bias.val(),
         stride_y,
         [*top, *left, *bottom, *right],
+    )
+}
+
+/// `x` (`[N, C, H, W]`) convolved with `weight` (`[O, C, k, k]`) plus `bias` (`[O]`), one group,
+/// no dilation, `padding` as (top, left, bottom, right); on the CPU the banded im2col kernel of
+/// [`conv::forward`].
+pub fn conv2d_with_bias(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Tensor<1>,
+    stride: usize,
+    padding: [usize; 4],
+) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::conv2d_nchw(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+        stride,
+        padding,
     ))
 }
 
