@@ -12,10 +12,20 @@ use dinoscope::model::{LoadOptions, load_model};
 
 /// A 40 x 32 (w x h) test picture, sides multiples of the fixture's patch size 8.
 fn write_picture(dir: &Path) -> (std::path::PathBuf, image::RgbImage) {
-    let img = image::RgbImage::from_fn(40, 32, |x, y| {
+    write_sized_picture(dir, "picture.png", 40, 32)
+}
+
+/// A `width x height` test picture of gradients and a product pattern, saved as `dir/name`.
+fn write_sized_picture(
+    dir: &Path,
+    name: &str,
+    width: u32,
+    height: u32,
+) -> (std::path::PathBuf, image::RgbImage) {
+    let img = image::RgbImage::from_fn(width, height, |x, y| {
         image::Rgb([(x * 6) as u8, (y * 7) as u8, ((x * y) % 251) as u8])
     });
-    let path = dir.join("picture.png");
+    let path = dir.join(name);
     img.save(&path).unwrap();
     (path, img)
 }
@@ -155,12 +165,7 @@ fn features_do_not_depend_on_the_thread_count() {
     // 1,209 tokens at stride 4: several attention query blocks, LayerNorm and bias-fill tasks, and
     // linear layers large enough for gemm's own parallel split.
     let dir = tempfile::tempdir().unwrap();
-    let picture = dir.path().join("wide.png");
-    image::RgbImage::from_fn(160, 128, |x, y| {
-        image::Rgb([(x * 3) as u8, (y * 5) as u8, ((x * y) % 251) as u8])
-    })
-    .save(&picture)
-    .unwrap();
+    let (picture, _) = write_sized_picture(dir.path(), "wide.png", 160, 128);
     let features = |threads: &str| {
         let out = dir.path().join(format!("f{threads}.npy"));
         let run = dinoscope_with_env(
